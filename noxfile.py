@@ -1,0 +1,121 @@
+"""Automated checks. Run `uvx nox -l` to list sessions."""
+
+# /// script
+# dependencies = ["nox>=2025.5.1"]
+# ///
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.5.1"
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "tests", "smoke", "typecheck", "docs"]
+
+ROOT = Path(__file__).parent
+PYPROJECTS = {
+    tomllib.loads(p.read_text())["project"]["name"]: p
+    for p in sorted(
+        [*ROOT.glob("shared/*/pyproject.toml"), *ROOT.glob("packages/*/pyproject.toml")]
+    )
+}
+PACKAGES = list(PYPROJECTS)
+# Only the first-party code is pinned to few threads; CI machines have 2 cores.
+THREAD_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+
+def sync(session: nox.Session, *args: str) -> None:
+    """Install exactly the requested part of uv.lock into the session venv."""
+    session.run_install("uv", "sync", "--locked", "--no-default-groups", *args)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and format check; no project install needed."""
+    sync(session, "--only-group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """One package, in an environment holding only what it declares."""
+    sync(session, "--package", package, "--group", "test")
+    tests_dir = PYPROJECTS[package].parent / "tests"
+    session.run(
+        "pytest", str(tests_dir), "-m", "not slow and not gpu", *session.posargs, env=THREAD_ENV
+    )
+
+
+def _compkit_table(pyproject: Path) -> dict:
+    return tomllib.loads(pyproject.read_text()).get("tool", {}).get("compkit", {})
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """Every console script answers --help and finishes its --smoke run."""
+    sync(session, "--all-packages", "--group", "test")
+    for pyproject in PYPROJECTS.values():
+        scripts = tomllib.loads(pyproject.read_text())["project"].get("scripts", {})
+        for script in scripts:
+            session.run(script, "--help", silent=True)
+        # Each package names its smoke invocations in its own pyproject:
+        #   [tool.compkit]
+        #   smoke = [["train", "--smoke"], ["evaluate", "--smoke"]]
+        for args in _compkit_table(pyproject).get("smoke", []):
+            script = next(iter(scripts))
+            session.run(script, *args, env={"RUNS_DIR": session.create_tmp(), **THREAD_ENV})
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Static types across all packages and their tests."""
+    sync(session, "--all-packages", "--group", "typecheck", "--group", "test")
+    # Point the checker at this session's interpreter; otherwise it may pick up ./.venv.
+    session.run("basedpyright", "--pythonpath", f"{session.bin}/python", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Learning tests (minutes)."""
+    sync(session, "--all-packages", "--group", "test")
+    # Exit code 5 = nothing selected, acceptable while a package has no slow tests yet.
+    session.run(
+        "pytest",
+        "packages",
+        "shared",
+        "-m",
+        "slow",
+        *session.posargs,
+        success_codes=[0, 5],
+        env=THREAD_ENV,
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every package's `bench` command (timings; never part of pass/fail)."""
+    sync(session, "--all-packages", "--group", "test")
+    for pyproject in PYPROJECTS.values():
+        scripts = tomllib.loads(pyproject.read_text())["project"].get("scripts", {})
+        for args in _compkit_table(pyproject).get("bench", []):
+            session.run(next(iter(scripts)), *args, *session.posargs, env=THREAD_ENV)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; warnings are errors."""
+    sync(session, "--only-group", "docs")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
+
+
+if __name__ == "__main__":
+    nox.main()
