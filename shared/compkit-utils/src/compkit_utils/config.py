@@ -1,0 +1,189 @@
+"""Configuration: nested frozen dataclasses ↔ JSON, and the tyro CLI helper.
+
+This module imports neither torch nor tyro at import time, so a CLI's ``--help`` stays
+instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from compkit_utils.errors import UserError
+from compkit_utils.io import atomic_write_json
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A (nested) dataclass instance as a JSON-ready dictionary."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"expected a dataclass instance, got {type(cfg).__name__}")
+    return {f.name: _to_plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "config") -> T:
+    """Rebuild a (nested, frozen) dataclass from :func:`to_dict` output.
+
+    Keys starting with ``_`` (such as ``_meta``) are ignored; missing keys take the
+    field's default (configs written by older versions still load).
+
+    Args:
+        cls: the dataclass type.
+        data: the dictionary.
+        source: name used in error messages (a file name, say).
+
+    Raises:
+        UserError: an unknown field or a value of the wrong type, naming the field.
+    """
+    return _build(cls, data, source, prefix="")
+
+
+def _build(cls: Any, data: Mapping[str, Any], source: str, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise UserError(f"{source}: field {prefix or '<root>'!r} should be an object")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in data if k not in names and not k.startswith("_"))
+    if unknown:
+        raise UserError(
+            f"{source}: unknown field {prefix}{unknown[0]!r} for {cls.__name__}; "
+            f"known fields: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            kwargs[field.name] = _convert(
+                hints[field.name], data[field.name], source, f"{prefix}{field.name}"
+            )
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, source: str, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _convert(args[0], value, source, name)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, source, prefix=f"{name}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, source, name)
+            except UserError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else UserError(f"{source}: field {name!r} has a bad value")
+    if origin is typing.Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise UserError(f"{source}: field {name!r} is {value!r}; expected one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{source}: field {name!r} should be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, source, name) for v in value)
+        if args and len(args) != len(value):
+            raise UserError(f"{source}: field {name!r} should have {len(args)} items")
+        return tuple(_convert(a, v, source, name) for a, v in zip(args, value, strict=False))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{source}: field {name!r} should be a list")
+        return [_convert(args[0], v, source, name) if args else v for v in value]
+    if origin is dict:
+        return dict(value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if tp is Path:
+        return Path(value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not (
+        isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    ):
+        raise UserError(
+            f"{source}: field {name!r} should be {tp.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def save(cfg: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a dataclass config as JSON (atomically)."""
+    return atomic_write_json(path, to_dict(cfg))
+
+
+def load(path: str | os.PathLike[str], cls: type[T]) -> T:
+    """Load a config written by :func:`save` or :func:`compkit_utils.runs.write_config`.
+
+    Raises:
+        UserError: the file is missing, is not JSON, or does not fit ``cls``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: config file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    return from_dict(cls, data, source=str(path))
+
+
+def run_cli(
+    commands: Mapping[str, type],
+    dispatch: Callable[[Any], int | None],
+    argv: list[str] | None = None,
+    *,
+    prog: str,
+    description: str | None = None,
+) -> int:
+    """Parse a tyro subcommand CLI and run the chosen command.
+
+    ``commands`` maps subcommand names to config dataclasses (defined in a module that does
+    not import torch); ``dispatch(cfg)`` imports what it needs lazily and runs the command.
+    A :class:`~compkit_utils.errors.UserError` raised anywhere becomes one line on stderr
+    (``<prog>: error: ...``) and exit status 2; tyro reports bad flags with status 2 too.
+
+    Returns:
+        The process exit status.
+    """
+    import tyro
+
+    try:
+        cfg = tyro.extras.subcommand_cli_from_dict(
+            dict(commands), args=argv, prog=prog, description=description
+        )
+        result = dispatch(cfg)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return 0 if result is None else int(result)

@@ -1,0 +1,101 @@
+"""Run directories: ``<runs-dir>/<package>/<run-name>/`` with a ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from compkit_utils.io import atomic_write_json
+
+RUNS_DIR_ENV = "RUNS_DIR"
+
+
+def resolve_runs_dir(runs_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The runs root: the explicit value, else ``$RUNS_DIR``, else ``runs``."""
+    if runs_dir is not None and str(runs_dir) != "":
+        return Path(runs_dir)
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def default_run_name(command: str, seed: int, now: _dt.datetime | None = None) -> str:
+    """``<command>__<seed>__<UTC yyyymmdd-hhmmss>``."""
+    now = now or _dt.datetime.now(_dt.UTC)
+    return f"{command}__{seed}__{now.strftime('%Y%m%d-%H%M%S')}"
+
+
+def make_run_dir(
+    package: str,
+    command: str,
+    seed: int,
+    runs_dir: str | os.PathLike[str] | None = None,
+    run_name: str | None = None,
+) -> Path:
+    """Create (or reuse, when resuming a named run) the run directory and return it.
+
+    Args:
+        package: distribution name, e.g. ``"compile-seg"``.
+        command: the CLI subcommand, e.g. ``"train"``.
+        seed: the run's seed (part of the default name).
+        runs_dir: runs root (see :func:`resolve_runs_dir`).
+        run_name: explicit name; default :func:`default_run_name`.
+    """
+    root = resolve_runs_dir(runs_dir) / package
+    name = run_name or default_run_name(command, seed)
+    path = root / name
+    if run_name is None and path.exists():  # two runs started within one second
+        suffix = 1
+        while (root / f"{name}-{suffix}").exists():
+            suffix += 1
+        path = root / f"{name}-{suffix}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The current git commit of the checkout containing ``path``, or ``None``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=path or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def package_version(package: str) -> str | None:
+    """Installed version of a distribution, or ``None``."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_config(run_dir: str | os.PathLike[str], cfg: Any, package: str) -> Path:
+    """Write ``config.json``: the resolved config plus ``_meta`` (package version, commit).
+
+    Args:
+        run_dir: the run directory.
+        cfg: a (nested) dataclass instance or a plain dict.
+        package: distribution name whose version is recorded.
+    """
+    from compkit_utils.config import to_dict
+
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    data["_meta"] = {
+        "package": package,
+        "package_version": package_version(package),
+        "git_commit": git_commit(),
+        "config_class": f"{type(cfg).__module__}.{type(cfg).__qualname__}",
+    }
+    return atomic_write_json(Path(run_dir) / "config.json", data)

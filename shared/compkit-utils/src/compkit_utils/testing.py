@@ -1,0 +1,58 @@
+"""Test helpers (imports pytest; only tests import this module)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def requires_gpu(func: Any) -> Any:
+    """Mark a test as ``gpu`` and skip it where CUDA is not available."""
+    return pytest.mark.gpu(pytest.mark.skipif(not _cuda_available(), reason="needs CUDA")(func))
+
+
+def only_run_dir(root: str | os.PathLike[str], package: str) -> Path:
+    """The single run directory under ``<root>/<package>/`` (fails if not exactly one)."""
+    runs = [p for p in (Path(root) / package).iterdir() if p.is_dir()]
+    assert len(runs) == 1, f"expected one run directory under {root}/{package}, found {runs}"
+    return runs[0]
+
+
+def assert_run_dir(
+    run_dir: str | os.PathLike[str], *, checkpoint: bool = True, min_records: int = 1
+) -> list[dict[str, Any]]:
+    """Check a finished run directory and return its metric records.
+
+    Checks: ``config.json`` is valid JSON with ``_meta``; ``metrics.jsonl`` has at least
+    ``min_records`` records whose values are all finite; ``checkpoints/last.pt`` loads with
+    ``weights_only=True`` (when ``checkpoint``).
+    """
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "_meta" in config, "config.json lacks _meta"
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert len(records) >= min_records, f"{len(records)} metric records < {min_records}"
+    for record in records:
+        for key, value in record.items():
+            if isinstance(value, float):
+                assert math.isfinite(value), f"metric {key} is not finite: {value}"
+    if checkpoint:
+        from compkit_utils.checkpoints import load_checkpoint
+
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        assert "model" in state
+    return records
