@@ -50,7 +50,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         raise UserError(f"{path}: checkpoint not found; pass the path of a .pt file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+    ) as exc:
         raise UserError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from exc
     if not isinstance(state, dict) or "format_version" not in state:
         raise UserError(f"{path}: not a compkit checkpoint (no format_version field)")

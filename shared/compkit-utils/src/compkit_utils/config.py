@@ -69,7 +69,7 @@ def _build(cls: Any, data: Mapping[str, Any], source: str, prefix: str) -> Any:
     unknown = sorted(k for k in data if k not in names and not k.startswith("_"))
     if unknown:
         raise UserError(
-            f"{source}: unknown field {prefix}{unknown[0]!r} for {cls.__name__}; "
+            f"{source}: unknown field {prefix + unknown[0]!r} for {cls.__name__}; "
             f"known fields: {', '.join(sorted(names))}"
         )
     kwargs = {}

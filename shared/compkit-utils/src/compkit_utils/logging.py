@@ -154,7 +154,7 @@ def _make_tensorboard_writer(run_dir: Path) -> Any:
 
 def _make_wandb_run(run_dir: Path, config: Mapping[str, Any] | None) -> Any:
     try:
-        import wandb
+        import wandb  # pyright: ignore[reportMissingImports]
     except ImportError as exc:
         raise UserError(
             "W&B logging needs the wandb extra: pip install 'compkit-utils[wandb]'"
