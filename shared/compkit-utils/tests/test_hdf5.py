@@ -210,6 +210,10 @@ def test_dataset_items_transform_and_indexing(tmp_path):
     assert doubled[2] == 2 * arrays["labels"][2]
     everything = HDF5Dataset(path)
     assert everything.keys == ("images", "labels", "names")
+    with_scalar = write_hdf5(tmp_path / "s.h5", {"x": np.arange(3), "meta/scale": np.float32(2)})
+    assert HDF5Dataset(with_scalar).keys == ("x",)
+    with pytest.raises(UserError, match=r"s\.h5: dataset 'meta/scale' is a scalar"):
+        HDF5Dataset(with_scalar, ["x", "meta/scale"])
     dataset.close()
     doubled.close()
     everything.close()

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from compkit_utils.datasets.info import INFO_FILE, DatasetInfo, read_info, write_info
 from compkit_utils.errors import UserError
@@ -195,7 +196,7 @@ def _validate_open(handle: Any, path: Path, schema: Schema) -> int | None:
 
 def write_hdf5(
     path: str | os.PathLike[str],
-    arrays: Mapping[str, np.ndarray],
+    arrays: Mapping[str, ArrayLike],
     *,
     attrs: Mapping[str, Any] | None = None,
     info: DatasetInfo | None = None,
@@ -229,7 +230,7 @@ def write_hdf5(
     return target
 
 
-def _storable(h5py: Any, array: Any) -> tuple[np.ndarray, Any]:
+def _storable(h5py: Any, array: ArrayLike) -> tuple[np.ndarray, Any]:
     """The array and HDF5 dtype to store it with; text becomes variable-length UTF-8."""
     data = np.asarray(array)
     if data.dtype.kind == "U":
@@ -325,7 +326,7 @@ class HDF5Writer:
             return int(self._file[key].shape[0])
         return 0
 
-    def append(self, arrays: Mapping[str, np.ndarray]) -> None:
+    def append(self, arrays: Mapping[str, ArrayLike]) -> None:
         """Append rows (first axis) to each named dataset, creating it on first use.
 
         Args:
@@ -360,7 +361,7 @@ class HDF5Writer:
             dataset.resize(start + data.shape[0], axis=0)
             dataset[start:] = data
 
-    def write(self, key: str, array: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
+    def write(self, key: str, array: ArrayLike, attrs: Mapping[str, Any] | None = None) -> None:
         """Write a complete (non-appendable) dataset, e.g. a vocabulary or a lookup table.
 
         Args:
@@ -505,7 +506,7 @@ class HDF5Dataset(_DatasetBase):
 
     Args:
         path: the HDF5 file.
-        keys: dataset paths to read per item; default: every dataset in the file.
+        keys: dataset paths to read per item; default: every non-scalar dataset in the file.
         schema: validated when the dataset is built.
         transform: applied to each item dict.
 
@@ -529,9 +530,9 @@ class HDF5Dataset(_DatasetBase):
         with _open(self.path) as handle:
             if schema is not None:
                 _validate_open(handle, self.path, schema)
-            self.keys: tuple[str, ...] = (
-                tuple(keys) if keys is not None else tuple(_dataset_keys(handle))
-            )
+            if keys is None:  # every per-example (non-scalar) dataset
+                keys = [key for key in _dataset_keys(handle) if handle[key].ndim > 0]
+            self.keys: tuple[str, ...] = tuple(keys)
             if not self.keys:
                 raise UserError(f"{self.path}: contains no datasets; regenerate the file")
             lengths: dict[str, int] = {}
