@@ -1,3 +1,16 @@
-"""Dataset helpers: ``dataset_info.json``, HDF5 files, MNIST IDX files, TFDS export."""
+"""Dataset helpers.
+
+Submodules (import the one you need; none imports an optional dependency at import time
+except :mod:`~compkit_utils.datasets.tfds`, which needs the ``tfds`` extra):
+
+- :mod:`~compkit_utils.datasets.info`: ``dataset_info.json`` (provenance and SHA-256 checksums).
+- :mod:`~compkit_utils.datasets.hdf5`: atomic HDF5 writers, schema validation, and
+  ``HDF5Dataset``, a map-style reader opened lazily in each ``DataLoader`` worker
+  (``hdf5`` extra).
+- :mod:`~compkit_utils.datasets.mnist`: MNIST from the original IDX files, with checksums,
+  mirrors, manual placement and ``COMPKIT_DATA_DIR``.
+- :mod:`~compkit_utils.datasets.tfds`: export to TFDS ArrayRecord, readable with
+  ``tfds.data_source`` without TensorFlow (``tfds`` extra).
+"""
 
 from __future__ import annotations
