@@ -12,13 +12,17 @@ Quick start::
 from __future__ import annotations
 
 from leaps_karel.dsl import ParseError, Program, is_valid, parse, to_text, tokenize
+from leaps_karel.interpreter import ExecutionResult, compile_program, execute
 from leaps_karel.world import KarelCrash, World
 
 __all__ = [
+    "ExecutionResult",
     "KarelCrash",
     "ParseError",
     "Program",
     "World",
+    "compile_program",
+    "execute",
     "is_valid",
     "parse",
     "to_text",
