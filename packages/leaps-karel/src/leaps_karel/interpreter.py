@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from leaps_karel.dsl import (
     Action,
@@ -50,7 +50,7 @@ Status = Literal["ok", "budget", "crash", "timeout"]
 
 #: Raw result of a compiled program: (actions, final counter, status code, last marker delta).
 #: Status codes: 0 finished, 1 budget exhausted / timeout, 2 crash.
-RawResult = tuple[list[int], int, int, int]
+RawResult = tuple[Any, int, int, int]
 CompiledProgram = Callable[[World], RawResult]
 
 _STATUS_NAMES: dict[tuple[str, int], Status] = {
@@ -98,27 +98,45 @@ class _Crash(Exception):
 
 # ---------------------------------------------------------------------------- code generation
 _COND_SRC = {
-    "frontIsClear": "nb[p * 4 + d] >= 0",
-    "leftIsClear": "nb[p * 4 + ((d + 3) & 3)] >= 0",
-    "rightIsClear": "nb[p * 4 + ((d + 1) & 3)] >= 0",
-    "markersPresent": "mk[p] > 0",
-    "noMarkersPresent": "mk[p] == 0",
+    "frontIsClear": "fc[q]",
+    "leftIsClear": "lc[q]",
+    "rightIsClear": "rc[q]",
+    "markersPresent": "mk[q >> 2]",
+    "noMarkersPresent": "not mk[q >> 2]",
 }
 
+# The agent is the single integer q = 4 * cell + dir; `nq` maps q to the state after a
+# successful move (-1 when blocked). `A(k)` records an action; the counting variant replaces it.
 _ACTION_SRC_NO_CRASH = {
-    "move": ["t = nb[p * 4 + d]", "if t < 0:", "    d = (d + 2) & 3", "else:", "    p = t", "A(0)"],
-    "turnLeft": ["d = (d + 3) & 3", "A(1)"],
-    "turnRight": ["d = (d + 1) & 3", "A(2)"],
-    "pickMarker": ["if mk[p]:", "    mk[p] -= 1", "    dl = -1", "else:", "    dl = 0", "A(3)"],
-    "putMarker": ["if mk[p] < 9:", "    mk[p] += 1", "    dl = 1", "else:", "    dl = 0", "A(4)"],
+    "move": ["t = nq[q]", "if t < 0:", "    q ^= 2", "else:", "    q = t", "A(0)"],
+    "turnLeft": ["q = q - 1 if q & 3 else q + 3", "A(1)"],
+    "turnRight": ["q = q - 3 if q & 3 == 3 else q + 1", "A(2)"],
+    "pickMarker": [
+        "c = q >> 2",
+        "if mk[c]:",
+        "    mk[c] -= 1",
+        "    dl = -1",
+        "else:",
+        "    dl = 0",
+        "A(3)",
+    ],
+    "putMarker": [
+        "c = q >> 2",
+        "if mk[c] < 9:",
+        "    mk[c] += 1",
+        "    dl = 1",
+        "else:",
+        "    dl = 0",
+        "A(4)",
+    ],
 }
 
 _ACTION_SRC_CRASH = {
-    "move": ["t = nb[p * 4 + d]", "if t < 0:", "    raise _Crash", "p = t", "A(0)"],
-    "turnLeft": ["d = (d + 3) & 3", "A(1)"],
-    "turnRight": ["d = (d + 1) & 3", "A(2)"],
-    "pickMarker": ["if not mk[p]:", "    raise _Crash", "mk[p] -= 1", "A(3)"],
-    "putMarker": ["if mk[p] >= 9:", "    raise _Crash", "mk[p] += 1", "A(4)"],
+    "move": ["t = nq[q]", "if t < 0:", "    raise _Crash", "q = t", "A(0)"],
+    "turnLeft": ["q = q - 1 if q & 3 else q + 3", "A(1)"],
+    "turnRight": ["q = q - 3 if q & 3 == 3 else q + 1", "A(2)"],
+    "pickMarker": ["c = q >> 2", "if not mk[c]:", "    raise _Crash", "mk[c] -= 1", "A(3)"],
+    "putMarker": ["c = q >> 2", "if mk[c] >= 9:", "    raise _Crash", "mk[c] += 1", "A(4)"],
 }
 
 
@@ -339,24 +357,17 @@ def _first_fail(n: int, offsets: tuple[int, ...], budget: int) -> int:
     raise AssertionError("no failing check")
 
 
-_PROLOGUE = [
-    "def _run(world):",
-    "    mk = world.markers",
-    "    nb = world.neighbours",
-    "    p = world.pos",
-    "    d = world.dir",
-    "    acts = []",
-    "    A = acts.append",
-    "    n = 0",
-    "    dl = 0",
-    "    try:",
-]
-
-
 def program_source(
-    program: Program, *, mode: Mode = "no_crash", budget: int = DEFAULT_BUDGET
+    program: Program,
+    *,
+    mode: Mode = "no_crash",
+    budget: int = DEFAULT_BUDGET,
+    record: bool = True,
 ) -> str:
-    """The Python source a program compiles to (for inspection and debugging)."""
+    """The Python source a program compiles to (for inspection and debugging).
+
+    With ``record=False`` the function counts actions instead of recording them.
+    """
     if mode == "no_crash":
         gen: _NoCrashGen | _CrashGen = _NoCrashGen(budget)
         handlers = ["    except _Stop:", "        st = 1"]
@@ -372,13 +383,32 @@ def program_source(
         raise ValueError(f"unknown mode {mode!r}; use 'no_crash' or 'crash'")
     gen.depth = 2
     gen.program(program)
-    body = gen.lines + ["        st = 0"]
-    epilogue = ["    world.pos = p", "    world.dir = d", "    return acts, n, st, dl"]
-    return "\n".join([*_PROLOGUE, *body, *handlers, *epilogue]) + "\n"
+    body = [*gen.lines, "        st = 0"]
+    prologue = [
+        "def _run(world):",
+        "    mk = world.markers",
+        "    nq, fc, lc, rc = world.tables",
+        "    q = world.pos * 4 + world.dir",
+        "    n = 0",
+        "    dl = 0",
+    ]
+    if record:
+        prologue += ["    acts = []", "    A = acts.append", "    try:"]
+        ret = "    return acts, n, st, (dl if acts and acts[-1] >= 3 else 0)"
+    else:
+        prologue += ["    na = 0", "    lp = -1", "    try:"]
+        ret = "    return na, n, st, (dl if lp == na else 0)"
+        for i, line in enumerate(body):
+            stripped = line.lstrip()
+            if stripped.startswith("A(") and stripped.endswith(")"):
+                indent = line[: len(line) - len(stripped)]
+                body[i] = indent + ("na += 1; lp = na" if stripped[2] in "34" else "na += 1")
+    epilogue = ["    world.pos = q >> 2", "    world.dir = q & 3", ret]
+    return "\n".join([*prologue, *body, *handlers, *epilogue]) + "\n"
 
 
-def _compile(program: Program, mode: Mode, budget: int) -> CompiledProgram:
-    src = program_source(program, mode=mode, budget=budget)
+def _compile(program: Program, mode: Mode, budget: int, record: bool) -> CompiledProgram:
+    src = program_source(program, mode=mode, budget=budget, record=record)
     namespace: dict[str, object] = {
         "_Stop": _Stop,
         "_Timeout": _Timeout,
@@ -389,25 +419,29 @@ def _compile(program: Program, mode: Mode, budget: int) -> CompiledProgram:
         code = compile(src, "<karel program>", "exec")
     except (SyntaxError, RecursionError, MemoryError):
         # Nested too deeply for Python's compiler: interpret the tree instead.
-        return functools.partial(_reference_raw, program, mode, budget)
+        return functools.partial(_reference_raw, program, mode, budget, record)
     exec(code, namespace)
     return namespace["_run"]  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=8192)
-def _compile_text(text: str, mode: Mode, budget: int) -> CompiledProgram:
-    return _compile(parse(text, strict=mode == "crash"), mode, budget)
+def _compile_text(text: str, mode: Mode, budget: int, record: bool) -> CompiledProgram:
+    return _compile(parse(text, strict=mode == "crash"), mode, budget, record)
 
 
 def compile_program(
-    program: Program | str, *, mode: Mode = "no_crash", budget: int = DEFAULT_BUDGET
+    program: Program | str,
+    *,
+    mode: Mode = "no_crash",
+    budget: int = DEFAULT_BUDGET,
+    record: bool = True,
 ) -> CompiledProgram:
     """Compile a program into a fast function ``f(world) -> (actions, n, status, delta)``.
 
-    The function mutates ``world`` in place (markers, agent) and returns the executed actions,
-    the final counter, a status code (0 finished, 1 budget stop / timeout, 2 crash) and the
-    marker delta (+1 / -1 / 0) of the most recent ``putMarker`` / ``pickMarker``. Results are
-    cached by program text.
+    The function mutates ``world`` in place (markers, agent) and returns the executed actions
+    (with ``record=False`` only their number), the final counter, a status code (0 finished,
+    1 budget stop / timeout, 2 crash) and the marker change (+1 / -1 / 0) made by the last
+    action. Compiled functions are cached by program text.
 
     Raises:
         ParseError: unparsable program text (in crash mode also a nested ``not``).
@@ -415,7 +449,7 @@ def compile_program(
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     text = program if isinstance(program, str) else to_text(program)
-    return _compile_text(" ".join(text.split()), mode, budget)
+    return _compile_text(" ".join(text.split()), mode, budget, record)
 
 
 def execute(
@@ -472,11 +506,20 @@ def execute_reference(
     """Tree-walking implementation of the same semantics (slow; cross-check and fallback)."""
     prog = parse(program, strict=mode == "crash") if isinstance(program, str) else program
     w = world.copy()
-    actions, n, st, _ = _reference_raw(prog, mode, budget, w)
+    actions, n, st, _ = _reference_raw(prog, mode, budget, True, w)
     return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)])
 
 
-def _reference_raw(program: Program, mode: Mode, budget: int, world: World) -> RawResult:
+def _reference_raw(
+    program: Program, mode: Mode, budget: int, record: bool, world: World
+) -> RawResult:
+    out = _reference_trace(program, mode, budget, world)
+    if record:
+        return out
+    return len(out[0]), out[1], out[2], out[3]
+
+
+def _reference_trace(program: Program, mode: Mode, budget: int, world: World) -> RawResult:
     actions: list[int] = []
     delta = [0]
     crash = mode == "crash"
@@ -497,8 +540,7 @@ def _reference_raw(program: Program, mode: Mode, budget: int, world: World) -> R
         a = codes[name]
         before = world.markers[world.pos]
         world.step(a, crash=crash)
-        if a in (3, 4):
-            delta[0] = world.markers[world.pos] - before
+        delta[0] = world.markers[world.pos] - before if a in (3, 4) else 0
         actions.append(a)
 
     if not crash:
@@ -561,7 +603,7 @@ def _reference_raw(program: Program, mode: Mode, budget: int, world: World) -> R
             raise AssertionError(s)
 
         if budget < 0:
-            return actions, 0, 1, 0
+            return actions, 0, 1, delta[0]
         n, ok = seq(program.body, 1)
         return actions, n, 0 if ok else 1, delta[0]
 
@@ -611,7 +653,7 @@ def _reference_raw(program: Program, mode: Mode, budget: int, world: World) -> R
     try:
         cblock(program.body)
     except _RefStop:
-        return actions, counter[0], 1, 0
+        return actions, counter[0], 1, delta[0]
     except KarelCrash:
-        return actions, counter[0], 2, 0
-    return actions, counter[0], 0, 0
+        return actions, counter[0], 2, delta[0]
+    return actions, counter[0], 0, delta[0]

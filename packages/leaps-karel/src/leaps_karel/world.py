@@ -59,7 +59,7 @@ class World:
         dir: the agent's direction 0..3 (N, E, S, W).
     """
 
-    __slots__ = ("_nbr", "dir", "height", "markers", "pos", "walls", "width")
+    __slots__ = ("_nbr", "_tables", "dir", "height", "markers", "pos", "walls", "width")
 
     def __init__(
         self,
@@ -108,6 +108,7 @@ class World:
             if w and m:
                 raise UserError(f"world: cell {divmod(i, width)} is a wall holding markers")
         self._nbr: list[int] | None = None
+        self._tables: tuple[list[int], list[bool], list[bool], list[bool]] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -204,7 +205,7 @@ class World:
         return cls(height, width, walls.astype(int).tolist(), counts.tolist(), (r, c, d))
 
     def copy(self) -> World:
-        """An independent copy (shares the immutable neighbour table)."""
+        """An independent copy (shares the immutable wall layout and its lookup tables)."""
         w = World.__new__(World)
         w.height = self.height
         w.width = self.width
@@ -212,7 +213,8 @@ class World:
         w.markers = self.markers.copy()
         w.pos = self.pos
         w.dir = self.dir
-        w._nbr = self._nbr
+        w._nbr = self.neighbours
+        w._tables = self.tables
         return w
 
     # ------------------------------------------------------------------ conversions
@@ -334,6 +336,26 @@ class World:
                             nbr[4 * (r * w + c) + d] = rr * w + cc
             self._nbr = nbr
         return nbr
+
+    @property
+    def tables(self) -> tuple[list[int], list[bool], list[bool], list[bool]]:
+        """Lookup tables indexed by the combined agent state ``q = 4 * cell + dir``.
+
+        Returns ``(next_q, front_clear, left_clear, right_clear)``: ``next_q[q]`` is the state
+        after a successful ``move`` (-1 when blocked); the three perception tables hold the
+        ``frontIsClear`` / ``leftIsClear`` / ``rightIsClear`` values. Computed once per wall
+        layout and shared by copies; the compiled interpreter runs on them.
+        """
+        tables = self._tables
+        if tables is None:
+            nbr = self.neighbours
+            size = len(nbr)
+            next_q = [nbr[q] * 4 + (q & 3) if nbr[q] >= 0 else -1 for q in range(size)]
+            front = [nbr[q] >= 0 for q in range(size)]
+            left = [nbr[(q & ~3) | ((q + 3) & 3)] >= 0 for q in range(size)]
+            right = [nbr[(q & ~3) | ((q + 1) & 3)] >= 0 for q in range(size)]
+            tables = self._tables = (next_q, front, left, right)
+        return tables
 
     # ------------------------------------------------------------------ perceptions
     def front_is_clear(self) -> bool:
