@@ -14,11 +14,12 @@ the fixtures (``to_text``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from compkit_utils.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NORTH, EAST, SOUTH, WEST = 0, 1, 2, 3
 DIRECTION_NAMES = ("north", "east", "south", "west")
@@ -191,6 +192,8 @@ class World:
         Raises:
             UserError: wrong shape or not exactly one agent bit set.
         """
+        import numpy as np
+
         state = np.asarray(state)
         if state.ndim != 3 or state.shape[2] != NUM_CHANNELS:
             raise UserError(f"state tensor must have shape (H, W, 16), got {state.shape}")
@@ -255,6 +258,8 @@ class World:
         Channels: 0–3 agent facing N/E/S/W, 4 wall, 5 + k cell holds k markers (k = 0..10;
         channel 5 is set on every non-wall cell without markers).
         """
+        import numpy as np
+
         h, w = self.height, self.width
         state = np.zeros((h * w, NUM_CHANNELS), dtype=bool)
         walls = np.asarray(self.walls, dtype=bool)

@@ -78,10 +78,9 @@ class StairClimber(TaskSpec):
     def reward(self, ctx: dict[str, Any], world: World, total_before: int) -> float:
         if ctx["penalty"] and world.pos not in self.on_stairs:
             return -1.0
-        if world.pos == ctx["goal"]:
-            if not ctx["reached"]:
-                ctx["reached"] = True
-                return 1.0
+        if world.pos == ctx["goal"] and not ctx["reached"]:
+            ctx["reached"] = True
+            return 1.0
         return 0.0
 
     def final_reward(
