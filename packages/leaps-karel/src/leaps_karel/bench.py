@@ -16,7 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from leaps_karel.dsl import Action, Cond, If, IfElse, Not, Program, Repeat, Stmt, While, parse
+from leaps_karel.dsl import (
+    Action,
+    Cond,
+    If,
+    IfElse,
+    Not,
+    Program,
+    Repeat,
+    Stmt,
+    While,
+    is_valid,
+    parse,
+)
 from leaps_karel.interpreter import DEFAULT_BUDGET, _compile_text, compile_program
 from leaps_karel.tasks.base import Task, program_text
 from leaps_karel.tasks.registry import get_spec
@@ -212,7 +224,7 @@ def _tensor_reward(task: str, karel: TensorKarel, ctx: dict[str, Any]) -> float:
 def evaluate_reference(task: Task, program: str, num_worlds: int = 10) -> float:
     """The task return computed the original's way (tensor world, per-step rewards)."""
     text = program_text(program)
-    if text is None:
+    if text is None or not is_valid(text):
         return task.options.invalid_return
     prog = parse(text)
     name = task.spec.name

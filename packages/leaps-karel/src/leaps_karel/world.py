@@ -109,7 +109,7 @@ class World:
             if w and m:
                 raise UserError(f"world: cell {divmod(i, width)} is a wall holding markers")
         self._nbr: list[int] | None = None
-        self._tables: tuple[list[int], list[bool], list[bool], list[bool]] | None = None
+        self._tables: tuple[list[int], ...] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -343,23 +343,29 @@ class World:
         return nbr
 
     @property
-    def tables(self) -> tuple[list[int], list[bool], list[bool], list[bool]]:
+    def tables(self) -> tuple[list[int], ...]:
         """Lookup tables indexed by the combined agent state ``q = 4 * cell + dir``.
 
-        Returns ``(next_q, front_clear, left_clear, right_clear)``: ``next_q[q]`` is the state
-        after a successful ``move`` (-1 when blocked); the three perception tables hold the
-        ``frontIsClear`` / ``leftIsClear`` / ``rightIsClear`` values. Computed once per wall
-        layout and shared by copies; the compiled interpreter runs on them.
+        Returns ``(next_q, move_q, front_clear, left_clear, right_clear, left_q, right_q)``:
+        ``next_q[q]`` is the state after a successful ``move`` (-1 when blocked), ``move_q[q]``
+        the state after a no-crash ``move`` (turned around when blocked), the perception tables
+        hold ``frontIsClear`` / ``leftIsClear`` / ``rightIsClear`` (0/1), ``left_q`` /
+        ``right_q`` the states after turning. Computed once per wall layout and shared by
+        copies; the compiled interpreter runs on them.
         """
         tables = self._tables
         if tables is None:
             nbr = self.neighbours
             size = len(nbr)
-            next_q = [nbr[q] * 4 + (q & 3) if nbr[q] >= 0 else -1 for q in range(size)]
-            front = [nbr[q] >= 0 for q in range(size)]
-            left = [nbr[(q & ~3) | ((q + 3) & 3)] >= 0 for q in range(size)]
-            right = [nbr[(q & ~3) | ((q + 1) & 3)] >= 0 for q in range(size)]
-            tables = self._tables = (next_q, front, left, right)
+            qs = range(size)
+            next_q = [nbr[q] * 4 + (q & 3) if nbr[q] >= 0 else -1 for q in qs]
+            move_q = [next_q[q] if next_q[q] >= 0 else q ^ 2 for q in qs]
+            left_q = [(q & ~3) | ((q + 3) & 3) for q in qs]
+            right_q = [(q & ~3) | ((q + 1) & 3) for q in qs]
+            front = [int(nbr[q] >= 0) for q in qs]
+            left = [front[left_q[q]] for q in qs]
+            right = [front[right_q[q]] for q in qs]
+            tables = self._tables = (next_q, move_q, front, left, right, left_q, right_q)
         return tables
 
     # ------------------------------------------------------------------ perceptions

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from leaps_karel.dsl import Program, ids_to_tokens, is_valid, to_text
-from leaps_karel.interpreter import DEFAULT_BUDGET, compile_program
+from leaps_karel.dsl import ParseError, Program, ids_to_tokens, to_text
+from leaps_karel.interpreter import DEFAULT_BUDGET, CompiledProgram, compile_program
 from leaps_karel.world import World
 
 #: Bonus added to the mean score of a valid program (the original's "syntax bonus").
@@ -120,21 +120,31 @@ class TaskSpec(abc.ABC):
 
 
 def program_text(program: Program | str | Sequence[int] | Sequence[str]) -> str | None:
-    """Program text if ``program`` passes the validity test (§6.3), else None."""
+    """Normalised program text (ids converted, padding dropped); None for bad token ids.
+
+    The text is not checked; see `is_valid` for the validity test (§6.3).
+    """
     if isinstance(program, Program):
         return to_text(program)
     if isinstance(program, str):
-        text = " ".join(program.split())
-    else:
-        seq = list(program)
-        tokens = [str(t) for t in seq] if seq and isinstance(seq[0], str) else None
-        if tokens is None:
-            try:
-                tokens = ids_to_tokens(int(i) for i in seq)
-            except Exception:
-                return None
-        text = " ".join(tokens)
-    return text if is_valid(text) else None
+        return " ".join(program.split())
+    seq = list(program)
+    if seq and isinstance(seq[0], str):
+        return " ".join(str(t) for t in seq)
+    try:
+        return " ".join(ids_to_tokens(int(i) for i in seq))
+    except (ParseError, TypeError, ValueError):
+        return None
+
+
+def compile_valid(text: str | None, budget: int) -> CompiledProgram | None:
+    """The compiled (counting) program if ``text`` passes the validity test, else None."""
+    if text is None or len(text.split()) <= 4:
+        return None
+    try:
+        return compile_program(text, budget=budget, record=False)
+    except ParseError:
+        return None
 
 
 class Task:
@@ -197,12 +207,12 @@ class Task:
     ) -> list[float] | None:
         """Per-rollout scores on the first ``num_worlds`` worlds; None for an invalid program."""
         text = program_text(program)
-        if text is None:
+        opts = self.options
+        fn = compile_valid(text, opts.budget)
+        if fn is None or text is None:
             return None
         self._ensure(num_worlds)
-        opts = self.options
         spec = self.spec
-        fn = compile_program(text, budget=opts.budget, record=False)
         lag = opts.marker_total_lag
         min_actions = 2 if opts.short_rollouts_score_zero else 1
         out = []
