@@ -206,10 +206,10 @@ class Maze(TaskSpec):
     def generate(self, rng: np.random.Generator, options: Options) -> World:
         h, w = self.height, self.width
         open_ = [0] * (h * w)
-        start = (h - 2, 1)
+        start: tuple[int, int] = (h - 2, 1)
         open_[start[0] * w + start[1]] = 1
-        visited = {start}
-        stack = [start]
+        visited: set[tuple[int, int]] = {start}
+        stack: list[tuple[int, int]] = [start]
         while stack:
             cr, cc = stack.pop()
             nbrs = [
