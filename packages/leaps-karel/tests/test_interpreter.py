@@ -176,3 +176,21 @@ def test_replay_and_source():
         compile_program("DEF run m( move m)", budget=-1)
     with pytest.raises(ParseError):
         execute("DEF run m( move", world)
+
+
+def test_history_records_states_and_perceptions():
+    world = World.from_text(["#####", "#...#", "#####"], (1, 1, 1))
+    r = execute("DEF run m( move putMarker move move m)", world, history=True)
+    assert r.states is not None
+    assert len(r.states) == 5
+    assert r.states[0] == world
+    assert r.states[-1] == r.world
+    assert r.state_tensors().shape == (5, 3, 5, 16)
+    assert r.perceptions()[:, 0].tolist() == [True, True, True, False, True]
+    crashed = execute("DEF run m( move putMarker move move m)", world, mode="crash", history=True)
+    assert crashed.status == "crash"
+    assert crashed.states is not None
+    assert len(crashed.states) == 4
+    assert crashed.states[-1] == crashed.world
+    with pytest.raises(ValueError, match="history=True"):
+        execute("DEF run m( move m)", world).state_tensors()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from leaps_karel.dsl import (
     Action,
@@ -41,6 +41,9 @@ from leaps_karel.dsl import (
     to_text,
 )
 from leaps_karel.world import KarelCrash, World
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The original's call budget.
 DEFAULT_BUDGET = 220
@@ -75,6 +78,8 @@ class ExecutionResult:
             crash mode).
         finished: whether the program ran to its end (no budget stop, crash or timeout).
         status: ``"ok"``, ``"budget"`` (no-crash budget stop), ``"crash"`` or ``"timeout"``.
+        states: with ``history=True``, the visited worlds: the initial world and the world
+            after every action (``len(states) == len(actions) + 1``); else None.
     """
 
     actions: list[int]
@@ -82,6 +87,33 @@ class ExecutionResult:
     n: int
     finished: bool
     status: Status
+    states: list[World] | None = None
+
+    def state_tensors(self) -> np.ndarray:
+        """The state history ``s_h`` as a ``(len(actions) + 1, H, W, 16)`` bool array.
+
+        Raises:
+            ValueError: the execution was run without ``history=True``.
+        """
+        if self.states is None:
+            raise ValueError("run execute(..., history=True) to record the visited states")
+        import numpy as np
+
+        return np.stack([s.to_tensor() for s in self.states])
+
+    def perceptions(self) -> np.ndarray:
+        """The 5 perceptions of every visited state: ``(len(actions) + 1, 5)`` bool.
+
+        Order: frontIsClear, leftIsClear, rightIsClear, markersPresent, noMarkersPresent.
+
+        Raises:
+            ValueError: the execution was run without ``history=True``.
+        """
+        if self.states is None:
+            raise ValueError("run execute(..., history=True) to record the visited states")
+        import numpy as np
+
+        return np.asarray([s.perception() for s in self.states], dtype=bool)
 
 
 class _Stop(Exception):
@@ -529,6 +561,7 @@ def execute(
     *,
     mode: Mode = "no_crash",
     in_place: bool = False,
+    history: bool = False,
 ) -> ExecutionResult:
     """Run a program on a world with the original's semantics.
 
@@ -538,6 +571,7 @@ def execute(
         budget: the call budget (220 in the original).
         mode: ``"no_crash"`` (rewards) or ``"crash"`` (dataset generation).
         in_place: mutate ``world`` instead of a copy.
+        history: also record every visited state (``result.states``).
 
     Returns:
         The executed actions, final world, final counter and whether the program finished.
@@ -546,9 +580,11 @@ def execute(
         ParseError: unparsable program text.
     """
     fn = compile_program(program, mode=mode, budget=budget)
+    start = world.copy() if history else None
     w = world if in_place else world.copy()
     actions, n, st, _ = fn(w)
-    return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)])
+    states = replay(start, actions) if start is not None else None
+    return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)], states)
 
 
 def replay(world: World, actions: list[int]) -> list[World]:
