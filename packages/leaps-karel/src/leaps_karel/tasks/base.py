@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from compkit_utils.errors import UserError
 from leaps_karel.dsl import ParseError, Program, ids_to_tokens, to_text
 from leaps_karel.interpreter import DEFAULT_BUDGET, CompiledProgram, compile_program
 from leaps_karel.world import World
@@ -173,6 +174,7 @@ class Task:
         self.seed = seed
         self.options = options or Options()
         self._rng = np.random.default_rng(seed)
+        self._fixed = False
         self.initial_worlds: list[World] = []
         self._contexts: list[dict[str, Any]] = []
         self._ensure(num_worlds)
@@ -181,10 +183,14 @@ class Task:
     def from_worlds(
         cls, spec: TaskSpec, worlds: Sequence[World], options: Options | None = None
     ) -> Task:
-        """A task evaluated on the given initial worlds (e.g. the original's, from fixtures)."""
+        """A task evaluated on exactly the given initial worlds (e.g. the original's).
+
+        Asking such a task for more rollouts than it has worlds raises `UserError`.
+        """
         task = cls(spec, seed=0, num_worlds=0, options=options)
         for w in worlds:
             task._add(w.copy())
+        task._fixed = True
         return task
 
     @property
@@ -197,14 +203,23 @@ class Task:
         self._contexts.append(self.spec.context(world, self.options))
 
     def _ensure(self, num_worlds: int) -> None:
+        if self._fixed and num_worlds > len(self.initial_worlds):
+            raise UserError(
+                f"this {self.spec.name} task has {len(self.initial_worlds)} fixed initial "
+                f"worlds; asked for {num_worlds}"
+            )
         while len(self.initial_worlds) < num_worlds:
             self._add(self.spec.generate(self._rng, self.options))
 
     def replace_options(self, **changes: Any) -> Task:
         """The same initial worlds under other options."""
-        return Task.from_worlds(
+        task = Task.from_worlds(
             self.spec, self.initial_worlds, dataclasses.replace(self.options, **changes)
         )
+        task._fixed = self._fixed
+        if not self._fixed:
+            task._rng = self._rng  # generate further worlds from the same stream
+        return task
 
     # ---------------------------------------------------------------- evaluation
     def scores(
