@@ -9,6 +9,7 @@ from leaps_karel import dsl
 from leaps_karel.dsl import ParseError, Program, parse, to_text
 from leaps_karel.interpreter import (
     Mode,
+    _reference_raw,
     compile_program,
     execute,
     execute_reference,
@@ -142,8 +143,13 @@ def test_compiled_matches_reference_on_random_programs_and_budgets(interpreter_c
             count_only = compile_program(program, budget=budget, mode=mode, record=False)
             w = world.copy()
             status = {"ok": 0, "budget": 1, "timeout": 1, "crash": 2}[a.status]
-            assert count_only(w)[:3] == (len(a.actions), a.n, status)
+            ref_delta = _reference_delta(program, world, budget, mode)
+            assert count_only(w) == (len(a.actions), a.n, status, ref_delta)
             assert w == a.world
+
+
+def _reference_delta(program, world, budget, mode):
+    return _reference_raw(program, mode, budget, False, world.copy())[3]
 
 
 def test_last_marker_delta_is_reported():

@@ -151,8 +151,22 @@ _ACTION_SRC_CRASH = {
     "move": ["t = nq[q]", "if t < 0:", "    raise _Crash", "q = t", "A(0)"],
     "turnLeft": ["q = tl[q]", "A(1)"],
     "turnRight": ["q = tr[q]", "A(2)"],
-    "pickMarker": ["c = q >> 2", "if not mk[c]:", "    raise _Crash", "mk[c] -= 1", "A(3)"],
-    "putMarker": ["c = q >> 2", "if mk[c] >= 9:", "    raise _Crash", "mk[c] += 1", "A(4)"],
+    "pickMarker": [
+        "c = q >> 2",
+        "if not mk[c]:",
+        "    raise _Crash",
+        "mk[c] -= 1",
+        "dl = -1",
+        "A(3)",
+    ],
+    "putMarker": [
+        "c = q >> 2",
+        "if mk[c] >= 9:",
+        "    raise _Crash",
+        "mk[c] += 1",
+        "dl = 1",
+        "A(4)",
+    ],
 }
 #: Marker change of a no-crash pick / put by current count 0..10.
 _PICK = (0, *([-1] * 10))
