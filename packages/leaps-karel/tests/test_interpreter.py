@@ -200,3 +200,14 @@ def test_history_records_states_and_perceptions():
     assert crashed.states[-1] == crashed.world
     with pytest.raises(ValueError, match="history=True"):
         execute("DEF run m( move m)", world).state_tensors()
+
+
+def test_non_contiguous_checks_stop_at_the_first_failing_value():
+    from leaps_karel.interpreter import _first_fail, _NoCrashGen
+
+    assert _first_fail(5, (0, 2, 4), 6) == 7
+    gen = _NoCrashGen(budget=6)
+    gen.static = None
+    gen.pending = ["C", "I", "I", "C", "I", "I", "C"]
+    gen.flush()
+    assert gen.lines == ["    if n > 2: raise _Stop(_first_fail(n, (0, 2, 4), 6))", "    n += 4"]

@@ -12,11 +12,13 @@ Two semantics are provided (spec §3, §6):
   each such node and aborts with status ``"timeout"`` once it exceeds the budget. The strict
   grammar applies (nested ``not`` is a parse error).
 
-Each program is translated once into the source of a straight-line Python function operating on
-the flat lists of a `World` (the budget checks are merged statically where the counter provably
-does not change), compiled, and cached. `execute_reference` is a direct tree-walker of the same
-rules, used as a fallback for programs nested too deeply for Python's compiler and as an
-independent cross-check in the tests.
+Each program is translated once into the source of a Python function (`program_source`) that
+keeps the agent as one integer ``q = 4 · cell + dir`` and does every move, turn and perception
+by a table lookup (`World.tables`); budget checks between two world operations are merged into
+one test, and decided at compile time wherever the counter is a known constant (everywhere
+outside loops, and below a known bound). The function is compiled and cached by program text.
+`execute_reference` is a direct tree-walker of the same rules, used as a fallback for programs
+nested too deeply for Python's compiler and as an independent cross-check in the tests.
 """
 
 from __future__ import annotations
