@@ -7,6 +7,7 @@ fixed list of initial worlds, which is what the original CEM driver evaluates pr
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -218,7 +219,7 @@ class Task:
         )
         task._fixed = self._fixed
         if not self._fixed:
-            task._rng = self._rng  # generate further worlds from the same stream
+            task._rng = copy.deepcopy(self._rng)  # further worlds continue the same stream
         return task
 
     # ---------------------------------------------------------------- evaluation
