@@ -111,3 +111,12 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path: Path) -> None:
         atomic_write(tmp_path / "a.txt", failing)
     assert (tmp_path / "a.txt").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_write_uses_umask_permissions(tmp_path: Path) -> None:
+    import os
+
+    path = atomic_write_text(tmp_path / "b.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
