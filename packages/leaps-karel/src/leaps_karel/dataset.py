@@ -1,0 +1,905 @@
+"""The LEAPS pre-training dataset: random programs with demonstrations, in the original layout.
+
+Generation (spec §8): draw programs from the probabilistic grammar (`leaps_karel.sampler`),
+skip duplicates and programs longer than ``max_program_length`` tokens, then for each program
+sample up to ``max_demo_generation_trial`` random worlds (§8.1), execute the program in crash
+mode and keep executions with ``min_demo_length ≤ len(s_h) ≤ max_demo_length`` states until
+``num_demo_per_program`` demonstrations are collected; programs that do not collect enough are
+dropped.
+
+Files (spec §8.3) in the output folder:
+
+* ``data.hdf5`` — one group per program (``program`` int8 ``[L]``, ``s_h`` bool
+  ``[D, M, H, W, 16]``, ``a_h`` int8 ``[D, A]``, ``s_h_len`` / ``a_h_len`` int16 ``[D]``) and
+  a ``data_info`` group of scalars;
+* ``id.txt`` — the group names ``no_{i}_prog_len_{L}_max_s_h_len_{M}`` in order;
+* ``dataset_info.json`` — seed, counts, parameters and SHA-256 of both files.
+
+Determinism and parallelism: the candidate programs form one stream drawn from the seed in the
+main process (duplicates skipped as they are drawn), and candidate k samples its worlds from its
+own generator ``SeedSequence(seed, spawn_key=(k,))``. The dataset is the first N accepted
+candidates of that stream, so the output is byte-for-byte identical for any ``n_procs`` and any
+shard size. Candidates are processed in shards by a process pool; each shard is written
+atomically to ``.shards/`` and skipped on a rerun, so an interrupted generation resumes where it
+stopped. The shards are finally merged (atomically) into ``data.hdf5``.
+
+Deviation from the original: a program is tried once — the original re-tries a program that
+failed to collect its demonstrations if the sampler draws it again.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compkit_utils.datasets.info import DatasetInfo, read_info, write_info
+from compkit_utils.errors import UserError
+from compkit_utils.io import atomic_path, atomic_write_json, atomic_write_text
+from leaps_karel import dsl
+from leaps_karel.sampler import ProgramSampler, SamplerConfig, action_count_bounds
+from leaps_karel.world import DELTAS, NUM_CHANNELS, World
+
+__all__ = [
+    "DATASET_SCHEMA",
+    "GenerationParams",
+    "GenerationReport",
+    "KarelProgramDataset",
+    "ProgramDemos",
+    "candidate_stream",
+    "demos_for_program",
+    "generate_dataset",
+    "sample_worlds",
+]
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "data.hdf5"
+ID_FILE = "id.txt"
+SHARD_DIR = ".shards"
+MANIFEST = "manifest.json"
+INFO_GROUP = "data_info"
+FORMAT_VERSION = 1
+
+DATASET_SCHEMA: dict[str, tuple[np.dtype[Any], int]] = {
+    "program": (np.dtype(np.int8), 1),
+    "s_h": (np.dtype(np.bool_), 5),
+    "a_h": (np.dtype(np.int8), 2),
+    "s_h_len": (np.dtype(np.int16), 1),
+    "a_h_len": (np.dtype(np.int16), 1),
+}
+"""Per-program HDF5 datasets: name → (dtype, number of dimensions), as in the original."""
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationParams:
+    """Everything that determines the content of a generated dataset (defaults: the original).
+
+    Attributes:
+        num_programs: programs to generate.
+        seed: seed of the program stream and of every candidate's worlds.
+        height: world rows H.
+        width: world columns W.
+        wall_prob: probability that an interior cell is a wall.
+        marker_prob: probability that a free cell starts with one marker.
+        max_program_length: longest program kept, in tokens (``DEF`` … ``m)`` included).
+        max_depth: sampler depth limit.
+        max_nesting_depth: sampler nesting limit.
+        min_demo_length: fewest states (initial state included) of a kept demonstration.
+        max_demo_length: most states of a kept demonstration.
+        min_max_demo_length: a program is dropped when its longest demonstration is shorter.
+        num_demo_per_program: demonstrations per program.
+        max_demo_generation_trial: worlds tried per program before dropping it.
+        num_train: recorded in ``data_info`` (the original's split sizes; consumers re-split).
+        num_val: recorded in ``data_info``.
+        num_test: recorded in ``data_info``.
+    """
+
+    num_programs: int = 50_000
+    seed: int = 123
+    height: int = 8
+    width: int = 8
+    wall_prob: float = 0.1
+    marker_prob: float = 0.1
+    max_program_length: int = 50
+    max_depth: int = 6
+    max_nesting_depth: int = 4
+    min_demo_length: int = 4
+    max_demo_length: int = 20
+    min_max_demo_length: int = 2
+    num_demo_per_program: int = 10
+    max_demo_generation_trial: int = 100
+    num_train: int = 35_000
+    num_val: int = 7_500
+    num_test: int = 7_500
+
+    def validate(self) -> None:
+        """Check ranges; raises `UserError` naming the field."""
+        checks = [
+            (self.num_programs >= 1, "num_programs must be ≥ 1"),
+            (self.height >= 3 and self.width >= 3, "height and width must be ≥ 3"),
+            (0.0 <= self.wall_prob < 1.0, "wall_prob must be in [0, 1)"),
+            (0.0 <= self.marker_prob <= 1.0, "marker_prob must be in [0, 1]"),
+            (self.max_program_length >= 5, "max_program_length must be ≥ 5 (DEF run m( x m))"),
+            (
+                1 <= self.min_demo_length <= self.max_demo_length,
+                "need 1 ≤ min_demo_length ≤ max_demo_length",
+            ),
+            (self.num_demo_per_program >= 1, "num_demo_per_program must be ≥ 1"),
+            (
+                self.max_demo_generation_trial >= self.num_demo_per_program,
+                "max_demo_generation_trial must be ≥ num_demo_per_program",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"generate-dataset: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Worlds and demonstrations
+# --------------------------------------------------------------------------------------------
+
+
+def sample_worlds(
+    rng: np.random.Generator,
+    count: int,
+    height: int = 8,
+    width: int = 8,
+    wall_prob: float = 0.1,
+    marker_prob: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random initial worlds of the dataset (spec §8.1), vectorised over ``count`` worlds.
+
+    Border cells are walls, every interior cell is a wall with probability ``wall_prob``; the
+    agent stands on a uniformly random free cell (the distribution of the original's rejection
+    sampling) with a uniformly random direction; every free cell holds one marker with
+    probability ``marker_prob`` (the agent's cell included).
+
+    Returns:
+        ``walls`` bool ``(count, H, W)``, ``markers`` int8 ``(count, H, W)`` and ``agents``
+        int64 ``(count, 3)`` rows of ``(row, col, dir)``. A world without a free cell is
+        resampled.
+    """
+    walls = rng.random((count, height, width)) < wall_prob
+    walls[:, 0, :] = walls[:, -1, :] = True
+    walls[:, :, 0] = walls[:, :, -1] = True
+    free = ~walls.reshape(count, -1)
+    n_free = free.sum(axis=1)
+    for i in np.flatnonzero(n_free == 0):  # only possible for tiny grids / huge wall_prob
+        while n_free[i] == 0:
+            walls[i] = rng.random((height, width)) < wall_prob
+            walls[i, 0, :] = walls[i, -1, :] = walls[i, :, 0] = walls[i, :, -1] = True
+            free[i] = ~walls[i].reshape(-1)
+            n_free[i] = free[i].sum()
+    pick = (rng.random(count) * n_free).astype(np.int64)  # the pick-th free cell, 0-based
+    cells = np.argmax(np.cumsum(free, axis=1) > pick[:, None], axis=1).astype(np.int64)
+    directions = rng.integers(0, 4, size=count)
+    markers = ((rng.random((count, height, width)) < marker_prob) & ~walls).astype(np.int8)
+    agents = np.stack([cells // width, cells % width, directions], axis=1)
+    return walls, markers, agents
+
+
+def neighbour_tables(walls: np.ndarray) -> np.ndarray:
+    """Front-neighbour tables of a batch of worlds, in `World.neighbours` layout.
+
+    Args:
+        walls: bool ``(B, H, W)``.
+
+    Returns:
+        int64 ``(B, H * W * 4)``: entry ``4 * cell + dir`` is the flat index of the cell in
+        front of ``cell`` facing ``dir``, or -1 when it is a wall or outside the grid.
+    """
+    count, height, width = walls.shape
+    padded = np.ones((count, height + 2, width + 2), dtype=bool)
+    padded[:, 1:-1, 1:-1] = walls
+    index = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    table = np.empty((count, height, width, 4), dtype=np.int64)
+    for direction, (dr, dc) in enumerate(DELTAS):
+        blocked = padded[:, 1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width]
+        table[:, :, :, direction] = np.where(blocked, -1, index + dr * width + dc)
+    return table.reshape(count, -1)
+
+
+def _make_world(
+    height: int,
+    width: int,
+    walls: list[int],
+    markers: list[int],
+    pos: int,
+    direction: int,
+    neighbours: list[int],
+) -> World:
+    """A `World` from already valid sampler output, skipping validation and the table build.
+
+    The sampler guarantees what `World.__init__` checks (agent on a free cell, markers only on
+    free cells, counts 0..1); building thousands of worlds per second needs the shortcut.
+    """
+    world = World.__new__(World)
+    world.height = height
+    world.width = width
+    world.walls = walls
+    world.markers = markers
+    world.pos = pos
+    world.dir = direction
+    world._nbr = neighbours  # pyright: ignore[reportPrivateUsage]
+    return world
+
+
+@dataclasses.dataclass
+class ProgramDemos:
+    """The demonstrations of one program, in the dataset's array layout.
+
+    Attributes:
+        program: int8 ``[L]`` token ids.
+        s_h: bool ``[D, M, H, W, 16]`` state sequences, zero-padded.
+        a_h: int8 ``[D, A]`` action ids (spec §3), zero-padded.
+        s_h_len: int16 ``[D]`` states per demonstration.
+        a_h_len: int16 ``[D]`` actions per demonstration.
+        trials: worlds tried to collect them.
+    """
+
+    program: np.ndarray
+    s_h: np.ndarray
+    a_h: np.ndarray
+    s_h_len: np.ndarray
+    a_h_len: np.ndarray
+    trials: int
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The five arrays keyed by their HDF5 dataset names."""
+        return {name: getattr(self, name) for name in DATASET_SCHEMA}
+
+
+def _states_tensor(
+    walls: np.ndarray,
+    markers: np.ndarray,
+    agent: Sequence[int],
+    actions: Sequence[int],
+    neighbours: list[int],
+) -> np.ndarray:
+    """``(len(actions) + 1, H, W, 16)`` states of a crash-free execution, by replaying it."""
+    height, width = walls.shape
+    world = _make_world(
+        height,
+        width,
+        walls.reshape(-1).astype(np.int64).tolist(),
+        markers.reshape(-1).tolist(),
+        int(agent[0]) * width + int(agent[1]),
+        int(agent[2]),
+        neighbours,
+    )
+    first = world.to_tensor()
+    states = np.empty((len(actions) + 1, *first.shape), dtype=bool)
+    states[0] = first
+    for t, action in enumerate(actions, start=1):
+        before = world.pos
+        world.step(int(action), crash=True)
+        states[t] = states[t - 1]
+        r, c = divmod(before, width)
+        states[t, r, c, :4] = False
+        r, c = divmod(world.pos, width)
+        states[t, r, c, world.dir] = True
+        if action in (3, 4):  # pickMarker / putMarker changed the count of this cell
+            states[t, r, c, 5:] = False
+            states[t, r, c, 5 + world.markers[world.pos]] = True
+    return states
+
+
+def demos_for_program(
+    tokens: Sequence[str],
+    rng: np.random.Generator,
+    params: GenerationParams,
+    stats: collections.Counter[str] | None = None,
+) -> ProgramDemos | None:
+    """Collect the demonstrations of one program, or ``None`` when it is dropped (spec §8.2).
+
+    Args:
+        tokens: the program's tokens.
+        rng: the candidate's own generator (worlds are drawn from it in batches).
+        params: generation parameters.
+        stats: optional counter updated with ``trials``, ``crash``, ``timeout``,
+            ``too_short``, ``too_long``, ``accepted`` and ``pruned``.
+
+    A program whose possible action counts (`leaps_karel.sampler.action_count_bounds`) can
+    never give an acceptable demonstration length is dropped without executing it: every one of
+    its trials would be rejected.
+    """
+    from leaps_karel.interpreter import compile_program
+
+    stats = stats if stats is not None else collections.Counter()
+    p = params
+    low, high = action_count_bounds(tokens)
+    if high + 1 < p.min_demo_length or low + 1 > p.max_demo_length:
+        stats["pruned"] += 1
+        return None
+    run = compile_program(" ".join(tokens), mode="crash")
+    accepted: list[tuple[int, int, list[int]]] = []  # (batch, index, actions)
+    batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]] = []
+    batch_size = min(2 * p.num_demo_per_program, p.max_demo_generation_trial)
+    trials = 0
+    while len(accepted) < p.num_demo_per_program and trials < p.max_demo_generation_trial:
+        walls, markers, agents = sample_worlds(
+            rng, batch_size, p.height, p.width, p.wall_prob, p.marker_prob
+        )
+        neighbours = neighbour_tables(walls).tolist()
+        batches.append((walls, markers, agents, neighbours))
+        walls_flat = walls.reshape(batch_size, -1).astype(np.int64).tolist()
+        markers_flat = markers.reshape(batch_size, -1).tolist()
+        positions = (agents[:, 0] * p.width + agents[:, 1]).tolist()
+        directions = agents[:, 2].tolist()
+        for i in range(batch_size):
+            if len(accepted) >= p.num_demo_per_program or trials >= p.max_demo_generation_trial:
+                break
+            trials += 1
+            world = _make_world(
+                p.height,
+                p.width,
+                walls_flat[i],
+                markers_flat[i],
+                positions[i],
+                directions[i],
+                neighbours[i],
+            )
+            actions, _, status, _ = run(world)
+            if status != 0:
+                stats["timeout" if status == 1 else "crash"] += 1
+                continue
+            length = len(actions) + 1
+            if length < p.min_demo_length:
+                stats["too_short"] += 1
+            elif length > p.max_demo_length:
+                stats["too_long"] += 1
+            else:
+                accepted.append((len(batches) - 1, i, actions))
+    stats["trials"] += trials
+    if len(accepted) < p.num_demo_per_program:
+        stats["dropped"] += 1
+        return None
+    s_h_len = np.array([len(a) + 1 for _, _, a in accepted], dtype=np.int16)
+    if int(s_h_len.max()) < p.min_max_demo_length:
+        stats["dropped"] += 1
+        return None
+    num = len(accepted)
+    s_h = np.zeros((num, int(s_h_len.max()), p.height, p.width, NUM_CHANNELS), dtype=bool)
+    a_h = np.zeros((num, max(int(s_h_len.max()) - 1, 0)), dtype=np.int8)
+    for d, (b, i, actions) in enumerate(accepted):
+        walls, markers, agents, neighbours = batches[b]
+        s_h[d, : len(actions) + 1] = _states_tensor(
+            walls[i], markers[i], agents[i], actions, neighbours[i]
+        )
+        a_h[d, : len(actions)] = actions
+    stats["accepted"] += 1
+    return ProgramDemos(
+        program=np.array(dsl.to_ids(list(tokens)), dtype=np.int8),
+        s_h=s_h,
+        a_h=a_h,
+        s_h_len=s_h_len,
+        a_h_len=(s_h_len - 1).astype(np.int16),
+        trials=trials,
+    )
+
+
+def candidate_stream(params: GenerationParams) -> Iterator[list[str]]:
+    """The candidate programs, in order: sampler draws without duplicates or over-long ones."""
+    sampler = ProgramSampler(
+        params.seed, SamplerConfig(params.max_depth, params.max_nesting_depth)
+    )
+    seen: set[str] = set()
+    while True:
+        tokens = sampler.sample_tokens()
+        if len(tokens) > params.max_program_length:
+            continue
+        text = " ".join(tokens)
+        if text in seen:
+            continue
+        seen.add(text)
+        yield tokens
+
+
+def candidate_rng(seed: int, index: int) -> np.random.Generator:
+    """The world generator of candidate ``index`` (independent of sharding and workers)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+# --------------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------------
+
+
+def _shard_path(out_dir: Path, shard: int) -> Path:
+    return out_dir / SHARD_DIR / f"shard_{shard:06d}.hdf5"
+
+
+def _write_group(group: Any, arrays: dict[str, np.ndarray], compression: str | None) -> None:
+    for name, array in arrays.items():
+        if compression is not None and array.size >= 64:
+            group.create_dataset(name, data=array, compression=compression, chunks=array.shape)
+        else:
+            group.create_dataset(name, data=array)
+
+
+def _run_shard(job: dict[str, Any]) -> dict[str, Any]:
+    """Worker: generate one shard of candidates and write it atomically; returns its summary."""
+    import h5py
+
+    params = GenerationParams(**job["params"])
+    path = Path(job["path"])
+    stats: collections.Counter[str] = collections.Counter()
+    accepted: list[int] = []
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        for index, tokens in job["candidates"]:
+            demos = demos_for_program(tokens, candidate_rng(params.seed, index), params, stats)
+            if demos is None:
+                continue
+            _write_group(handle.create_group(f"c{index}"), demos.arrays(), job["compression"])
+            accepted.append(index)
+        handle.attrs["shard"] = job["shard"]
+        handle.attrs["first_candidate"] = job["candidates"][0][0]
+        handle.attrs["num_candidates"] = len(job["candidates"])
+        handle.attrs["accepted"] = np.array(accepted, dtype=np.int64)
+        handle.attrs["stats"] = json.dumps(dict(stats))
+    return {"shard": job["shard"], "accepted": len(accepted), "stats": dict(stats)}
+
+
+def _read_shard_summary(path: Path) -> dict[str, Any] | None:
+    """Summary of a finished shard file, or ``None`` if it is unreadable (then it is redone)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return {
+                "shard": int(handle.attrs["shard"]),
+                "accepted": len(handle.attrs["accepted"]),
+                "stats": json.loads(str(handle.attrs["stats"])),
+            }
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("%s: unreadable shard (%s); regenerating it", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationReport:
+    """What `generate_dataset` did.
+
+    Attributes:
+        out_dir: the dataset folder.
+        num_programs: programs written.
+        candidates: candidate programs examined (in the shards used).
+        shards_generated: shards generated in this call.
+        shards_reused: shards found complete on disk (resumed).
+        seconds: wall-clock time of this call.
+        stats: trial statistics summed over the shards used.
+    """
+
+    out_dir: Path
+    num_programs: int
+    candidates: int
+    shards_generated: int
+    shards_reused: int
+    seconds: float
+    stats: dict[str, int]
+
+    @property
+    def programs_per_second(self) -> float:
+        """Throughput of this call (meaningful when nothing was resumed)."""
+        return self.num_programs / max(self.seconds, 1e-9)
+
+
+def _manifest(params: GenerationParams, shard_size: int, compression: str | None) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "params": dataclasses.asdict(params),
+        "shard_size": shard_size,
+        "compression": compression,
+    }
+
+
+def _prepare_out_dir(
+    out_dir: Path, manifest: dict[str, Any], overwrite: bool
+) -> None:
+    shard_dir = out_dir / SHARD_DIR
+    if overwrite:
+        for name in (DATA_FILE, ID_FILE, "dataset_info.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    elif (out_dir / "dataset_info.json").exists():
+        raise UserError(
+            f"{out_dir}: already holds a generated dataset; pass --overwrite to replace it "
+            "or choose another --out-dir"
+        )
+    elif (out_dir / DATA_FILE).exists():
+        raise UserError(
+            f"{out_dir / DATA_FILE}: exists but was not written by a finished generation; "
+            "pass --overwrite to replace it"
+        )
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = shard_dir / MANIFEST
+    if manifest_path.exists():
+        try:
+            previous = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous != manifest:
+            raise UserError(
+                f"{manifest_path}: an interrupted generation with different settings is in "
+                f"{out_dir}; rerun with the same settings to resume it, or pass --overwrite"
+            )
+        log.info("resuming the interrupted generation in %s", out_dir)
+    else:
+        atomic_write_json(manifest_path, manifest)
+
+
+def _iter_jobs(
+    params: GenerationParams, out_dir: Path, shard_size: int, compression: str | None
+) -> Iterator[dict[str, Any]]:
+    stream = candidate_stream(params)
+    index = 0
+    shard = 0
+    while True:
+        candidates = []
+        for _ in range(shard_size):
+            candidates.append((index, next(stream)))
+            index += 1
+        yield {
+            "shard": shard,
+            "path": str(_shard_path(out_dir, shard)),
+            "candidates": candidates,
+            "params": dataclasses.asdict(params),
+            "compression": compression,
+        }
+        shard += 1
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike[str],
+    params: GenerationParams | None = None,
+    *,
+    n_procs: int = 1,
+    shard_size: int = 200,
+    compression: str | None = "gzip",
+    overwrite: bool = False,
+    keep_shards: bool = False,
+) -> GenerationReport:
+    """Generate the dataset into ``out_dir`` (``data.hdf5``, ``id.txt``, ``dataset_info.json``).
+
+    Args:
+        out_dir: output folder (created).
+        params: what to generate.
+        n_procs: worker processes (1 = generate in this process).
+        shard_size: candidate programs per shard (the unit of work and of resumption; it does
+            not change the output).
+        compression: HDF5 filter for the large datasets (``"gzip"``, ``"lzf"`` or ``None``).
+            Readers decompress transparently; ``None`` reproduces the original's plain layout.
+        overwrite: replace an existing dataset or interrupted generation in ``out_dir``.
+        keep_shards: keep ``.shards/`` after merging.
+
+    Returns:
+        A `GenerationReport`.
+
+    Raises:
+        UserError: bad parameters, or ``out_dir`` holds a dataset / a different interrupted
+            generation and ``overwrite`` is false.
+    """
+    params = params or GenerationParams()
+    params.validate()
+    if n_procs < 1:
+        raise UserError(f"generate-dataset: n_procs must be ≥ 1, got {n_procs}")
+    if shard_size < 1:
+        raise UserError(f"generate-dataset: shard_size must be ≥ 1, got {shard_size}")
+    if compression not in (None, "gzip", "lzf"):
+        raise UserError(
+            f"generate-dataset: compression must be gzip, lzf or none, not {compression!r}"
+        )
+    out = Path(out_dir)
+    _prepare_out_dir(out, _manifest(params, shard_size, compression), overwrite)
+    start = time.perf_counter()
+    summaries: dict[int, dict[str, Any]] = {}
+    reused = generated = 0
+    jobs = _iter_jobs(params, out, shard_size, compression)
+    target = params.num_programs
+
+    def prefix() -> tuple[int, int]:
+        """(accepted programs, shards) over the finished prefix of shards needed so far."""
+        count = shard = 0
+        while shard in summaries and count < target:
+            count += summaries[shard]["accepted"]
+            shard += 1
+        return count, shard
+
+    pool = multiprocessing.get_context("spawn").Pool(n_procs) if n_procs > 1 else None
+    window = 2 * n_procs if pool is not None else 1
+    pending: collections.deque[tuple[int, Any]] = collections.deque()
+    last_log = start
+    try:
+        while prefix()[0] < target:
+            while len(pending) < window and prefix()[0] < target:
+                job = next(jobs)
+                path = Path(job["path"])
+                summary = _read_shard_summary(path) if path.exists() else None
+                if summary is not None:
+                    summaries[job["shard"]] = summary
+                    reused += 1
+                elif pool is None:
+                    pending.append((job["shard"], _run_shard(job)))
+                else:
+                    pending.append((job["shard"], pool.apply_async(_run_shard, (job,))))
+            if prefix()[0] >= target or not pending:
+                continue
+            shard, result = pending.popleft()
+            summaries[shard] = result if pool is None else result.get()
+            generated += 1
+            now = time.perf_counter()
+            if now - last_log > 10:
+                last_log = now
+                log.info(
+                    "%d / %d programs (%.1f programs/s)",
+                    min(prefix()[0], target),
+                    target,
+                    sum(s["accepted"] for s in summaries.values()) / (now - start),
+                )
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    _, used_shards = prefix()
+    stats: collections.Counter[str] = collections.Counter()
+    for shard in range(used_shards):
+        stats.update(summaries[shard]["stats"])
+    last_candidate = _merge(out, params, used_shards)
+    _write_dataset_info(out, params, dict(stats), last_candidate + 1, shard_size, compression)
+    if not keep_shards:
+        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+    return GenerationReport(
+        out_dir=out,
+        num_programs=target,
+        candidates=last_candidate + 1,
+        shards_generated=generated,
+        shards_reused=reused,
+        seconds=time.perf_counter() - start,
+        stats=dict(stats),
+    )
+
+
+def _merge(out: Path, params: GenerationParams, used_shards: int) -> int:
+    """Copy the first ``num_programs`` accepted programs of the shards into ``data.hdf5``.
+
+    Returns:
+        The candidate index of the last program written.
+    """
+    import h5py
+
+    ids: list[str] = []
+    last_candidate = -1
+    lengths = {"max_demo": -1, "min_demo": 1 << 30, "max_prog": -1, "min_prog": 1 << 30}
+    with atomic_path(out / DATA_FILE) as tmp, h5py.File(tmp, "w") as dest:
+        for shard in range(used_shards):
+            with h5py.File(_shard_path(out, shard), "r") as source:
+                for index in source.attrs["accepted"]:
+                    if len(ids) >= params.num_programs:
+                        break
+                    group = source[f"c{int(index)}"]
+                    prog_len = int(group["program"].shape[0])
+                    s_h_len = group["s_h_len"][()]
+                    name = f"no_{len(ids)}_prog_len_{prog_len}_max_s_h_len_{int(s_h_len.max())}"
+                    source.copy(group, dest, name=name)
+                    ids.append(name)
+                    last_candidate = int(index)
+                    lengths["max_demo"] = max(lengths["max_demo"], int(s_h_len.max()))
+                    lengths["min_demo"] = min(lengths["min_demo"], int(s_h_len.min()))
+                    lengths["max_prog"] = max(lengths["max_prog"], prog_len)
+                    lengths["min_prog"] = min(lengths["min_prog"], prog_len)
+        info = dest.create_group(INFO_GROUP)
+        info["max_demo_length"] = np.int16(lengths["max_demo"])
+        info["min_demo_length"] = np.int16(lengths["min_demo"])
+        info["dsl_type"] = "prob"
+        info["max_program_length"] = np.int64(lengths["max_prog"])
+        info["min_program_length"] = np.int64(lengths["min_prog"])
+        info["num_program_tokens"] = np.int64(dsl.NUM_TOKENS)
+        info["num_demo_per_program"] = np.int64(params.num_demo_per_program)
+        info["num_action_tokens"] = np.int64(5)
+        info["num_train"] = np.int64(params.num_train)
+        info["num_test"] = np.int64(params.num_test)
+        info["num_val"] = np.int64(params.num_val)
+    atomic_write_text(out / ID_FILE, "".join(f"{name}\n" for name in ids))
+    return last_candidate
+
+
+def _write_dataset_info(
+    out: Path,
+    params: GenerationParams,
+    stats: dict[str, int],
+    candidates: int,
+    shard_size: int,
+    compression: str | None,
+) -> None:
+    from leaps_karel import __version__
+
+    info = DatasetInfo(
+        name="karel-programs",
+        generator="leaps_karel.dataset",
+        version=__version__,
+        seed=params.seed,
+        counts={
+            "programs": params.num_programs,
+            "demos_per_program": params.num_demo_per_program,
+            "candidates": candidates,
+        },
+        extra={
+            "params": dataclasses.asdict(params),
+            "format_version": FORMAT_VERSION,
+            "compression": compression,
+            "shard_size": shard_size,
+            "trial_stats": stats,
+        },
+    )
+    write_info(out, info, files=[DATA_FILE, ID_FILE])
+
+
+# --------------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------------
+
+
+class KarelProgramDataset:
+    """Map-style reader of a dataset in the original layout (ours or the original's).
+
+    Description:
+        Programs of the LEAPS probabilistic DSL with demonstrations on random worlds.
+
+    Fields (``dataset[i]`` is a dict of NumPy arrays):
+        ``program`` int8 ``[L]`` token ids; ``s_h`` bool ``[D, M, H, W, 16]`` state sequences;
+        ``a_h`` int8 ``[D, A]`` action ids; ``s_h_len`` / ``a_h_len`` int16 ``[D]``.
+
+    Splits:
+        None in the file: the consumer re-splits (spec §9); `ids` gives the generation order.
+
+    Generation:
+        `generate_dataset` (``leaps-karel generate-dataset``).
+
+    The HDF5 file is opened lazily, once per process, so the dataset can be handed to
+    ``torch.utils.data.DataLoader`` workers. Programs are listed by ``id.txt`` when present,
+    otherwise by the file's groups in generation order.
+
+    Args:
+        path: the dataset folder (holding ``data.hdf5`` and ``id.txt``) or the ``.hdf5`` file.
+        validate: check every listed group's datasets (names, dtypes, ranks, consistent shapes)
+            on construction; otherwise each item is checked when it is read.
+
+    Raises:
+        UserError: a missing file, a group listed in ``id.txt`` but absent, or a dataset with
+            the wrong name, dtype or shape — naming the file and the dataset.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], validate: bool = False) -> None:
+        import h5py
+
+        path = Path(path)
+        self.file = path / DATA_FILE if path.is_dir() else path
+        if not self.file.is_file():
+            raise UserError(f"{self.file}: no such dataset file; generate one with "
+                            "`leaps-karel generate-dataset --out-dir DIR`")
+        id_file = self.file.parent / ID_FILE
+        self._handle: Any = None
+        self._pid = -1
+        try:
+            with h5py.File(self.file, "r") as handle:
+                if id_file.is_file():
+                    self.ids = [line.strip() for line in id_file.read_text().splitlines()]
+                    self.ids = [name for name in self.ids if name]
+                    missing = [name for name in self.ids if name not in handle]
+                    if missing:
+                        raise UserError(
+                            f"{id_file}: lists {len(missing)} program(s) missing from "
+                            f"{self.file}, e.g. {missing[0]!r}; the files do not belong together"
+                        )
+                else:
+                    self.ids = _sorted_ids(name for name in handle if name != INFO_GROUP)
+                self.info = _read_data_info(handle, self.file)
+                if validate:
+                    for name in self.ids:
+                        _check_group(handle[name], self.file, name)
+        except OSError as exc:
+            raise UserError(f"{self.file}: not a readable HDF5 file ({exc})") from exc
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _file_handle(self) -> Any:
+        import h5py
+
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = h5py.File(self.file, "r")
+            self._pid = os.getpid()
+        return self._handle
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} programs")
+        name = self.ids[index]
+        group = self._file_handle()[name]
+        _check_group(group, self.file, name)
+        return {key: group[key][()] for key in DATASET_SCHEMA}
+
+    def program_text(self, index: int) -> str:
+        """The program of item ``index`` as DSL text."""
+        return dsl.ids_to_text(self[index]["program"].tolist())
+
+    def close(self) -> None:
+        """Close this process's file handle (reopened on the next access)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handle"] = None  # never pickle an open file into worker processes
+        state["_pid"] = -1
+        return state
+
+
+def _sorted_ids(names: Iterator[str]) -> list[str]:
+    def key(name: str) -> tuple[int, str]:
+        parts = name.split("_")
+        if len(parts) > 1 and parts[0] == "no" and parts[1].isdigit():
+            return int(parts[1]), name
+        return 1 << 62, name
+
+    return sorted(names, key=key)
+
+
+def _read_data_info(handle: Any, file: Path) -> dict[str, Any]:
+    if INFO_GROUP not in handle:
+        return {}
+    info: dict[str, Any] = {}
+    for key, dataset in handle[INFO_GROUP].items():
+        value = dataset[()]
+        if isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        info[key] = value
+    return info
+
+
+def _check_group(group: Any, file: Path, name: str) -> None:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, (dtype, ndim) in DATASET_SCHEMA.items():
+        if key not in group:
+            raise UserError(f"{file}: dataset '{name}/{key}' is missing")
+        dataset = group[key]
+        if dataset.dtype != dtype or dataset.ndim != ndim:
+            raise UserError(
+                f"{file}: dataset '{name}/{key}' has dtype {dataset.dtype} and shape "
+                f"{dataset.shape}; expected {dtype} with {ndim} dimension(s)"
+            )
+        shapes[key] = dataset.shape
+    demos = shapes["s_h_len"][0]
+    if (
+        shapes["a_h_len"][0] != demos
+        or shapes["s_h"][0] != demos
+        or shapes["a_h"][0] != demos
+        or shapes["s_h"][-1] != NUM_CHANNELS
+        or shapes["a_h"][1] != max(shapes["s_h"][1] - 1, 0)
+    ):
+        raise UserError(
+            f"{file}: group '{name}' has inconsistent shapes "
+            f"({', '.join(f'{k} {v}' for k, v in shapes.items())}); expected s_h [D, M, H, W, 16], "
+            "a_h [D, M-1], s_h_len and a_h_len [D]"
+        )
