@@ -1,0 +1,659 @@
+"""Program execution with the original LEAPS semantics, compiled to Python for speed.
+
+Two semantics are provided (spec §3, §6):
+
+* ``mode="no_crash"`` (default; every task reward): a blocked ``move`` turns the agent 180°,
+  failing ``pickMarker`` / ``putMarker`` do nothing, failed actions are still recorded. The call
+  counter ``n`` follows the exact accounting of §6.2 (statement wrappers, left-deep sequences,
+  conditions checked without incrementing, actions free) and execution silently stops when a
+  check finds ``n > budget``.
+* ``mode="crash"`` (the dataset-generation interpreter, §6.5): a failing action aborts with
+  status ``"crash"``; a counter of *completed* statement-level nodes is checked before entering
+  each such node and aborts with status ``"timeout"`` once it exceeds the budget. The strict
+  grammar applies (nested ``not`` is a parse error).
+
+Each program is translated once into the source of a straight-line Python function operating on
+the flat lists of a `World` (the budget checks are merged statically where the counter provably
+does not change), compiled, and cached. `execute_reference` is a direct tree-walker of the same
+rules, used as a fallback for programs nested too deeply for Python's compiler and as an
+independent cross-check in the tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from leaps_karel.dsl import (
+    Action,
+    Cond,
+    If,
+    IfElse,
+    Not,
+    Prim,
+    Program,
+    Repeat,
+    Stmt,
+    While,
+    parse,
+    to_text,
+)
+from leaps_karel.world import KarelCrash, World
+
+#: The original's call budget.
+DEFAULT_BUDGET = 220
+
+Mode = Literal["no_crash", "crash"]
+Status = Literal["ok", "budget", "crash", "timeout"]
+
+#: Raw result of a compiled program: (actions, final counter, status code, last marker delta).
+#: Status codes: 0 finished, 1 budget exhausted / timeout, 2 crash.
+RawResult = tuple[Any, int, int, int]
+CompiledProgram = Callable[[World], RawResult]
+
+_STATUS_NAMES: dict[tuple[str, int], Status] = {
+    ("no_crash", 0): "ok",
+    ("no_crash", 1): "budget",
+    ("crash", 0): "ok",
+    ("crash", 1): "timeout",
+    ("crash", 2): "crash",
+}
+
+
+@dataclass
+class ExecutionResult:
+    """Outcome of one execution.
+
+    Attributes:
+        actions: executed action ids (0 move, 1 turnLeft, 2 turnRight, 3 pickMarker,
+            4 putMarker), failed actions included in no-crash mode; in crash mode the failing
+            action is not included.
+        world: the final world.
+        n: final value of the call counter (§6.2 accounting; the completed-node counter in
+            crash mode).
+        finished: whether the program ran to its end (no budget stop, crash or timeout).
+        status: ``"ok"``, ``"budget"`` (no-crash budget stop), ``"crash"`` or ``"timeout"``.
+    """
+
+    actions: list[int]
+    world: World
+    n: int
+    finished: bool
+    status: Status
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Crash(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------- code generation
+_COND_SRC = {
+    "frontIsClear": "fc[q]",
+    "leftIsClear": "lc[q]",
+    "rightIsClear": "rc[q]",
+    "markersPresent": "mk[q >> 2]",
+    "noMarkersPresent": "not mk[q >> 2]",
+}
+
+# The agent is the single integer q = 4 * cell + dir; `nq` maps q to the state after a
+# successful move (-1 when blocked). `A(k)` records an action; the counting variant replaces it.
+_ACTION_SRC_NO_CRASH = {
+    "move": ["t = nq[q]", "if t < 0:", "    q ^= 2", "else:", "    q = t", "A(0)"],
+    "turnLeft": ["q = q - 1 if q & 3 else q + 3", "A(1)"],
+    "turnRight": ["q = q - 3 if q & 3 == 3 else q + 1", "A(2)"],
+    "pickMarker": [
+        "c = q >> 2",
+        "if mk[c]:",
+        "    mk[c] -= 1",
+        "    dl = -1",
+        "else:",
+        "    dl = 0",
+        "A(3)",
+    ],
+    "putMarker": [
+        "c = q >> 2",
+        "if mk[c] < 9:",
+        "    mk[c] += 1",
+        "    dl = 1",
+        "else:",
+        "    dl = 0",
+        "A(4)",
+    ],
+}
+
+_ACTION_SRC_CRASH = {
+    "move": ["t = nq[q]", "if t < 0:", "    raise _Crash", "q = t", "A(0)"],
+    "turnLeft": ["q = q - 1 if q & 3 else q + 3", "A(1)"],
+    "turnRight": ["q = q - 3 if q & 3 == 3 else q + 1", "A(2)"],
+    "pickMarker": ["c = q >> 2", "if not mk[c]:", "    raise _Crash", "mk[c] -= 1", "A(3)"],
+    "putMarker": ["c = q >> 2", "if mk[c] >= 9:", "    raise _Crash", "mk[c] += 1", "A(4)"],
+}
+
+
+def _cond_src(cond: Cond) -> str:
+    if isinstance(cond, Prim):
+        return _COND_SRC[cond.name]
+    return f"not ({_cond_src(cond.cond)})"
+
+
+class _NoCrashGen:
+    """Emits the §6.2 accounting as Python source with statically merged budget checks.
+
+    Pending work between two world operations is a string of ``C`` (check ``n > budget``) and
+    ``I`` (``n += 1``) tokens; `flush` turns it into at most one test and one addition.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.lines: list[str] = []
+        self.depth = 1
+        self.pending: list[str] = []
+        self.clean = False  # a check passed at the current value of n
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def flush(self) -> None:
+        offsets: list[int] = []
+        k = 0
+        for t in self.pending:
+            if t == "I":
+                k += 1
+            elif not offsets or offsets[-1] != k:
+                offsets.append(k)
+        self.pending = []
+        if self.clean and offsets and offsets[0] == 0:
+            offsets.pop(0)
+        if offsets:
+            lo, hi = offsets[0], offsets[-1]
+            b = self.budget
+            self.emit(f"if n > {b - hi}:")
+            if offsets == list(range(lo, hi + 1)):
+                self.emit(f"    n = max(n + {lo}, {b + 1})")
+            else:
+                self.emit(f"    n = _first_fail(n, {tuple(offsets)!r}, {b})")
+            self.emit("    raise _Stop")
+            self.clean = hi == k
+        else:
+            self.clean = self.clean and k == 0
+        if k:
+            self.emit(f"n += {k}")
+
+    def program(self, prog: Program) -> None:
+        self.pending += ["C", "I"]
+        self.block(prog.body)
+        self.flush()
+
+    def block(self, stmts: tuple[Stmt, ...]) -> None:
+        # Left-deep binary sequence of statement wrappers: B1 = S(s1), Bk = S(SEQ(Bk-1, S(sk))).
+        m = len(stmts)
+        # Entering Bm … B2: each is S (C I) then SEQ (C I); then B1 = S (C I).
+        self.pending += ["C", "I", "C", "I"] * (m - 1) + ["C", "I"]
+        self.stmt(stmts[0])
+        for s in stmts[1:]:
+            self.pending += ["C", "C", "I"]  # SEQ's second check, then S(sk)
+            self.stmt(s)
+
+    def stmt(self, s: Stmt) -> None:
+        match s:
+            case Action(name):
+                self.pending.append("C")
+                self.flush()
+                for line in _ACTION_SRC_NO_CRASH[name]:
+                    self.emit(line)
+            case If(cond, body):
+                self.pending += ["C", "I", "C"]
+                self.flush()
+                self.emit(f"if {_cond_src(cond)}:")
+                self.depth += 1
+                self.block(body)
+                self.flush()
+                self.depth -= 1
+                then_clean = self.clean
+                self.clean = then_clean  # else path: clean after the condition check
+            case IfElse(cond, then, orelse):
+                self.pending += ["C", "I", "C"]
+                self.flush()
+                self.emit(f"if {_cond_src(cond)}:")
+                self.depth += 1
+                self.block(then)
+                self.flush()
+                then_clean = self.clean
+                self.depth -= 1
+                self.emit("else:")
+                self.depth += 1
+                self.clean = True
+                self.block(orelse)
+                self.flush()
+                self.depth -= 1
+                self.clean = self.clean and then_clean
+            case While(cond, body):
+                self.pending += ["C", "I", "C"]
+                self.flush()
+                self.emit(f"while {_cond_src(cond)}:")
+                self.depth += 1
+                self.clean = True
+                self.block(body)
+                self.pending.append("C")
+                self.flush()
+                self.depth -= 1
+                self.clean = True
+            case Repeat(times, body):
+                self.pending += ["C", "I"]
+                self.flush()
+                if times > 0:
+                    self.emit(f"for _ in range({times}):")
+                    self.depth += 1
+                    self.clean = False
+                    self.block(body)
+                    self.flush()
+                    self.depth -= 1
+                self.clean = False
+
+
+class _CrashGen:
+    """Emits the dataset-generation interpreter (§6.5): completed-node counter, crash mode."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.lines: list[str] = []
+        self.depth = 1
+        self.clean = False  # a check passed at the current value of n
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def check(self) -> None:
+        if not self.clean:
+            self.emit(f"if n > {self.budget}:")
+            self.emit("    raise _Timeout")
+            self.clean = True
+
+    def done(self) -> None:
+        self.emit("n += 1")
+        self.clean = False
+
+    def program(self, prog: Program) -> None:
+        self.block(prog.body)
+
+    def block(self, stmts: tuple[Stmt, ...]) -> None:
+        # The yacc-built tree of the dataset interpreter nests sequences to the right:
+        # S(SEQ(S(s1), S(SEQ(S(s2), …)))). Entering a node checks, completing it increments.
+        if len(stmts) == 1:
+            self.wrapped(stmts[0])
+            return
+        self.check()  # S
+        self.check()  # SEQ
+        self.wrapped(stmts[0])
+        self.block(stmts[1:])
+        self.done()  # SEQ completes
+        self.done()  # its S wrapper completes
+
+    def wrapped(self, s: Stmt) -> None:
+        self.check()  # S
+        self.stmt(s)
+        self.done()
+
+    def stmt(self, s: Stmt) -> None:
+        match s:
+            case Action(name):
+                for line in _ACTION_SRC_CRASH[name]:
+                    self.emit(line)
+            case If(cond, body):
+                self.check()
+                self.emit(f"if {_cond_src(cond)}:")
+                self.depth += 1
+                self.block(body)
+                self.depth -= 1
+                self.clean = False
+                self.done()
+            case IfElse(cond, then, orelse):
+                self.check()
+                self.emit(f"if {_cond_src(cond)}:")
+                self.depth += 1
+                self.block(then)
+                self.depth -= 1
+                self.emit("else:")
+                self.depth += 1
+                self.clean = True
+                self.block(orelse)
+                self.depth -= 1
+                self.clean = False
+                self.done()
+            case While(cond, body):
+                self.check()
+                self.emit(f"while {_cond_src(cond)}:")
+                self.depth += 1
+                self.clean = False
+                self.block(body)
+                self.depth -= 1
+                self.clean = False
+                self.done()
+            case Repeat(times, body):
+                self.check()
+                self.emit(f"for _ in range({times}):")
+                self.depth += 1
+                self.clean = False
+                self.block(body)
+                self.depth -= 1
+                self.clean = False
+                self.done()
+
+
+def _first_fail(n: int, offsets: tuple[int, ...], budget: int) -> int:
+    for o in offsets:
+        if n + o > budget:
+            return n + o
+    raise AssertionError("no failing check")
+
+
+def program_source(
+    program: Program,
+    *,
+    mode: Mode = "no_crash",
+    budget: int = DEFAULT_BUDGET,
+    record: bool = True,
+) -> str:
+    """The Python source a program compiles to (for inspection and debugging).
+
+    With ``record=False`` the function counts actions instead of recording them.
+    """
+    if mode == "no_crash":
+        gen: _NoCrashGen | _CrashGen = _NoCrashGen(budget)
+        handlers = ["    except _Stop:", "        st = 1"]
+    elif mode == "crash":
+        gen = _CrashGen(budget)
+        handlers = [
+            "    except _Timeout:",
+            "        st = 1",
+            "    except _Crash:",
+            "        st = 2",
+        ]
+    else:
+        raise ValueError(f"unknown mode {mode!r}; use 'no_crash' or 'crash'")
+    gen.depth = 2
+    gen.program(program)
+    body = [*gen.lines, "        st = 0"]
+    prologue = [
+        "def _run(world):",
+        "    mk = world.markers",
+        "    nq, fc, lc, rc = world.tables",
+        "    q = world.pos * 4 + world.dir",
+        "    n = 0",
+        "    dl = 0",
+    ]
+    if record:
+        prologue += ["    acts = []", "    A = acts.append", "    try:"]
+        ret = "    return acts, n, st, (dl if acts and acts[-1] >= 3 else 0)"
+    else:
+        prologue += ["    na = 0", "    lp = -1", "    try:"]
+        ret = "    return na, n, st, (dl if lp == na else 0)"
+        for i, line in enumerate(body):
+            stripped = line.lstrip()
+            if stripped.startswith("A(") and stripped.endswith(")"):
+                indent = line[: len(line) - len(stripped)]
+                body[i] = indent + ("na += 1; lp = na" if stripped[2] in "34" else "na += 1")
+    epilogue = ["    world.pos = q >> 2", "    world.dir = q & 3", ret]
+    return "\n".join([*prologue, *body, *handlers, *epilogue]) + "\n"
+
+
+def _compile(program: Program, mode: Mode, budget: int, record: bool) -> CompiledProgram:
+    src = program_source(program, mode=mode, budget=budget, record=record)
+    namespace: dict[str, object] = {
+        "_Stop": _Stop,
+        "_Timeout": _Timeout,
+        "_Crash": _Crash,
+        "_first_fail": _first_fail,
+    }
+    try:
+        code = compile(src, "<karel program>", "exec")
+    except (SyntaxError, RecursionError, MemoryError):
+        # Nested too deeply for Python's compiler: interpret the tree instead.
+        return functools.partial(_reference_raw, program, mode, budget, record)
+    exec(code, namespace)
+    return namespace["_run"]  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=8192)
+def _compile_text(text: str, mode: Mode, budget: int, record: bool) -> CompiledProgram:
+    return _compile(parse(text, strict=mode == "crash"), mode, budget, record)
+
+
+def compile_program(
+    program: Program | str,
+    *,
+    mode: Mode = "no_crash",
+    budget: int = DEFAULT_BUDGET,
+    record: bool = True,
+) -> CompiledProgram:
+    """Compile a program into a fast function ``f(world) -> (actions, n, status, delta)``.
+
+    The function mutates ``world`` in place (markers, agent) and returns the executed actions
+    (with ``record=False`` only their number), the final counter, a status code (0 finished,
+    1 budget stop / timeout, 2 crash) and the marker change (+1 / -1 / 0) made by the last
+    action. Compiled functions are cached by program text.
+
+    Raises:
+        ParseError: unparsable program text (in crash mode also a nested ``not``).
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    text = program if isinstance(program, str) else to_text(program)
+    return _compile_text(" ".join(text.split()), mode, budget, record)
+
+
+def execute(
+    program: Program | str,
+    world: World,
+    budget: int = DEFAULT_BUDGET,
+    *,
+    mode: Mode = "no_crash",
+    in_place: bool = False,
+) -> ExecutionResult:
+    """Run a program on a world with the original's semantics.
+
+    Args:
+        program: a `Program` or program text.
+        world: the initial world (copied unless ``in_place``).
+        budget: the call budget (220 in the original).
+        mode: ``"no_crash"`` (rewards) or ``"crash"`` (dataset generation).
+        in_place: mutate ``world`` instead of a copy.
+
+    Returns:
+        The executed actions, final world, final counter and whether the program finished.
+
+    Raises:
+        ParseError: unparsable program text.
+    """
+    fn = compile_program(program, mode=mode, budget=budget)
+    w = world if in_place else world.copy()
+    actions, n, st, _ = fn(w)
+    return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)])
+
+
+def replay(world: World, actions: list[int]) -> list[World]:
+    """States visited by an action sequence (no-crash mode): ``len(actions) + 1`` worlds."""
+    w = world.copy()
+    states = [w.copy()]
+    for a in actions:
+        w.step(a)
+        states.append(w.copy())
+    return states
+
+
+# ---------------------------------------------------------------------------- reference
+class _RefStop(Exception):
+    pass
+
+
+def execute_reference(
+    program: Program | str,
+    world: World,
+    budget: int = DEFAULT_BUDGET,
+    *,
+    mode: Mode = "no_crash",
+) -> ExecutionResult:
+    """Tree-walking implementation of the same semantics (slow; cross-check and fallback)."""
+    prog = parse(program, strict=mode == "crash") if isinstance(program, str) else program
+    w = world.copy()
+    actions, n, st, _ = _reference_raw(prog, mode, budget, True, w)
+    return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)])
+
+
+def _reference_raw(
+    program: Program, mode: Mode, budget: int, record: bool, world: World
+) -> RawResult:
+    out = _reference_trace(program, mode, budget, world)
+    if record:
+        return out
+    return len(out[0]), out[1], out[2], out[3]
+
+
+def _reference_trace(program: Program, mode: Mode, budget: int, world: World) -> RawResult:
+    actions: list[int] = []
+    delta = [0]
+    crash = mode == "crash"
+    codes = {"move": 0, "turnLeft": 1, "turnRight": 2, "pickMarker": 3, "putMarker": 4}
+
+    def cond_value(c: Cond) -> bool:
+        if isinstance(c, Not):
+            return not cond_value(c.cond)
+        return {
+            "frontIsClear": world.front_is_clear,
+            "leftIsClear": world.left_is_clear,
+            "rightIsClear": world.right_is_clear,
+            "markersPresent": world.markers_present,
+            "noMarkersPresent": world.no_markers_present,
+        }[c.name]()
+
+    def act(name: str) -> None:
+        a = codes[name]
+        before = world.markers[world.pos]
+        world.step(a, crash=crash)
+        delta[0] = world.markers[world.pos] - before if a in (3, 4) else 0
+        actions.append(a)
+
+    if not crash:
+        # run(node, n) -> (n, ok) of §6.2, nodes built on the fly.
+        def seq(stmts: tuple[Stmt, ...], n: int) -> tuple[int, bool]:
+            if len(stmts) == 1:
+                return wrap(stmts[0], n)
+            if n > budget:  # S
+                return n, False
+            n += 1
+            if n > budget:  # SEQ
+                return n, False
+            n, ok = seq(stmts[:-1], n + 1)
+            if not ok:
+                return n, False
+            if n > budget:
+                return n, False
+            return wrap(stmts[-1], n)
+
+        def wrap(s: Stmt, n: int) -> tuple[int, bool]:
+            if n > budget:
+                return n, False
+            return node(s, n + 1)
+
+        def node(s: Stmt, n: int) -> tuple[int, bool]:
+            if n > budget:
+                return n, False
+            match s:
+                case Action(name):
+                    act(name)
+                    return n, True
+                case If(c, body):
+                    n += 1
+                    if n > budget:
+                        return n, False
+                    if cond_value(c):
+                        return seq(body, n)
+                    return n, True
+                case IfElse(c, then, orelse):
+                    n += 1
+                    if n > budget:
+                        return n, False
+                    return seq(then if cond_value(c) else orelse, n)
+                case While(c, body):
+                    n += 1
+                    if n > budget:
+                        return n, False
+                    while cond_value(c):
+                        n, ok = seq(body, n)
+                        if not ok or n > budget:
+                            return n, False
+                    return n, True
+                case Repeat(k, body):
+                    n += 1
+                    for _ in range(k):
+                        n, ok = seq(body, n)
+                        if not ok:
+                            return n, False
+                    return n, True
+            raise AssertionError(s)
+
+        if budget < 0:
+            return actions, 0, 1, delta[0]
+        n, ok = seq(program.body, 1)
+        return actions, n, 0 if ok else 1, delta[0]
+
+    counter = [0]
+
+    def enter() -> None:
+        if counter[0] > budget:
+            raise _RefStop
+
+    def cblock(stmts: tuple[Stmt, ...]) -> None:
+        if len(stmts) == 1:
+            cwrap(stmts[0])
+            return
+        enter()  # S
+        enter()  # SEQ
+        cwrap(stmts[0])
+        cblock(stmts[1:])
+        counter[0] += 2
+
+    def cwrap(s: Stmt) -> None:
+        enter()
+        cnode(s)
+        counter[0] += 1
+
+    def cnode(s: Stmt) -> None:
+        match s:
+            case Action(name):
+                act(name)
+                return
+            case If(c, body):
+                enter()
+                if cond_value(c):
+                    cblock(body)
+            case IfElse(c, then, orelse):
+                enter()
+                cblock(then if cond_value(c) else orelse)
+            case While(c, body):
+                enter()
+                while cond_value(c):
+                    cblock(body)
+            case Repeat(k, body):
+                enter()
+                for _ in range(k):
+                    cblock(body)
+        counter[0] += 1
+
+    try:
+        cblock(program.body)
+    except _RefStop:
+        return actions, counter[0], 1, delta[0]
+    except KarelCrash:
+        return actions, counter[0], 2, delta[0]
+    return actions, counter[0], 0, delta[0]
