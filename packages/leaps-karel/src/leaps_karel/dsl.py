@@ -160,6 +160,18 @@ class Program:
 
 
 # ---------------------------------------------------------------------------- tokens
+def _unknown_token(tok: str, position: int) -> ParseError:
+    expected = (
+        "a DSL token (DEF run m( … m), WHILE, IF, IFELSE, ELSE, REPEAT R=0..R=19, c( c), "
+        "w( w), i( i), e( e), r( r), not, an action or a perception)"
+    )
+    return ParseError(
+        f"parse error at token {position} ({tok!r}): unknown token; expected {expected}",
+        position,
+        "a DSL token",
+    )
+
+
 def tokenize(text: str) -> list[str]:
     """Split program text into tokens and check that each is in the vocabulary.
 
@@ -169,12 +181,7 @@ def tokenize(text: str) -> list[str]:
     tokens = text.split()
     for i, tok in enumerate(tokens):
         if tok not in VOCAB:
-            raise ParseError(
-                f"unknown token {tok!r} at position {i}; tokens are the 50 DSL words "
-                "(DEF run m( … m), WHILE, IF, IFELSE, REPEAT R=0..R=19, actions, perceptions)",
-                i,
-                "a DSL token",
-            )
+            raise _unknown_token(tok, i)
     return tokens
 
 
@@ -309,7 +316,7 @@ def parse(text: str | Sequence[str], *, strict: bool = False) -> Program:
     tokens = tokenize(text) if isinstance(text, str) else list(text)
     for i, tok in enumerate(tokens):
         if tok not in VOCAB:
-            raise ParseError(f"unknown token {tok!r} at position {i}", i, "a DSL token")
+            raise _unknown_token(tok, i)
     return _Parser(tokens, strict).program()
 
 

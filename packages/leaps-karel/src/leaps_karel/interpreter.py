@@ -105,39 +105,26 @@ _COND_SRC = {
     "noMarkersPresent": "not mk[q >> 2]",
 }
 
-# The agent is the single integer q = 4 * cell + dir; `nq` maps q to the state after a
-# successful move (-1 when blocked). `A(k)` records an action; the counting variant replaces it.
+# The agent is the single integer q = 4 * cell + dir and every world operation is a table
+# lookup (see `World.tables`); `A(k)` records an action (the counting variant replaces it).
 _ACTION_SRC_NO_CRASH = {
-    "move": ["t = nq[q]", "if t < 0:", "    q ^= 2", "else:", "    q = t", "A(0)"],
-    "turnLeft": ["q = q - 1 if q & 3 else q + 3", "A(1)"],
-    "turnRight": ["q = q - 3 if q & 3 == 3 else q + 1", "A(2)"],
-    "pickMarker": [
-        "c = q >> 2",
-        "if mk[c]:",
-        "    mk[c] -= 1",
-        "    dl = -1",
-        "else:",
-        "    dl = 0",
-        "A(3)",
-    ],
-    "putMarker": [
-        "c = q >> 2",
-        "if mk[c] < 9:",
-        "    mk[c] += 1",
-        "    dl = 1",
-        "else:",
-        "    dl = 0",
-        "A(4)",
-    ],
+    "move": ["q = mv[q]", "A(0)"],
+    "turnLeft": ["q = tl[q]", "A(1)"],
+    "turnRight": ["q = tr[q]", "A(2)"],
+    "pickMarker": ["c = q >> 2", "dl = _PICK[mk[c]]", "mk[c] += dl", "A(3)"],
+    "putMarker": ["c = q >> 2", "dl = _PUT[mk[c]]", "mk[c] += dl", "A(4)"],
 }
 
 _ACTION_SRC_CRASH = {
     "move": ["t = nq[q]", "if t < 0:", "    raise _Crash", "q = t", "A(0)"],
-    "turnLeft": ["q = q - 1 if q & 3 else q + 3", "A(1)"],
-    "turnRight": ["q = q - 3 if q & 3 == 3 else q + 1", "A(2)"],
+    "turnLeft": ["q = tl[q]", "A(1)"],
+    "turnRight": ["q = tr[q]", "A(2)"],
     "pickMarker": ["c = q >> 2", "if not mk[c]:", "    raise _Crash", "mk[c] -= 1", "A(3)"],
     "putMarker": ["c = q >> 2", "if mk[c] >= 9:", "    raise _Crash", "mk[c] += 1", "A(4)"],
 }
+#: Marker change of a no-crash pick / put by current count 0..10.
+_PICK = (0, *([-1] * 10))
+_PUT = (*([1] * 9), 0, 0)
 
 
 def _cond_src(cond: Cond) -> str:
@@ -147,10 +134,13 @@ def _cond_src(cond: Cond) -> str:
 
 
 class _NoCrashGen:
-    """Emits the §6.2 accounting as Python source with statically merged budget checks.
+    """Emits the §6.2 accounting as Python source with statically resolved budget checks.
 
     Pending work between two world operations is a string of ``C`` (check ``n > budget``) and
-    ``I`` (``n += 1``) tokens; `flush` turns it into at most one test and one addition.
+    ``I`` (``n += 1``) tokens; `flush` turns it into at most one test and one addition. Until
+    the first loop (and along branches entered with a known counter) the counter is a
+    compile-time constant (``static``): its checks are decided while compiling and cost
+    nothing at run time; a failing one becomes an unconditional stop (``dead`` code after it).
     """
 
     def __init__(self, budget: int) -> None:
@@ -158,10 +148,14 @@ class _NoCrashGen:
         self.lines: list[str] = []
         self.depth = 1
         self.pending: list[str] = []
-        self.clean = False  # a check passed at the current value of n
+        self.clean = False  # dynamic mode: a check passed at the current value of n
+        self.static: int | None = 0  # the counter's value when known at compile time
+        self.bound: int | None = None  # dynamic mode: an upper bound of n, when known
+        self.dead = False  # everything emitted now is unreachable
 
     def emit(self, line: str) -> None:
-        self.lines.append("    " * self.depth + line)
+        if not self.dead:
+            self.lines.append("    " * self.depth + line)
 
     def flush(self) -> None:
         offsets: list[int] = []
@@ -172,27 +166,50 @@ class _NoCrashGen:
             elif not offsets or offsets[-1] != k:
                 offsets.append(k)
         self.pending = []
+        if self.dead:
+            return
+        b = self.budget
+        if self.static is not None:
+            for o in offsets:
+                if self.static + o > b:
+                    self.emit(f"raise _Stop({self.static + o})")
+                    self.dead = True
+                    return
+            self.static += k
+            return
         if self.clean and offsets and offsets[0] == 0:
             offsets.pop(0)
+        if offsets and self.bound is not None and self.bound + offsets[-1] <= b:
+            offsets = []  # these checks can never fail
         if offsets:
             lo, hi = offsets[0], offsets[-1]
-            b = self.budget
-            self.emit(f"if n > {b - hi}:")
             if offsets == list(range(lo, hi + 1)):
-                self.emit(f"    n = max(n + {lo}, {b + 1})")
+                value = f"max(n + {lo}, {b + 1})" if lo else f"max(n, {b + 1})"
             else:
-                self.emit(f"    n = _first_fail(n, {tuple(offsets)!r}, {b})")
-            self.emit("    raise _Stop")
+                value = f"_first_fail(n, {tuple(offsets)!r}, {b})"
+            self.emit(f"if n > {b - hi}: raise _Stop({value})")
             self.clean = hi == k
         else:
             self.clean = self.clean and k == 0
         if k:
             self.emit(f"n += {k}")
+        if self.bound is not None:
+            self.bound += k
+            self.clean = self.bound <= b
+
+    def materialize(self) -> None:
+        """Switch to a run-time counter (before loops)."""
+        if self.static is not None:
+            self.emit(f"n = {self.static}")
+            self.clean = self.static <= self.budget
+            self.bound = self.static
+            self.static = None
 
     def program(self, prog: Program) -> None:
         self.pending += ["C", "I"]
         self.block(prog.body)
         self.flush()
+        self.materialize()
 
     def block(self, stmts: tuple[Stmt, ...]) -> None:
         # Left-deep binary sequence of statement wrappers: B1 = S(s1), Bk = S(SEQ(Bk-1, S(sk))).
@@ -204,6 +221,57 @@ class _NoCrashGen:
             self.pending += ["C", "C", "I"]  # SEQ's second check, then S(sk)
             self.stmt(s)
 
+    def _branch(self, body: tuple[Stmt, ...] | None) -> tuple[list[str], tuple[Any, ...]]:
+        """Generate a branch body into its own line list; returns (lines, end state)."""
+        saved = self.lines
+        self.lines = []
+        self.depth += 1
+        if body is not None:
+            self.block(body)
+            self.flush()
+        self.depth -= 1
+        lines = self.lines
+        self.lines = saved
+        return lines, (self.static, self.clean, self.dead, self.bound)
+
+    def _conditional(self, cond: Cond, then: tuple[Stmt, ...], orelse: tuple[Stmt, ...] | None):
+        self.pending += ["C", "I", "C"]
+        self.flush()
+        if self.dead:
+            return
+        start = (self.static, self.clean, self.dead, self.bound)
+        then_lines, then_end = self._branch(then)
+        self.static, self.clean, self.dead, self.bound = start
+        else_lines, else_end = self._branch(orelse)
+        pad = "    " * (self.depth + 1)
+        if then_end[2] or else_end[2]:
+            # At most one branch falls through: its state continues.
+            end = else_end if then_end[2] else then_end
+            if then_end[2] and else_end[2]:
+                end = (None, True, True, None)
+        elif then_end[0] is not None and then_end[0] == else_end[0]:
+            end = then_end
+        else:
+            cleans = []
+            bounds = []
+            for lines, st in ((then_lines, then_end), (else_lines, else_end)):
+                if st[0] is not None:
+                    lines.append(f"{pad}n = {st[0]}")
+                    cleans.append(st[0] <= self.budget)
+                    bounds.append(st[0])
+                else:
+                    cleans.append(st[1])
+                    bounds.append(st[3])
+            bound = None if None in bounds else max(b for b in bounds if b is not None)
+            end = (None, all(cleans), False, bound)
+        self.static, self.clean, self.dead, self.bound = start
+        self.emit(f"if {_cond_src(cond)}:")
+        self.lines.extend(then_lines or [pad + "pass"])
+        if else_lines:
+            self.emit("else:")
+            self.lines.extend(else_lines)
+        self.static, self.clean, self.dead, self.bound = end
+
     def stmt(self, s: Stmt) -> None:
         match s:
             case Action(name):
@@ -212,34 +280,14 @@ class _NoCrashGen:
                 for line in _ACTION_SRC_NO_CRASH[name]:
                     self.emit(line)
             case If(cond, body):
-                self.pending += ["C", "I", "C"]
-                self.flush()
-                self.emit(f"if {_cond_src(cond)}:")
-                self.depth += 1
-                self.block(body)
-                self.flush()
-                self.depth -= 1
-                then_clean = self.clean
-                self.clean = then_clean  # else path: clean after the condition check
+                self._conditional(cond, body, None)
             case IfElse(cond, then, orelse):
-                self.pending += ["C", "I", "C"]
-                self.flush()
-                self.emit(f"if {_cond_src(cond)}:")
-                self.depth += 1
-                self.block(then)
-                self.flush()
-                then_clean = self.clean
-                self.depth -= 1
-                self.emit("else:")
-                self.depth += 1
-                self.clean = True
-                self.block(orelse)
-                self.flush()
-                self.depth -= 1
-                self.clean = self.clean and then_clean
+                self._conditional(cond, then, orelse)
             case While(cond, body):
                 self.pending += ["C", "I", "C"]
                 self.flush()
+                self.materialize()
+                self.bound = None
                 self.emit(f"while {_cond_src(cond)}:")
                 self.depth += 1
                 self.clean = True
@@ -252,13 +300,15 @@ class _NoCrashGen:
                 self.pending += ["C", "I"]
                 self.flush()
                 if times > 0:
+                    self.materialize()
+                    self.bound = None
                     self.emit(f"for _ in range({times}):")
                     self.depth += 1
                     self.clean = False
                     self.block(body)
                     self.flush()
                     self.depth -= 1
-                self.clean = False
+                    self.clean = False
 
 
 class _CrashGen:
@@ -370,7 +420,7 @@ def program_source(
     """
     if mode == "no_crash":
         gen: _NoCrashGen | _CrashGen = _NoCrashGen(budget)
-        handlers = ["    except _Stop:", "        st = 1"]
+        handlers = ["    except _Stop as stop:", "        n = stop.args[0]", "        st = 1"]
     elif mode == "crash":
         gen = _CrashGen(budget)
         handlers = [
@@ -387,7 +437,7 @@ def program_source(
     prologue = [
         "def _run(world):",
         "    mk = world.markers",
-        "    nq, fc, lc, rc = world.tables",
+        "    nq, mv, fc, lc, rc, tl, tr = world.tables",
         "    q = world.pos * 4 + world.dir",
         "    n = 0",
         "    dl = 0",
@@ -414,6 +464,8 @@ def _compile(program: Program, mode: Mode, budget: int, record: bool) -> Compile
         "_Timeout": _Timeout,
         "_Crash": _Crash,
         "_first_fail": _first_fail,
+        "_PICK": _PICK,
+        "_PUT": _PUT,
     }
     try:
         code = compile(src, "<karel program>", "exec")

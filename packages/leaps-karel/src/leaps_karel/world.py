@@ -14,11 +14,12 @@ the fixtures (``to_text``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from compkit_utils.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NORTH, EAST, SOUTH, WEST = 0, 1, 2, 3
 DIRECTION_NAMES = ("north", "east", "south", "west")
@@ -108,7 +109,7 @@ class World:
             if w and m:
                 raise UserError(f"world: cell {divmod(i, width)} is a wall holding markers")
         self._nbr: list[int] | None = None
-        self._tables: tuple[list[int], list[bool], list[bool], list[bool]] | None = None
+        self._tables: tuple[list[int], ...] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -191,6 +192,8 @@ class World:
         Raises:
             UserError: wrong shape or not exactly one agent bit set.
         """
+        import numpy as np
+
         state = np.asarray(state)
         if state.ndim != 3 or state.shape[2] != NUM_CHANNELS:
             raise UserError(f"state tensor must have shape (H, W, 16), got {state.shape}")
@@ -255,6 +258,8 @@ class World:
         Channels: 0–3 agent facing N/E/S/W, 4 wall, 5 + k cell holds k markers (k = 0..10;
         channel 5 is set on every non-wall cell without markers).
         """
+        import numpy as np
+
         h, w = self.height, self.width
         state = np.zeros((h * w, NUM_CHANNELS), dtype=bool)
         walls = np.asarray(self.walls, dtype=bool)
@@ -338,23 +343,29 @@ class World:
         return nbr
 
     @property
-    def tables(self) -> tuple[list[int], list[bool], list[bool], list[bool]]:
+    def tables(self) -> tuple[list[int], ...]:
         """Lookup tables indexed by the combined agent state ``q = 4 * cell + dir``.
 
-        Returns ``(next_q, front_clear, left_clear, right_clear)``: ``next_q[q]`` is the state
-        after a successful ``move`` (-1 when blocked); the three perception tables hold the
-        ``frontIsClear`` / ``leftIsClear`` / ``rightIsClear`` values. Computed once per wall
-        layout and shared by copies; the compiled interpreter runs on them.
+        Returns ``(next_q, move_q, front_clear, left_clear, right_clear, left_q, right_q)``:
+        ``next_q[q]`` is the state after a successful ``move`` (-1 when blocked), ``move_q[q]``
+        the state after a no-crash ``move`` (turned around when blocked), the perception tables
+        hold ``frontIsClear`` / ``leftIsClear`` / ``rightIsClear`` (0/1), ``left_q`` /
+        ``right_q`` the states after turning. Computed once per wall layout and shared by
+        copies; the compiled interpreter runs on them.
         """
         tables = self._tables
         if tables is None:
             nbr = self.neighbours
             size = len(nbr)
-            next_q = [nbr[q] * 4 + (q & 3) if nbr[q] >= 0 else -1 for q in range(size)]
-            front = [nbr[q] >= 0 for q in range(size)]
-            left = [nbr[(q & ~3) | ((q + 3) & 3)] >= 0 for q in range(size)]
-            right = [nbr[(q & ~3) | ((q + 1) & 3)] >= 0 for q in range(size)]
-            tables = self._tables = (next_q, front, left, right)
+            qs = range(size)
+            next_q = [nbr[q] * 4 + (q & 3) if nbr[q] >= 0 else -1 for q in qs]
+            move_q = [next_q[q] if next_q[q] >= 0 else q ^ 2 for q in qs]
+            left_q = [(q & ~3) | ((q + 3) & 3) for q in qs]
+            right_q = [(q & ~3) | ((q + 1) & 3) for q in qs]
+            front = [int(nbr[q] >= 0) for q in qs]
+            left = [front[left_q[q]] for q in qs]
+            right = [front[right_q[q]] for q in qs]
+            tables = self._tables = (next_q, move_q, front, left, right, left_q, right_q)
         return tables
 
     # ------------------------------------------------------------------ perceptions
