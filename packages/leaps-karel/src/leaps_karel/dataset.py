@@ -43,22 +43,24 @@ from typing import Any
 
 import numpy as np
 
-from compkit_utils.datasets.info import DatasetInfo, read_info, write_info
+from compkit_utils.datasets.info import DatasetInfo, write_info
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_path, atomic_write_json, atomic_write_text
 from leaps_karel import dsl
+from leaps_karel.config import DatasetConfig, GenerateDatasetConfig
 from leaps_karel.sampler import ProgramSampler, SamplerConfig, action_count_bounds
 from leaps_karel.world import DELTAS, NUM_CHANNELS, World
 
 __all__ = [
     "DATASET_SCHEMA",
-    "GenerationParams",
     "GenerationReport",
     "KarelProgramDataset",
     "ProgramDemos",
     "candidate_stream",
+    "default_data_dir",
     "demos_for_program",
     "generate_dataset",
+    "generate_dataset_command",
     "sample_worlds",
 ]
 
@@ -79,73 +81,6 @@ DATASET_SCHEMA: dict[str, tuple[np.dtype[Any], int]] = {
     "a_h_len": (np.dtype(np.int16), 1),
 }
 """Per-program HDF5 datasets: name → (dtype, number of dimensions), as in the original."""
-
-
-# --------------------------------------------------------------------------------------------
-# Parameters
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationParams:
-    """Everything that determines the content of a generated dataset (defaults: the original).
-
-    Attributes:
-        num_programs: programs to generate.
-        seed: seed of the program stream and of every candidate's worlds.
-        height: world rows H.
-        width: world columns W.
-        wall_prob: probability that an interior cell is a wall.
-        marker_prob: probability that a free cell starts with one marker.
-        max_program_length: longest program kept, in tokens (``DEF`` … ``m)`` included).
-        max_depth: sampler depth limit.
-        max_nesting_depth: sampler nesting limit.
-        min_demo_length: fewest states (initial state included) of a kept demonstration.
-        max_demo_length: most states of a kept demonstration.
-        min_max_demo_length: a program is dropped when its longest demonstration is shorter.
-        num_demo_per_program: demonstrations per program.
-        max_demo_generation_trial: worlds tried per program before dropping it.
-
-    ``data_info`` records ``num_val = num_test = ⌊0.15 N⌋`` and ``num_train`` the rest (the
-    paper's 35 000 / 7 500 / 7 500 for N = 50 000); consumers re-split the programs (spec §9).
-    """
-
-    num_programs: int = 50_000
-    seed: int = 123
-    height: int = 8
-    width: int = 8
-    wall_prob: float = 0.1
-    marker_prob: float = 0.1
-    max_program_length: int = 50
-    max_depth: int = 6
-    max_nesting_depth: int = 4
-    min_demo_length: int = 4
-    max_demo_length: int = 20
-    min_max_demo_length: int = 2
-    num_demo_per_program: int = 10
-    max_demo_generation_trial: int = 100
-
-    def validate(self) -> None:
-        """Check ranges; raises `UserError` naming the field."""
-        checks = [
-            (self.num_programs >= 1, "num_programs must be ≥ 1"),
-            (self.height >= 3 and self.width >= 3, "height and width must be ≥ 3"),
-            (0.0 <= self.wall_prob < 1.0, "wall_prob must be in [0, 1)"),
-            (0.0 <= self.marker_prob <= 1.0, "marker_prob must be in [0, 1]"),
-            (self.max_program_length >= 5, "max_program_length must be ≥ 5 (DEF run m( x m))"),
-            (
-                1 <= self.min_demo_length <= self.max_demo_length,
-                "need 1 ≤ min_demo_length ≤ max_demo_length",
-            ),
-            (self.num_demo_per_program >= 1, "num_demo_per_program must be ≥ 1"),
-            (
-                self.max_demo_generation_trial >= self.num_demo_per_program,
-                "max_demo_generation_trial must be ≥ num_demo_per_program",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(f"generate-dataset: {message}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +251,7 @@ def _states_tensor(world: World, actions: Sequence[int]) -> np.ndarray:
 def demos_for_program(
     tokens: Sequence[str],
     rng: np.random.Generator,
-    params: GenerationParams,
+    params: DatasetConfig,
     stats: collections.Counter[str] | None = None,
 ) -> ProgramDemos | None:
     """Collect the demonstrations of one program, or ``None`` when it is dropped (spec §8.2).
@@ -388,11 +323,9 @@ def demos_for_program(
     )
 
 
-def candidate_stream(params: GenerationParams) -> Iterator[list[str]]:
+def candidate_stream(params: DatasetConfig) -> Iterator[list[str]]:
     """The candidate programs, in order: sampler draws without duplicates or over-long ones."""
-    sampler = ProgramSampler(
-        params.seed, SamplerConfig(params.max_depth, params.max_nesting_depth)
-    )
+    sampler = ProgramSampler(params.seed, SamplerConfig(params.max_depth, params.max_nesting_depth))
     seen: set[str] = set()
     while True:
         tokens = sampler.sample_tokens()
@@ -431,7 +364,7 @@ def _run_shard(job: dict[str, Any]) -> dict[str, Any]:
     """Worker: generate one shard of candidates and write it atomically; returns its summary."""
     import h5py
 
-    params = GenerationParams(**job["params"])
+    params = DatasetConfig(**job["params"])
     path = Path(job["path"])
     stats: collections.Counter[str] = collections.Counter()
     accepted: list[int] = []
@@ -495,7 +428,7 @@ class GenerationReport:
         return self.num_programs / max(self.seconds, 1e-9)
 
 
-def _manifest(params: GenerationParams, shard_size: int, compression: str | None) -> dict:
+def _manifest(params: DatasetConfig, shard_size: int, compression: str | None) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "params": dataclasses.asdict(params),
@@ -504,9 +437,7 @@ def _manifest(params: GenerationParams, shard_size: int, compression: str | None
     }
 
 
-def _prepare_out_dir(
-    out_dir: Path, manifest: dict[str, Any], overwrite: bool
-) -> None:
+def _prepare_out_dir(out_dir: Path, manifest: dict[str, Any], overwrite: bool) -> None:
     shard_dir = out_dir / SHARD_DIR
     if overwrite:
         for name in (DATA_FILE, ID_FILE, "dataset_info.json"):
@@ -540,7 +471,7 @@ def _prepare_out_dir(
 
 
 def _iter_jobs(
-    params: GenerationParams, out_dir: Path, shard_size: int, compression: str | None
+    params: DatasetConfig, out_dir: Path, shard_size: int, compression: str | None
 ) -> Iterator[dict[str, Any]]:
     stream = candidate_stream(params)
     index = 0
@@ -562,7 +493,7 @@ def _iter_jobs(
 
 def generate_dataset(
     out_dir: str | os.PathLike[str],
-    params: GenerationParams | None = None,
+    params: DatasetConfig | None = None,
     *,
     n_procs: int = 1,
     shard_size: int = 200,
@@ -590,7 +521,7 @@ def generate_dataset(
         UserError: bad parameters, or ``out_dir`` holds a dataset / a different interrupted
             generation and ``overwrite`` is false.
     """
-    params = params or GenerationParams()
+    params = params or DatasetConfig()
     params.validate()
     if n_procs < 1:
         raise UserError(f"generate-dataset: n_procs must be ≥ 1, got {n_procs}")
@@ -638,6 +569,13 @@ def generate_dataset(
             shard, result = pending.popleft()
             summaries[shard] = result if pool is None else result.get()
             generated += 1
+            examined = (shard + 1) * shard_size
+            if examined > 10_000 + 100 * target and prefix()[0] < examined // 1000:
+                raise UserError(
+                    f"generate-dataset: only {prefix()[0]} of {examined} candidate programs got "
+                    f"{params.num_demo_per_program} demonstrations; the demonstration length "
+                    "and trial settings accept (almost) no program"
+                )
             now = time.perf_counter()
             if now - last_log > 10:
                 last_log = now
@@ -670,7 +608,7 @@ def generate_dataset(
     )
 
 
-def _merge(out: Path, params: GenerationParams, used_shards: int) -> int:
+def _merge(out: Path, params: DatasetConfig, used_shards: int) -> int:
     """Copy the first ``num_programs`` accepted programs of the shards into ``data.hdf5``.
 
     Returns:
@@ -717,7 +655,7 @@ def _merge(out: Path, params: GenerationParams, used_shards: int) -> int:
 
 def _write_dataset_info(
     out: Path,
-    params: GenerationParams,
+    params: DatasetConfig,
     stats: dict[str, int],
     candidates: int,
     shard_size: int,
@@ -744,6 +682,55 @@ def _write_dataset_info(
         },
     )
     write_info(out, info, files=[DATA_FILE, ID_FILE])
+
+
+def default_data_dir() -> Path:
+    """``$COMPKIT_DATA_DIR/karel-programs``, else ``~/.cache/compkit/karel-programs``."""
+    root = os.environ.get("COMPKIT_DATA_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "compkit"
+    return base / "karel-programs"
+
+
+def generate_dataset_command(cfg: GenerateDatasetConfig) -> int:
+    """``leaps-karel generate-dataset``: generate, then print a summary with the throughput."""
+    from compkit_utils.logging import configure_logging
+    from compkit_utils.runs import make_run_dir
+
+    configure_logging()
+    data = dataclasses.replace(cfg.data, num_programs=20) if cfg.smoke else cfg.data
+    if cfg.out_dir is not None:
+        out_dir = cfg.out_dir
+    elif cfg.smoke:
+        run_dir = make_run_dir("leaps-karel", "generate-dataset", data.seed, runs_dir=cfg.runs_dir)
+        out_dir = run_dir / "dataset"
+    else:
+        out_dir = default_data_dir()
+    report = generate_dataset(
+        out_dir,
+        data,
+        n_procs=cfg.n_procs,
+        shard_size=cfg.shard_size,
+        compression=None if cfg.compression == "none" else cfg.compression,
+        overwrite=cfg.overwrite,
+        keep_shards=cfg.keep_shards,
+    )
+    stats = report.stats
+    print(f"wrote {report.num_programs} programs to {report.out_dir}")
+    print(
+        f"{report.candidates} candidate programs examined; "
+        f"{report.shards_generated} shards generated, {report.shards_reused} resumed"
+    )
+    print(
+        f"trials {stats.get('trials', 0)}: crash {stats.get('crash', 0)}, "
+        f"timeout {stats.get('timeout', 0)}, too short {stats.get('too_short', 0)}, "
+        f"too long {stats.get('too_long', 0)}; programs pruned statically "
+        f"{stats.get('pruned', 0)}, dropped after trials {stats.get('dropped', 0)}"
+    )
+    print(
+        f"{report.seconds:.1f} s, {report.programs_per_second:.1f} programs/s "
+        f"with {cfg.n_procs} process(es)"
+    )
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -787,8 +774,10 @@ class KarelProgramDataset:
         path = Path(path)
         self.file = path / DATA_FILE if path.is_dir() else path
         if not self.file.is_file():
-            raise UserError(f"{self.file}: no such dataset file; generate one with "
-                            "`leaps-karel generate-dataset --out-dir DIR`")
+            raise UserError(
+                f"{self.file}: no such dataset file; generate one with "
+                "`leaps-karel generate-dataset --out-dir DIR`"
+            )
         id_file = self.file.parent / ID_FILE
         self._handle: Any = None
         self._pid = -1

@@ -34,8 +34,10 @@ __all__ = [
     "render_ascii",
     "render_ascii_trace",
     "render_image",
+    "render_sheet",
     "save_gif",
     "save_png",
+    "write_trace",
 ]
 
 AGENT_GLYPHS = "^>v<"
@@ -219,6 +221,46 @@ def render_image(state: Any, cell: int = 32, title: str | None = None) -> PILIma
     return image
 
 
+def _frame_title(t: int, actions: Sequence[str] | None) -> str:
+    if t == 0:
+        return "start"
+    return f"{t}: {actions[t - 1]}" if actions else f"step {t}"
+
+
+def render_sheet(
+    states: Sequence[Any],
+    actions: Sequence[str] | None = None,
+    cell: int = 24,
+    columns: int = 6,
+) -> PILImage.Image:
+    """All frames of a trace tiled left to right, top to bottom, each titled with its step.
+
+    Args:
+        states: the state history, initial state first.
+        actions: optional action names (``len(states) - 1``) used in the titles.
+        cell: side of a cell in pixels.
+        columns: frames per row of the sheet.
+    """
+    from PIL import Image
+
+    if len(states) == 0:
+        raise UserError("cannot draw an empty trace")
+    frames = [
+        render_image(s, cell=cell, title=_frame_title(t, actions)) for t, s in enumerate(states)
+    ]
+    gap = 6
+    frame_w, frame_h = frames[0].size
+    cols = max(1, min(columns, len(frames)))
+    rows = (len(frames) + cols - 1) // cols
+    sheet = Image.new(
+        "RGB", (cols * frame_w + (cols - 1) * gap, rows * frame_h + (rows - 1) * gap), "white"
+    )
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, cols)
+        sheet.paste(frame, (c * (frame_w + gap), r * (frame_h + gap)))
+    return sheet
+
+
 def save_png(state: Any, path: str | os.PathLike[str], cell: int = 32) -> Path:
     """Write the state as a PNG image (atomically); returns the path."""
     image = render_image(state, cell=cell)
@@ -246,10 +288,10 @@ def save_gif(
     """
     if len(states) == 0:
         raise UserError("cannot write a GIF of an empty trace")
-    frames = []
-    for t, state in enumerate(states):
-        title = "start" if t == 0 else f"{t}: {actions[t - 1]}" if actions else f"step {t}"
-        frames.append(render_image(state, cell=cell, title=title))
+    frames = [
+        render_image(state, cell=cell, title=_frame_title(t, actions))
+        for t, state in enumerate(states)
+    ]
     durations = [frame_ms] * len(frames)
     durations[-1] = frame_ms * 4
     buffer = io.BytesIO()
@@ -265,3 +307,41 @@ def save_gif(
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return Path(path)
+
+
+def write_trace(
+    states: Sequence[Any],
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    actions: Sequence[str] | None = None,
+) -> Path:
+    """Write an execution trace as a GIF animation, a PNG sheet of frames or ASCII text.
+
+    Args:
+        states: the state history, initial state first (worlds or ``(H, W, 16)`` arrays).
+        path: output file.
+        fmt: ``"gif"``, ``"png"`` or ``"txt"``; ``None`` picks it from the file suffix.
+        actions: optional action names used as frame titles.
+
+    Raises:
+        UserError: unknown format or suffix.
+    """
+    path = Path(path)
+    kind = (fmt or path.suffix.lstrip(".")).lower()
+    if kind == "gif":
+        return save_gif(states, path, actions=actions)
+    if kind == "png":
+        if len(states) == 1:
+            return save_png(states[0], path)
+        image = render_sheet(states, actions=actions)
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+        return path
+    if kind in ("txt", "ascii"):
+        with atomic_path(path) as tmp:
+            tmp.write_text(render_ascii_trace(states, actions) + "\n")
+        return path
+    raise UserError(
+        f"{path}: cannot tell the picture format; use a .gif, .png or .txt file or --render "
+        "gif|png|txt"
+    )
