@@ -228,9 +228,11 @@ class ProgramDemos:
 def _states_tensor(world: World, actions: Sequence[int]) -> np.ndarray:
     """``(len(actions) + 1, H, W, 16)`` states of a crash-free execution, by replaying it.
 
-    ``world`` (the initial world) is advanced in place.
+    ``world`` (the initial world) is advanced in place. Channel 5 ("no marker") is set on wall
+    cells as well, as in the original dataset.
     """
     first = world.to_tensor()
+    first[first[:, :, 4], 5] = True  # the original sets "0 markers" on wall cells too (§8.1)
     states = np.empty((len(actions) + 1, *first.shape), dtype=bool)
     states[0] = first
     width = world.width
