@@ -36,8 +36,10 @@ def test_every_fixture_program_round_trips(interpreter_cases):
 
 
 def test_structure_of_a_parsed_program():
-    p = parse("DEF run m( REPEAT R=0 r( move r) IFELSE c( not c( markersPresent c) c) "
-              "i( putMarker i) ELSE e( turnLeft e) m)")
+    p = parse(
+        "DEF run m( REPEAT R=0 r( move r) IFELSE c( not c( markersPresent c) c) "
+        "i( putMarker i) ELSE e( turnLeft e) m)"
+    )
     assert p.body == (
         dsl.Repeat(0, (dsl.Action("move"),)),
         dsl.IfElse(
@@ -71,7 +73,9 @@ def test_parse_errors_name_position_and_expectation(text, position, expected):
 
 def test_strict_grammar_rejects_nested_not_only():
     nested = "DEF run m( IF c( not c( not c( frontIsClear c) c) c) i( move i) m)"
-    assert parse(nested).body[0].cond == dsl.Not(dsl.Not(dsl.Prim("frontIsClear")))
+    stmt = parse(nested).body[0]
+    assert isinstance(stmt, dsl.If)
+    assert stmt.cond == dsl.Not(dsl.Not(dsl.Prim("frontIsClear")))
     with pytest.raises(ParseError, match="expected a perception"):
         parse(nested, strict=True)
     parse("DEF run m( IF c( not c( frontIsClear c) c) i( move i) m)", strict=True)

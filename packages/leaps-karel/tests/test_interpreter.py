@@ -8,6 +8,7 @@ import pytest
 from leaps_karel import dsl
 from leaps_karel.dsl import ParseError, Program, parse, to_text
 from leaps_karel.interpreter import (
+    Mode,
     compile_program,
     execute,
     execute_reference,
@@ -19,7 +20,7 @@ from leaps_karel.world import World, bordered_room
 MODES = ("compiled", "reference")
 
 
-def _run(kind, program, world, budget=220, mode="no_crash"):
+def _run(kind, program, world, budget=220, mode: Mode = "no_crash"):
     fn = execute if kind == "compiled" else execute_reference
     return fn(program, world, budget, mode=mode)
 
@@ -89,7 +90,9 @@ def test_budget_vectors_of_the_spec(text, num_actions, n, finished):
 
 def test_blocked_moves_turn_the_agent_around():
     r = execute("DEF run m( move move move move move m)", bordered_room(8, 8, (3, 3, 1)))
-    assert r.actions == [0] * 5 and r.n == 14 and r.finished
+    assert r.actions == [0] * 5
+    assert r.n == 14
+    assert r.finished
     assert r.world.agent == (3, 5, 3)
 
 
@@ -125,7 +128,9 @@ def test_compiled_matches_reference_on_random_programs_and_budgets(interpreter_c
         program = Program(_random_block(rng, 0))
         budget = rng.choice([0, 1, 2, 3, 5, 8, 13, 21, 40, 80, 220])
         world = rng.choice(worlds)
-        modes = ["no_crash"] if "not c( not" in to_text(program) else ["no_crash", "crash"]
+        modes: list[Mode] = ["no_crash"]
+        if "not c( not" not in to_text(program):
+            modes.append("crash")
         for mode in modes:
             a = execute(program, world, budget, mode=mode)
             b = execute_reference(program, world, budget, mode=mode)
@@ -162,7 +167,9 @@ def test_replay_and_source():
     world = bordered_room(6, 6, (2, 2, 1))
     r = execute("DEF run m( move putMarker turnLeft m)", world)
     states = replay(world, r.actions)
-    assert len(states) == 4 and states[-1] == r.world and states[0] == world
+    assert len(states) == 4
+    assert states[-1] == r.world
+    assert states[0] == world
     src = program_source(parse("DEF run m( move m)"))
     assert "def _run" in src
     with pytest.raises(ValueError, match="budget"):

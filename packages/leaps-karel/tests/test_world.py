@@ -16,17 +16,25 @@ def test_text_round_trip_and_accessors():
     assert World.from_dict(w.to_dict()) == w
     assert w.markers_at(2, 3) == 10
     assert w.total_markers() == 20
-    assert w.is_wall(0, 0) and w.is_wall(-1, 2) and not w.is_wall(1, 2)
+    assert w.is_wall(0, 0)
+    assert w.is_wall(-1, 2)
+    assert not w.is_wall(1, 2)
     assert ">" in w.render_ascii()
 
 
 def test_tensor_round_trip_and_channels():
     w = World.from_text(ROWS, (2, 2, 3))
     s = w.to_tensor()
-    assert s.shape == (4, 5, 16) and s.dtype == bool
-    assert s[2, 2, 3] and s[:, :, :4].sum() == 1
-    assert s[0, 0, 4] and not s[0, 0, 5]
-    assert s[1, 2, 6] and s[2, 1, 14] and s[2, 3, 15] and s[1, 1, 5]
+    assert s.shape == (4, 5, 16)
+    assert s.dtype == bool
+    assert s[2, 2, 3]
+    assert s[:, :, :4].sum() == 1
+    assert s[0, 0, 4]
+    assert not s[0, 0, 5]
+    assert s[1, 2, 6]
+    assert s[2, 1, 14]
+    assert s[2, 3, 15]
+    assert s[1, 1, 5]
     assert World.from_tensor(s) == w
     # Generators that never set channel 5: a cell without marker bits counts 0.
     s2 = s.copy()
@@ -37,15 +45,20 @@ def test_tensor_round_trip_and_channels():
 def test_perceptions_and_no_crash_actions():
     w = World.from_text(["#####", "#...#", "#####"], (1, 1, 1))
     assert w.perception() == (True, False, False, False, True)
-    assert w.step(0) and w.agent == (1, 2, 1)
-    assert w.step(0) and not w.step(0)
+    assert w.step(0)
+    assert w.agent == (1, 2, 1)
+    assert w.step(0)
+    assert not w.step(0)
     assert w.agent == (1, 3, 3)  # blocked move turns the agent around
     assert not w.step(3)  # nothing to pick
     for _ in range(9):
         assert w.step(4)
     assert not w.step(4)  # a cell holds at most 9 markers through actions
     assert w.markers_at(1, 3) == 9
-    assert w.step(1) and w.agent[2] == 2 and w.step(2) and w.agent[2] == 3
+    assert w.step(1)
+    assert w.agent[2] == 2
+    assert w.step(2)
+    assert w.agent[2] == 3
     assert not w.step(5)  # ids >= 5: no-op
 
 
@@ -75,9 +88,9 @@ def test_bad_worlds_are_rejected(rows, agent, message):
 
 
 def test_from_dict_names_the_source():
-    with pytest.raises(UserError, match="w.json: expected an object"):
+    with pytest.raises(UserError, match=r"w\.json: expected an object"):
         World.from_dict({"grid": ["#"]}, source="w.json")
-    with pytest.raises(UserError, match="w.json: 'agent'"):
+    with pytest.raises(UserError, match=r"w\.json: 'agent'"):
         World.from_dict({"grid": ["#.#"], "agent": ["a", 1, 0]}, source="w.json")
 
 
@@ -85,5 +98,6 @@ def test_copy_is_independent():
     w = World.from_text(ROWS, (1, 1, 1))
     c = w.copy()
     c.step(4)
-    assert c != w and w.markers_at(1, 1) == 0
+    assert c != w
+    assert w.markers_at(1, 1) == 0
     assert np.array_equal(w.to_tensor(), World.from_text(ROWS, (1, 1, 1)).to_tensor())

@@ -37,7 +37,10 @@ from leaps_karel.world import DELTAS, World
 #: Programs used by the benchmark: the spec's first sampler draws, budget test vectors, the six
 #: reference solutions and sampler-style programs (fixed, so figures are comparable).
 BENCH_PROGRAMS: tuple[str, ...] = (
-    "DEF run m( turnLeft move turnLeft move WHILE c( frontIsClear c) w( REPEAT R=16 r( move r) w) m)",
+    (
+        "DEF run m( turnLeft move turnLeft move WHILE c( frontIsClear c) w( REPEAT R=16 r( "
+        "move r) w) m)"
+    ),
     "DEF run m( turnLeft turnLeft WHILE c( frontIsClear c) w( pickMarker w) turnLeft m)",
     "DEF run m( putMarker WHILE c( frontIsClear c) w( turnLeft w) move move pickMarker m)",
     "DEF run m( move move turnRight move putMarker m)",
@@ -45,18 +48,40 @@ BENCH_PROGRAMS: tuple[str, ...] = (
     "DEF run m( REPEAT R=5 r( move turnRight r) pickMarker m)",
     "DEF run m( IFELSE c( markersPresent c) i( pickMarker i) ELSE e( move e) move m)",
     "DEF run m( WHILE c( not c( frontIsClear c) c) w( turnLeft w) move move m)",
-    "DEF run m( WHILE c( frontIsClear c) w( move w) turnRight WHILE c( frontIsClear c) w( move putMarker w) m)",
-    "DEF run m( WHILE c( frontIsClear c) w( IF c( markersPresent c) i( pickMarker i) turnLeft w) m)",
+    (
+        "DEF run m( WHILE c( frontIsClear c) w( move w) turnRight WHILE c( frontIsClear c) w( "
+        "move putMarker w) m)"
+    ),
+    (
+        "DEF run m( WHILE c( frontIsClear c) w( IF c( markersPresent c) i( pickMarker i) "
+        "turnLeft w) m)"
+    ),
     "DEF run m( REPEAT R=19 r( REPEAT R=19 r( turnLeft r) r) m)",
     "DEF run m( WHILE c( noMarkersPresent c) w( turnLeft move turnRight move w) m)",
-    "DEF run m( WHILE c( noMarkersPresent c) w( WHILE c( frontIsClear c) w( move w) IF c( noMarkersPresent c) i( putMarker turnLeft move i) w) m)",
+    (
+        "DEF run m( WHILE c( noMarkersPresent c) w( WHILE c( frontIsClear c) w( move w) IF c( "
+        "noMarkersPresent c) i( putMarker turnLeft move i) w) m)"
+    ),
     "DEF run m( WHILE c( frontIsClear c) w( IF c( markersPresent c) i( putMarker i) move w) m)",
-    "DEF run m( WHILE c( noMarkersPresent c) w( IFELSE c( rightIsClear c) i( turnRight i) ELSE e( WHILE c( not c( frontIsClear c) c) w( turnLeft w) e) move w) m)",
-    "DEF run m( WHILE c( markersPresent c) w( WHILE c( markersPresent c) w( pickMarker move w) turnRight move turnLeft WHILE c( markersPresent c) w( pickMarker move w) turnLeft move turnRight w) m)",
-    "DEF run m( WHILE c( noMarkersPresent c) w( IF c( leftIsClear c) i( turnLeft i) move IF c( markersPresent c) i( pickMarker i) w) m)",
+    (
+        "DEF run m( WHILE c( noMarkersPresent c) w( IFELSE c( rightIsClear c) i( turnRight i) "
+        "ELSE e( WHILE c( not c( frontIsClear c) c) w( turnLeft w) e) move w) m)"
+    ),
+    (
+        "DEF run m( WHILE c( markersPresent c) w( WHILE c( markersPresent c) w( pickMarker "
+        "move w) turnRight move turnLeft WHILE c( markersPresent c) w( pickMarker move w) "
+        "turnLeft move turnRight w) m)"
+    ),
+    (
+        "DEF run m( WHILE c( noMarkersPresent c) w( IF c( leftIsClear c) i( turnLeft i) move "
+        "IF c( markersPresent c) i( pickMarker i) w) m)"
+    ),
     "DEF run m( pickMarker move pickMarker m)",
     "DEF run m( turnRight IF c( rightIsClear c) i( move putMarker i) m)",
-    "DEF run m( REPEAT R=3 r( move IFELSE c( leftIsClear c) i( turnLeft i) ELSE e( turnRight e) r) m)",
+    (
+        "DEF run m( REPEAT R=3 r( move IFELSE c( leftIsClear c) i( turnLeft i) ELSE e( "
+        "turnRight e) r) m)"
+    ),
 )
 
 #: Figures the spec reports for the original implementation (one core).
@@ -244,12 +269,13 @@ def evaluate_reference(task: Task, program: str, num_worlds: int = 10) -> float:
         elif name == "topoff":
             ctx["targets"] = [2 if x else 0 for x in counts[init.height - 2]]
         rewards: list[float] = []
-        run_reference(
-            prog,
-            karel,
-            task.options.budget,
-            lambda k, _a: rewards.append(_tensor_reward(name, k, ctx)),
-        )
+
+        def on_action(
+            k: TensorKarel, _a: int, ctx: dict[str, Any] = ctx, rewards: list[float] = rewards
+        ) -> None:
+            rewards.append(_tensor_reward(name, k, ctx))
+
+        run_reference(prog, karel, task.options.budget, on_action)
         scores.append(rewards[-1] if len(rewards) > 1 else 0.0)
     return float(np.mean(scores)) + task.options.syntax_bonus
 
@@ -274,11 +300,11 @@ def _rate(fn: Callable[[], int], seconds: float) -> float:
     """Units per second of ``fn`` (which returns the units it did), over about ``seconds``."""
     fn()  # warm-up
     units = 0
-    start = time.perf_counter()
+    start = time.process_time()
     elapsed = 0.0
     while elapsed < seconds:
         units += fn()
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     return units / elapsed
 
 
@@ -332,7 +358,14 @@ def measure_interpreter(seconds: float, seed: int = 0) -> tuple[BenchRow, BenchR
 
 def measure_tasks(seconds: float, seed: int = 0, tasks: Sequence[str] = ()) -> list[BenchRow]:
     """Task evaluations/s (10 rollouts each), compilation included (cache cleared)."""
-    names = list(tasks) or ["stairclimber", "fourcorner", "topoff", "maze", "cleanhouse", "harvester"]
+    names = list(tasks) or [
+        "stairclimber",
+        "fourcorner",
+        "topoff",
+        "maze",
+        "cleanhouse",
+        "harvester",
+    ]
     bound = [Task(get_spec(n), seed=seed, num_worlds=10) for n in names]
     per = seconds / 2
 
@@ -403,7 +436,9 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         base = f"{r.baseline:,.0f}{r.unit}" if r.baseline else "-"
         ratio = f"{r.ratio:.1f}x" if r.ratio else "-"
         original = ORIGINAL_FIGURES.get(r.name, "-")
-        lines.append(f"| {r.name} | {r.ours:,.0f}{r.unit} | {base} | {ratio} | {original} | {r.note} |")
+        lines.append(
+            f"| {r.name} | {r.ours:,.0f}{r.unit} | {base} | {ratio} | {original} | {r.note} |"
+        )
     return "\n".join(lines)
 
 

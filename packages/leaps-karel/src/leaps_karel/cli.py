@@ -181,7 +181,10 @@ def _bench(cfg: BenchConfig) -> int:
         get_spec(t)
     if cfg.seconds <= 0:
         raise UserError(f"--seconds must be > 0, got {cfg.seconds}")
-    print(f"leaps-karel bench: {cfg.seconds:g} s per measurement, seed {cfg.seed}, one process")
+    print(
+        f"leaps-karel bench: {cfg.seconds:g} s of CPU time per measurement, seed {cfg.seed}, "
+        "one process; rates are per CPU-second"
+    )
     rows = run_bench(cfg.seconds, cfg.seed, cfg.tasks)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(format_table(rows))

@@ -89,7 +89,14 @@ class BenchConfig:
     """Time spent on each measurement (per side)."""
     seed: int = 0
     """Seed of the benchmark worlds."""
-    tasks: tuple[str, ...] = ("stairclimber", "fourcorner", "topoff", "maze", "cleanhouse", "harvester")
+    tasks: tuple[str, ...] = (
+        "stairclimber",
+        "fourcorner",
+        "topoff",
+        "maze",
+        "cleanhouse",
+        "harvester",
+    )
     """Tasks for the task-evaluation figure."""
 
 

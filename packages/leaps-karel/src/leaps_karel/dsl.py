@@ -335,7 +335,10 @@ def is_valid(program: str | Sequence[str] | Sequence[int]) -> bool:
         tokens = program.split()
     else:
         seq = list(program)
-        tokens = ids_to_tokens(seq) if seq and not isinstance(seq[0], str) else seq
+        if seq and not isinstance(seq[0], str):
+            tokens = ids_to_tokens(int(i) for i in seq)
+        else:
+            tokens = [str(t) for t in seq]
     if len(tokens) <= 4:
         return False
     try:

@@ -13,7 +13,7 @@ or, without the explicit import, ``gymnasium.make("leaps_karel.envs:compkit/Kare
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -68,7 +68,7 @@ class KarelEnv(gymnasium.Env[np.ndarray, np.int64]):
         the original's quirks).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
 
     def __init__(
         self,

@@ -434,27 +434,44 @@ def program_source(
     gen.depth = 2
     gen.program(program)
     body = [*gen.lines, "        st = 0"]
-    prologue = [
-        "def _run(world):",
-        "    mk = world.markers",
-        "    nq, mv, fc, lc, rc, tl, tr = world.tables",
-        "    q = world.pos * 4 + world.dir",
-        "    n = 0",
-        "    dl = 0",
-    ]
     if record:
-        prologue += ["    acts = []", "    A = acts.append", "    try:"]
-        ret = "    return acts, n, st, (dl if acts and acts[-1] >= 3 else 0)"
+        prologue = ["def _run(mk, nq, mv, fc, lc, rc, tl, tr, q, acts, A, n=0, dl=0):", "    try:"]
+        ret = "    return q, acts, n, st, (dl if acts and acts[-1] >= 3 else 0)"
     else:
-        prologue += ["    na = 0", "    lp = -1", "    try:"]
-        ret = "    return na, n, st, (dl if lp == na else 0)"
+        prologue = [
+            "def _run(mk, nq, mv, fc, lc, rc, tl, tr, q, n=0, dl=0, na=0, lp=-1):",
+            "    try:",
+        ]
+        ret = "    return q, na, n, st, (dl if lp == na else 0)"
         for i, line in enumerate(body):
             stripped = line.lstrip()
             if stripped.startswith("A(") and stripped.endswith(")"):
                 indent = line[: len(line) - len(stripped)]
                 body[i] = indent + ("na += 1; lp = na" if stripped[2] in "34" else "na += 1")
-    epilogue = ["    world.pos = q >> 2", "    world.dir = q & 3", ret]
-    return "\n".join([*prologue, *body, *handlers, *epilogue]) + "\n"
+    return "\n".join([*prologue, *body, *handlers, ret]) + "\n"
+
+
+def _recording(fn: Callable[..., Any]) -> CompiledProgram:
+    def run(world: World) -> RawResult:
+        acts: list[int] = []
+        q, acts, n, st, dl = fn(
+            world.markers, *world.tables, world.pos * 4 + world.dir, acts, acts.append
+        )
+        world.pos = q >> 2
+        world.dir = q & 3
+        return acts, n, st, dl
+
+    return run
+
+
+def _counting(fn: Callable[..., Any]) -> CompiledProgram:
+    def run(world: World) -> RawResult:
+        q, na, n, st, dl = fn(world.markers, *world.tables, world.pos * 4 + world.dir)
+        world.pos = q >> 2
+        world.dir = q & 3
+        return na, n, st, dl
+
+    return run
 
 
 def _compile(program: Program, mode: Mode, budget: int, record: bool) -> CompiledProgram:
@@ -473,7 +490,8 @@ def _compile(program: Program, mode: Mode, budget: int, record: bool) -> Compile
         # Nested too deeply for Python's compiler: interpret the tree instead.
         return functools.partial(_reference_raw, program, mode, budget, record)
     exec(code, namespace)
-    return namespace["_run"]  # type: ignore[return-value]
+    fn: Callable[..., Any] = namespace["_run"]  # type: ignore[assignment]
+    return _recording(fn) if record else _counting(fn)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -86,6 +86,8 @@ class TaskSpec(abc.ABC):
     reward_type: str = ""
     #: One-line description for ``leaps-karel tasks``.
     description: str = ""
+    #: Whether `reward` reads its ``total_before`` argument (the marker total).
+    needs_total: bool = False
 
     @abc.abstractmethod
     def generate(self, rng: np.random.Generator, options: Options) -> World:
@@ -115,7 +117,10 @@ class TaskSpec(abc.ABC):
         program: str,
         options: Options,
     ) -> float:
-        """Reward of the last action, computed from the final world (fast path)."""
+        """Reward of the last action, computed from the final world (fast path).
+
+        Must not modify ``ctx`` (it is shared by every evaluation on this initial world).
+        """
         return self.reward(ctx, final, total_before)
 
 
@@ -214,6 +219,8 @@ class Task:
         self._ensure(num_worlds)
         spec = self.spec
         lag = opts.marker_total_lag
+        needs_total = spec.needs_total
+        final_reward = spec.final_reward
         min_actions = 2 if opts.short_rollouts_score_zero else 1
         out = []
         for init, ctx in zip(
@@ -224,10 +231,12 @@ class Task:
             if na < min_actions:
                 out.append(0.0)
                 continue
-            total = sum(w.markers)
-            if lag:
-                total -= delta
-            out.append(spec.final_reward(dict(ctx), init, w, total, text, opts))
+            total = 0
+            if needs_total:
+                total = sum(w.markers)
+                if lag:
+                    total -= delta
+            out.append(final_reward(ctx, init, w, total, text, opts))
         return out
 
     def evaluate(self, program: Program | str | Sequence[int], num_worlds: int = 10) -> float:
@@ -240,7 +249,9 @@ class Task:
         scores = self.scores(program, num_worlds)
         if scores is None:
             return self.options.invalid_return
-        return float(np.mean(scores)) + self.options.syntax_bonus if scores else 0.0
+        if not scores:
+            return self.options.syntax_bonus
+        return sum(scores) / len(scores) + self.options.syntax_bonus
 
     def rollout(self, program: Program | str, index: int = 0) -> Rollout:
         """Execute on initial world ``index`` recording actions and per-step rewards.

@@ -121,6 +121,7 @@ class FourCorner(TaskSpec):
         "12x12 empty room; put one marker on each of the four corners. Reward 0.25 per "
         "corner, 0 if a marker lies elsewhere."
     )
+    needs_total = True
 
     def generate(self, rng: np.random.Generator, options: Options) -> World:
         return bordered_room(self.height, self.width, (self.height - 2, 2, EAST))
@@ -206,10 +207,10 @@ class Maze(TaskSpec):
     def generate(self, rng: np.random.Generator, options: Options) -> World:
         h, w = self.height, self.width
         open_ = [0] * (h * w)
-        start = (h - 2, 1)
+        start: tuple[int, int] = (h - 2, 1)
         open_[start[0] * w + start[1]] = 1
-        visited = {start}
-        stack = [start]
+        visited: set[tuple[int, int]] = {start}
+        stack: list[tuple[int, int]] = [start]
         while stack:
             cr, cc = stack.pop()
             nbrs = [
@@ -335,6 +336,7 @@ class Harvester(TaskSpec):
         "8x8 room with a marker on every free cell; pick them all. Reward: fraction picked "
         "(counted one action late, as the original)."
     )
+    needs_total = True
 
     def generate(self, rng: np.random.Generator, options: Options) -> World:
         h, w = self.height, self.width

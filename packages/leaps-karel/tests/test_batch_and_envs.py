@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import leaps_karel.envs as envs
+from leaps_karel.batch import evaluate_batch, execute_batch
+from leaps_karel.interpreter import execute
+from leaps_karel.tasks import make
+from leaps_karel.tasks.base import step_rewards
+from leaps_karel.tasks.registry import get_spec
+
+PROGRAMS = [
+    "DEF run m( WHILE c( frontIsClear c) w( move w) m)",
+    "DEF run m( pickMarker move pickMarker m)",
+    "DEF run m( move",
+    "DEF run m( REPEAT R=19 r( REPEAT R=19 r( turnLeft r) r) m)",
+    "DEF run m( IFELSE c( markersPresent c) i( pickMarker i) ELSE e( putMarker e) m)",
+]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_execute_batch_matches_single_runs(workers):
+    worlds = make("harvester").initial_worlds[:1] + make("maze", seed=2).initial_worlds[:3]
+    result = execute_batch(PROGRAMS * 2, worlds, record=True, keep_worlds=True, workers=workers)
+    assert result.num_actions.shape == (10, 4)
+    for i, text in enumerate(PROGRAMS * 2):
+        for j, world in enumerate(worlds):
+            if i % 5 == 2:
+                assert result.status[i, j] == -1
+                assert result.num_actions[i, j] == -1
+                continue
+            r = execute(text, world)
+            assert result.actions is not None
+            assert result.worlds is not None
+            assert result.actions[i][j] == r.actions
+            assert result.num_actions[i, j] == len(r.actions)
+            assert result.counter[i, j] == r.n
+            assert result.finished[i, j] == r.finished
+            assert result.worlds[i][j] == r.world
+
+
+def test_evaluate_batch_matches_task_evaluate():
+    task = make("harvester")
+    expected = [task.evaluate(p) for p in PROGRAMS]
+    assert np.allclose(evaluate_batch(task, PROGRAMS), expected)
+    assert np.allclose(evaluate_batch(task, PROGRAMS * 2, workers=2), expected * 2)
+
+
+@pytest.mark.parametrize("name", list(envs.ENV_NAMES))
+def test_gymnasium_env_passes_the_checker(name):
+    env = gymnasium.make(envs.env_id(name))
+    check_env(env.unwrapped)
+    obs, info = env.reset(seed=0)
+    spec = get_spec(name)
+    assert obs.shape == (spec.height, spec.width, 16)
+    assert obs.dtype == np.int8
+    assert info["perception"].shape == (5,)
+    env.close()
+
+
+def test_env_rewards_follow_the_task():
+    env = envs.KarelEnv("harvester", reward_mode="state", render_mode="ansi")
+    env.reset(seed=0)
+    actions = [3, 0, 3, 0, 3]
+    rewards = [env.step(a)[1] for a in actions]
+    init = make("harvester").initial_worlds[0]
+    assert rewards == pytest.approx(
+        step_rewards(make("harvester").spec, init, actions, make("harvester").options)
+    )
+    assert "v" in (env.render() or "") or ">" in (env.render() or "")
+    delta = envs.KarelEnv("harvester")
+    delta.reset(seed=0)
+    total = sum(delta.step(a)[1] for a in actions)
+    assert total == pytest.approx(rewards[-1])
+
+
+def test_env_terminates_when_solved_and_is_seeded():
+    env = envs.KarelEnv("maze")
+    first, _ = env.reset(seed=7)
+    again, _ = env.reset(seed=7)
+    assert np.array_equal(first, again)
+    world = make("maze", seed=0).initial_worlds[0]
+    env.reset(options={"world": world})
+    solution = (
+        "DEF run m( WHILE c( noMarkersPresent c) w( IFELSE c( rightIsClear c) i( "
+        "turnRight i) ELSE e( WHILE c( not c( frontIsClear c) c) w( turnLeft w) e) "
+        "move w) m)"
+    )
+    actions = execute(solution, world).actions
+    reward = 0.0
+    for i, a in enumerate(actions):
+        _, reward, terminated, truncated, _ = env.step(a)
+        assert terminated == (i == len(actions) - 1)
+        assert not truncated
+    assert reward == 1.0
+    with pytest.raises(ValueError, match="action"):
+        env.step(7)
+
+
+def test_env_truncates():
+    env = envs.KarelEnv("harvester", max_steps=3)
+    env.reset(seed=0)
+    assert [env.step(1)[3] for _ in range(3)] == [False, False, True]
