@@ -238,6 +238,7 @@ def test_reader_errors_name_the_file_and_dataset(fixture_dir: Path, tmp_path: Pa
         data[0]
     with pytest.raises(UserError, match="a_h"):
         KarelProgramDataset(bad, validate=True)
+    data.close()
     (bad / "data.hdf5").write_bytes(b"not hdf5")
     with pytest.raises(UserError, match="not a readable HDF5 file"):
         KarelProgramDataset(bad)

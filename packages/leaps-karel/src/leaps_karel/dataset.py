@@ -148,32 +148,63 @@ def neighbour_tables(walls: np.ndarray) -> np.ndarray:
     return table.reshape(count, -1)
 
 
+def _vectorised_tables(nbr: np.ndarray) -> list[np.ndarray]:
+    """`World.tables` for a batch of neighbour tables ``(B, 4 * H * W)``, computed with NumPy.
+
+    Same formulas as `World.tables` (indexed by the agent state ``q = 4 * cell + dir``):
+    ``next_q``, ``move_q``, ``front``, ``left``, ``right``, ``left_q``, ``right_q``.
+    """
+    q = np.arange(nbr.shape[1], dtype=np.int64)
+    left_q = (q & ~3) | ((q + 3) & 3)
+    right_q = (q & ~3) | ((q + 1) & 3)
+    next_q = np.where(nbr >= 0, nbr * 4 + (q & 3), -1)
+    move_q = np.where(next_q >= 0, next_q, q ^ 2)
+    front = (nbr >= 0).astype(np.int64)
+    count = nbr.shape[0]
+    return [
+        next_q,
+        move_q,
+        front,
+        front[:, left_q],
+        front[:, right_q],
+        np.broadcast_to(left_q, (count, len(q))),
+        np.broadcast_to(right_q, (count, len(q))),
+    ]
+
+
+_TABLES_CHECKED: dict[str, bool] = {}
+
+
 class _WorldBatch:
     """Sampled worlds with their `World` lookup tables built in one vectorised pass.
 
-    The interpreter runs on ``World.tables`` (derived from ``World.neighbours``), which `World`
-    builds lazily in Python for each new wall layout — far slower than executing a dataset
-    demonstration. Here they are computed for the whole batch with NumPy and handed to the
-    worlds directly; `test_dataset` checks that they equal the ones `World` computes.
+    The interpreter runs on ``World.tables``, which `World` derives lazily in Python for each
+    new wall layout — slower than executing a whole dataset demonstration. Here they are
+    computed for the batch with NumPy and handed to the worlds. The first batch of every
+    process is checked against the tables `World` computes itself; if they ever differ (the
+    interpreter's table layout changed) the worlds fall back to computing their own, so the
+    output never depends on this shortcut.
     """
 
     def __init__(self, walls: np.ndarray, markers: np.ndarray, agents: np.ndarray) -> None:
         count, height, width = walls.shape
-        self.walls, self.markers, self.agents = walls, markers, agents
         self.height, self.width = height, width
-        nbr = neighbour_tables(walls)
-        q = np.arange(nbr.shape[1])
-        base, direction = q & ~3, q & 3
-        next_q = np.where(nbr >= 0, nbr * 4 + direction, -1)
-        self._neighbours = nbr
-        self._next_q = next_q.tolist()
-        self._front = (nbr >= 0).tolist()
-        self._left = (nbr[:, base | ((direction + 3) & 3)] >= 0).tolist()
-        self._right = (nbr[:, base | ((direction + 1) & 3)] >= 0).tolist()
+        self._neighbours = neighbour_tables(walls)
         self._walls = walls.reshape(count, -1).astype(np.int64).tolist()
         self._markers = markers.reshape(count, -1).astype(np.int64).tolist()
         self._pos = (agents[:, 0] * width + agents[:, 1]).tolist()
         self._dir = agents[:, 2].tolist()
+        self._tables: list[tuple[list[int], ...]] | None = None
+        if _TABLES_CHECKED.get("ok", True):
+            columns = [table.tolist() for table in _vectorised_tables(self._neighbours)]
+            self._tables = [tuple(column[i] for column in columns) for i in range(count)]
+            if "ok" not in _TABLES_CHECKED:
+                agent = (self._pos[0] // width, self._pos[0] % width, self._dir[0])
+                reference = World(height, width, self._walls[0], self._markers[0], agent)
+                _TABLES_CHECKED["ok"] = tuple(reference.tables) == self._tables[0]
+                if not _TABLES_CHECKED["ok"]:
+                    log.warning("World.tables layout changed; using the slow table build")
+                    self._tables = None
 
     def world(self, i: int, neighbours: bool = False) -> World:
         """A fresh `World` for sample ``i`` (its marker list is a copy; it shares the tables).
@@ -188,14 +219,12 @@ class _WorldBatch:
         world.markers = self._markers[i].copy()
         world.pos = self._pos[i]
         world.dir = self._dir[i]
+        fast = self._tables is not None
         world._nbr = (  # pyright: ignore[reportAttributeAccessIssue]
-            self._neighbours[i].tolist() if neighbours else None
+            self._neighbours[i].tolist() if neighbours or not fast else None
         )
         world._tables = (  # pyright: ignore[reportAttributeAccessIssue]
-            self._next_q[i],
-            self._front[i],
-            self._left[i],
-            self._right[i],
+            self._tables[i] if self._tables is not None else None
         )
         return world
 
@@ -510,7 +539,7 @@ def generate_dataset(
         params: what to generate.
         n_procs: worker processes (1 = generate in this process).
         shard_size: candidate programs per shard (the unit of work and of resumption; it does
-            not change the output).
+            not change the output); at most ``max(4, num_programs)`` are used.
         compression: HDF5 filter for the large datasets (``"gzip"``, ``"lzf"`` or ``None``).
             Readers decompress transparently; ``None`` reproduces the original's plain layout.
         overwrite: replace an existing dataset or interrupted generation in ``out_dir``.
@@ -533,6 +562,8 @@ def generate_dataset(
         raise UserError(
             f"generate-dataset: compression must be gzip, lzf or none, not {compression!r}"
         )
+    # A small dataset needs few candidates: smaller shards waste less work past the target.
+    shard_size = min(shard_size, max(4, params.num_programs))
     out = Path(out_dir)
     _prepare_out_dir(out, _manifest(params, shard_size, compression), overwrite)
     start = time.perf_counter()
@@ -549,7 +580,10 @@ def generate_dataset(
             shard += 1
         return count, shard
 
-    pool = multiprocessing.get_context("spawn").Pool(n_procs) if n_procs > 1 else None
+    # fork starts workers without re-importing anything; the parent holds no open HDF5 file
+    # and runs no threads here. Elsewhere (macOS, Windows) fall back to spawn.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = multiprocessing.get_context(method).Pool(n_procs) if n_procs > 1 else None
     window = 2 * n_procs if pool is not None else 1
     pending: collections.deque[tuple[int, Any]] = collections.deque()
     last_log = start
