@@ -6,6 +6,7 @@ import pickle
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from compkit_utils.datasets.info import read_info, verify_info
 from compkit_utils.errors import UserError
+from compkit_utils.io import atomic_write_json
 from leaps_karel import dataset as ds
 from leaps_karel import dsl
 from leaps_karel.cli import main
@@ -56,10 +58,12 @@ def replay_check(item: dict[str, np.ndarray]) -> None:
         assert int(item["a_h_len"][d]) == length - 1
         states = item["s_h"][d]
         actions = item["a_h"][d, : length - 1].tolist()
-        assert not states[length:].any() and not item["a_h"][d, length - 1 :].any()
+        assert not states[length:].any()
+        assert not item["a_h"][d, length - 1 :].any()
         world = World.from_tensor(states[0])
         got, _, status, _ = run(world.copy())
-        assert status == 0 and got == actions, (text, d)
+        assert status == 0, (text, d)
+        assert got == actions, (text, d)
         replayed = ds._states_tensor(world, actions)
         np.testing.assert_array_equal(replayed, states[:length])
 
@@ -73,21 +77,47 @@ def test_reads_the_original_sample(fixture_dir: Path) -> None:
     assert data.ids[0] == "no_0_prog_len_19_max_s_h_len_5"
     first = data[0]
     assert set(first) == {"program", "s_h", "a_h", "s_h_len", "a_h_len"}
-    assert first["program"].tolist() == [0, 1, 2, 6, 4, 6, 4, 49, 32, 41, 33, 47, 31, 27, 9, 4, 10, 48, 3]
+    assert first["program"].tolist() == [
+        0,
+        1,
+        2,
+        6,
+        4,
+        6,
+        4,
+        49,
+        32,
+        41,
+        33,
+        47,
+        31,
+        27,
+        9,
+        4,
+        10,
+        48,
+        3,
+    ]
     assert data.program_text(0) == (
         "DEF run m( turnLeft move turnLeft move WHILE c( frontIsClear c) "
         "w( REPEAT R=16 r( move r) w) m)"
     )
-    assert first["s_h"].shape == (10, 5, 8, 8, 16) and first["s_h"].dtype == np.bool_
-    assert first["a_h"].shape == (10, 4) and first["a_h"].dtype == np.int8
-    assert first["s_h_len"].dtype == np.int16 and first["s_h_len"].tolist() == [5] * 10
+    assert first["s_h"].shape == (10, 5, 8, 8, 16)
+    assert first["s_h"].dtype == np.bool_
+    assert first["a_h"].shape == (10, 4)
+    assert first["a_h"].dtype == np.int8
+    assert first["s_h_len"].dtype == np.int16
+    assert first["s_h_len"].tolist() == [5] * 10
     assert first["a_h"][0].tolist() == [1, 0, 1, 0]
     assert data.info["dsl_type"] == "prob"
-    assert data.info["num_train"] == 20 and data.info["num_demo_per_program"] == 10
-    assert data.info["max_demo_length"] == 11 and data.info["min_program_length"] == 8
+    assert data.info["num_train"] == 20
+    assert data.info["num_demo_per_program"] == 10
+    assert data.info["max_demo_length"] == 11
+    assert data.info["min_program_length"] == 8
     for i, name in enumerate(data.ids):
         match = ID_PATTERN.match(name)
-        assert match and int(match.group(1)) == i
+        assert match
+        assert int(match.group(1)) == i
         item = data[i]
         assert int(match.group(2)) == item["program"].shape[0]
         assert int(match.group(3)) == int(item["s_h_len"].max())
@@ -109,7 +139,12 @@ def test_reader_without_id_file_uses_generation_order(fixture_dir: Path, tmp_pat
 
 
 def test_generated_layout_matches_the_original(generated: Path, fixture_dir: Path) -> None:
-    with h5py.File(fixture_dir / "data.hdf5") as ref, h5py.File(generated / "data.hdf5") as new:
+    with (
+        h5py.File(fixture_dir / "data.hdf5") as ref_file,
+        h5py.File(generated / "data.hdf5") as new_file,
+    ):
+        ref: Any = ref_file
+        new: Any = new_file
         ref_group = ref["no_0_prog_len_19_max_s_h_len_5"]
         new_group = new[next(k for k in new if k != "data_info")]
         assert set(ref_group) == set(new_group)
@@ -139,7 +174,8 @@ def test_generated_programs_and_demos_are_valid(generated: Path) -> None:
         replay_check(item)
     assert data.info["num_train"] + data.info["num_val"] + data.info["num_test"] == 12
     info = verify_info(generated)
-    assert info.seed == 5 and info.counts["programs"] == 12
+    assert info.seed == 5
+    assert info.counts["programs"] == 12
     assert info.extra["params"] == dataclasses.asdict(SMALL)
     assert not (generated / ".shards").exists()
 
@@ -193,7 +229,7 @@ def test_refuses_to_mix_settings_or_overwrite(generated: Path, tmp_path: Path) -
     with pytest.raises(UserError, match="already holds a generated dataset"):
         generate_dataset(generated, SMALL, shard_size=5)
     (tmp_path / ".shards").mkdir()
-    ds.atomic_write_json(tmp_path / ".shards" / "manifest.json", {"format_version": 0})
+    atomic_write_json(tmp_path / ".shards" / "manifest.json", {"format_version": 0})
     with pytest.raises(UserError, match="different settings"):
         generate_dataset(tmp_path, SMALL)
     report = generate_dataset(tmp_path, dataclasses.replace(SMALL, num_programs=3), overwrite=True)
@@ -229,12 +265,14 @@ def test_reader_errors_name_the_file_and_dataset(fixture_dir: Path, tmp_path: Pa
     with pytest.raises(UserError, match="no_99_missing"):
         KarelProgramDataset(bad)
     with h5py.File(bad / "data.hdf5", "a") as handle:
-        group = handle["no_0_prog_len_19_max_s_h_len_5"]
+        group: Any = handle["no_0_prog_len_19_max_s_h_len_5"]
         del group["a_h"]
         group["a_h"] = np.zeros((10, 4), dtype=np.float32)
     (bad / "id.txt").write_text("no_0_prog_len_19_max_s_h_len_5\n")
     data = KarelProgramDataset(bad)
-    with pytest.raises(UserError, match=r"data\.hdf5: dataset 'no_0_prog_len_19_max_s_h_len_5/a_h'"):
+    with pytest.raises(
+        UserError, match=r"data\.hdf5: dataset 'no_0_prog_len_19_max_s_h_len_5/a_h'"
+    ):
         data[0]
     with pytest.raises(UserError, match="a_h"):
         KarelProgramDataset(bad, validate=True)
@@ -262,16 +300,21 @@ def test_reader_pickles_without_its_file_handle(fixture_dir: Path) -> None:
 
 def test_world_sampler_distribution() -> None:
     walls, markers, agents = sample_worlds(np.random.default_rng(0), 3000)
-    assert walls[:, 0].all() and walls[:, -1].all() and walls[:, :, 0].all() and walls[:, :, -1].all()
+    assert walls[:, 0].all()
+    assert walls[:, -1].all()
+    assert walls[:, :, 0].all()
+    assert walls[:, :, -1].all()
     assert abs(walls[:, 1:-1, 1:-1].mean() - 0.1) < 0.01
-    assert not (markers.astype(bool) & walls).any() and markers.max() == 1
+    assert not (markers.astype(bool) & walls).any()
+    assert markers.max() == 1
     assert abs(markers[~walls].mean() - 0.1) < 0.01
     rows, cols, dirs = agents.T
     assert not walls[np.arange(3000), rows, cols].any()
     assert np.bincount(dirs, minlength=4).min() > 650
     # Uniform over free cells: the interior cells are hit about equally often.
     hits = np.bincount(rows * 8 + cols, minlength=64).reshape(8, 8)[1:-1, 1:-1]
-    assert hits.min() > 40 and hits.max() < 125
+    assert hits.min() > 40
+    assert hits.max() < 125
 
 
 def test_world_batch_matches_world_construction() -> None:

@@ -159,7 +159,10 @@ def test_depth_limits_force_actions(config: SamplerConfig, max_nesting: int) -> 
         ("DEF run m( move m)", (1, 1)),
         ("DEF run m( move turnLeft putMarker m)", (3, 3)),
         ("DEF run m( IF c( frontIsClear c) i( move move i) m)", (0, 2)),
-        ("DEF run m( IFELSE c( not c( markersPresent c) c) i( move i) ELSE e( move move e) m)", (1, 2)),
+        (
+            "DEF run m( IFELSE c( not c( markersPresent c) c) i( move i) ELSE e( move move e) m)",
+            (1, 2),
+        ),
         ("DEF run m( REPEAT R=5 r( move turnLeft r) m)", (10, 10)),
         ("DEF run m( REPEAT R=0 r( move r) pickMarker m)", (1, 1)),
         ("DEF run m( move WHILE c( frontIsClear c) w( move w) m)", (1, 1 << 30)),
@@ -178,8 +181,11 @@ def test_action_count_bounds_hold_for_finished_executions() -> None:
         tokens = sampler.sample_tokens()
         low, high = action_count_bounds(tokens)
         for _ in range(3):
-            walls = [1 if r in (0, 7) or c in (0, 7) or rng.random() < 0.1 else 0
-                     for r in range(8) for c in range(8)]
+            walls = [
+                1 if r in (0, 7) or c in (0, 7) or rng.random() < 0.1 else 0
+                for r in range(8)
+                for c in range(8)
+            ]
             free = [i for i, w in enumerate(walls) if not w]
             pos = int(rng.choice(free))
             markers = [int(not w and rng.random() < 0.2) for w in walls]

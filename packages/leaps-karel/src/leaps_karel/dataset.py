@@ -37,7 +37,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -420,10 +420,11 @@ def _read_shard_summary(path: Path) -> dict[str, Any] | None:
 
     try:
         with h5py.File(path, "r") as handle:
+            attrs: Any = handle.attrs
             return {
-                "shard": int(handle.attrs["shard"]),
-                "accepted": len(handle.attrs["accepted"]),
-                "stats": json.loads(str(handle.attrs["stats"])),
+                "shard": int(attrs["shard"]),
+                "accepted": len(attrs["accepted"]),
+                "stats": json.loads(str(attrs["stats"])),
             }
     except (OSError, KeyError, ValueError) as exc:
         log.warning("%s: unreadable shard (%s); regenerating it", path, exc)
@@ -657,7 +658,8 @@ def _merge(out: Path, params: DatasetConfig, used_shards: int) -> int:
     lengths = {"max_demo": -1, "min_demo": 1 << 30, "max_prog": -1, "min_prog": 1 << 30}
     with atomic_path(out / DATA_FILE) as tmp, h5py.File(tmp, "w") as dest:
         for shard in range(used_shards):
-            with h5py.File(_shard_path(out, shard), "r") as source:
+            with h5py.File(_shard_path(out, shard), "r") as source_file:
+                source: Any = source_file
                 for index in source.attrs["accepted"]:
                     if len(ids) >= params.num_programs:
                         break
@@ -829,7 +831,7 @@ class KarelProgramDataset:
                             f"{self.file}, e.g. {missing[0]!r}; the files do not belong together"
                         )
                 else:
-                    self.ids = _sorted_ids(name for name in handle if name != INFO_GROUP)
+                    self.ids = _sorted_ids(str(name) for name in handle if name != INFO_GROUP)
                 self.info = _read_data_info(handle, self.file)
                 if validate:
                     for name in self.ids:
@@ -873,7 +875,7 @@ class KarelProgramDataset:
         return state
 
 
-def _sorted_ids(names: Iterator[str]) -> list[str]:
+def _sorted_ids(names: Iterable[str]) -> list[str]:
     def key(name: str) -> tuple[int, str]:
         parts = name.split("_")
         if len(parts) > 1 and parts[0] == "no" and parts[1].isdigit():

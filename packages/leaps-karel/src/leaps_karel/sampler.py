@@ -17,6 +17,7 @@ import bisect
 import dataclasses
 import itertools
 import random
+from collections.abc import Sequence
 
 __all__ = [
     "ACTION_PROBS",
@@ -178,7 +179,7 @@ _ACTIONS = frozenset(ACTION_PROBS)
 _INFINITY = 1 << 30
 
 
-def action_count_bounds(tokens: list[str] | tuple[str, ...]) -> tuple[int, int]:
+def action_count_bounds(tokens: Sequence[str]) -> tuple[int, int]:
     """Lower and upper bound on the number of actions any complete execution performs.
 
     A static analysis of the token sequence (``DEF run m( … m)``): an ``IF`` may skip its
