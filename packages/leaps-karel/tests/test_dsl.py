@@ -89,3 +89,9 @@ def test_validity_test_of_the_task_rewards():
     assert not is_valid([0, 1, 2, 3])
     assert not is_valid("DEF run m( move m) m)")
     assert not is_valid("")
+
+
+def test_absurdly_deep_program_is_a_parse_error():
+    text = "DEF run m( " + "REPEAT R=1 r( " * 5000 + "move" + " r)" * 5000 + " m)"
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse(text)

@@ -9,6 +9,7 @@ from leaps_karel import dsl
 from leaps_karel.dsl import ParseError, Program, parse, to_text
 from leaps_karel.interpreter import (
     Mode,
+    _reference_raw,
     compile_program,
     execute,
     execute_reference,
@@ -142,8 +143,13 @@ def test_compiled_matches_reference_on_random_programs_and_budgets(interpreter_c
             count_only = compile_program(program, budget=budget, mode=mode, record=False)
             w = world.copy()
             status = {"ok": 0, "budget": 1, "timeout": 1, "crash": 2}[a.status]
-            assert count_only(w)[:3] == (len(a.actions), a.n, status)
+            ref_delta = _reference_delta(program, world, budget, mode)
+            assert count_only(w) == (len(a.actions), a.n, status, ref_delta)
             assert w == a.world
+
+
+def _reference_delta(program, world, budget, mode):
+    return _reference_raw(program, mode, budget, False, world.copy())[3]
 
 
 def test_last_marker_delta_is_reported():
@@ -176,3 +182,32 @@ def test_replay_and_source():
         compile_program("DEF run m( move m)", budget=-1)
     with pytest.raises(ParseError):
         execute("DEF run m( move", world)
+
+
+def test_history_records_states_and_perceptions():
+    world = World.from_text(["#####", "#...#", "#####"], (1, 1, 1))
+    r = execute("DEF run m( move putMarker move move m)", world, history=True)
+    assert r.states is not None
+    assert len(r.states) == 5
+    assert r.states[0] == world
+    assert r.states[-1] == r.world
+    assert r.state_tensors().shape == (5, 3, 5, 16)
+    assert r.perceptions()[:, 0].tolist() == [True, True, True, False, True]
+    crashed = execute("DEF run m( move putMarker move move m)", world, mode="crash", history=True)
+    assert crashed.status == "crash"
+    assert crashed.states is not None
+    assert len(crashed.states) == 4
+    assert crashed.states[-1] == crashed.world
+    with pytest.raises(ValueError, match="history=True"):
+        execute("DEF run m( move m)", world).state_tensors()
+
+
+def test_non_contiguous_checks_stop_at_the_first_failing_value():
+    from leaps_karel.interpreter import _first_fail, _NoCrashGen
+
+    assert _first_fail(5, (0, 2, 4), 6) == 7
+    gen = _NoCrashGen(budget=6)
+    gen.static = None
+    gen.pending = ["C", "I", "I", "C", "I", "I", "C"]
+    gen.flush()
+    assert gen.lines == ["    if n > 2: raise _Stop(_first_fail(n, (0, 2, 4), 6))", "    n += 4"]

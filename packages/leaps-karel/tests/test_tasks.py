@@ -26,6 +26,12 @@ def _fixture_task(case) -> Task:
     return Task.from_worlds(get_spec(case["task"]), worlds)
 
 
+def test_fixed_world_tasks_refuse_more_rollouts(task_cases):
+    task = _fixture_task(task_cases[0])
+    with pytest.raises(UserError, match="10 fixed initial worlds"):
+        task.evaluate("DEF run m( move m)", num_worlds=11)
+
+
 def test_fixture_returns_rewards_and_final_worlds(task_cases):
     returns = rollouts = 0
     for case in task_cases:

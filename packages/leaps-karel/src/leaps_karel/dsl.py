@@ -317,7 +317,15 @@ def parse(text: str | Sequence[str], *, strict: bool = False) -> Program:
     for i, tok in enumerate(tokens):
         if tok not in VOCAB:
             raise _unknown_token(tok, i)
-    return _Parser(tokens, strict).program()
+    parser = _Parser(tokens, strict)
+    try:
+        return parser.program()
+    except RecursionError:
+        raise ParseError(
+            f"parse error at token {parser.i}: program nested too deeply to parse",
+            parser.i,
+            "a shallower program",
+        ) from None
 
 
 def parse_ids(ids: Iterable[int], *, strict: bool = False) -> Program:

@@ -12,11 +12,13 @@ Two semantics are provided (spec §3, §6):
   each such node and aborts with status ``"timeout"`` once it exceeds the budget. The strict
   grammar applies (nested ``not`` is a parse error).
 
-Each program is translated once into the source of a straight-line Python function operating on
-the flat lists of a `World` (the budget checks are merged statically where the counter provably
-does not change), compiled, and cached. `execute_reference` is a direct tree-walker of the same
-rules, used as a fallback for programs nested too deeply for Python's compiler and as an
-independent cross-check in the tests.
+Each program is translated once into the source of a Python function (`program_source`) that
+keeps the agent as one integer ``q = 4 · cell + dir`` and does every move, turn and perception
+by a table lookup (`World.tables`); budget checks between two world operations are merged into
+one test, and decided at compile time wherever the counter is a known constant (everywhere
+outside loops, and below a known bound). The function is compiled and cached by program text.
+`execute_reference` is a direct tree-walker of the same rules, used as a fallback for programs
+nested too deeply for Python's compiler and as an independent cross-check in the tests.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from leaps_karel.dsl import (
     Action,
@@ -41,6 +43,9 @@ from leaps_karel.dsl import (
     to_text,
 )
 from leaps_karel.world import KarelCrash, World
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The original's call budget.
 DEFAULT_BUDGET = 220
@@ -75,6 +80,8 @@ class ExecutionResult:
             crash mode).
         finished: whether the program ran to its end (no budget stop, crash or timeout).
         status: ``"ok"``, ``"budget"`` (no-crash budget stop), ``"crash"`` or ``"timeout"``.
+        states: with ``history=True``, the visited worlds: the initial world and the world
+            after every action (``len(states) == len(actions) + 1``); else None.
     """
 
     actions: list[int]
@@ -82,6 +89,33 @@ class ExecutionResult:
     n: int
     finished: bool
     status: Status
+    states: list[World] | None = None
+
+    def state_tensors(self) -> np.ndarray:
+        """The state history ``s_h`` as a ``(len(actions) + 1, H, W, 16)`` bool array.
+
+        Raises:
+            ValueError: the execution was run without ``history=True``.
+        """
+        if self.states is None:
+            raise ValueError("run execute(..., history=True) to record the visited states")
+        import numpy as np
+
+        return np.stack([s.to_tensor() for s in self.states])
+
+    def perceptions(self) -> np.ndarray:
+        """The 5 perceptions of every visited state: ``(len(actions) + 1, 5)`` bool.
+
+        Order: frontIsClear, leftIsClear, rightIsClear, markersPresent, noMarkersPresent.
+
+        Raises:
+            ValueError: the execution was run without ``history=True``.
+        """
+        if self.states is None:
+            raise ValueError("run execute(..., history=True) to record the visited states")
+        import numpy as np
+
+        return np.asarray([s.perception() for s in self.states], dtype=bool)
 
 
 class _Stop(Exception):
@@ -119,8 +153,22 @@ _ACTION_SRC_CRASH = {
     "move": ["t = nq[q]", "if t < 0:", "    raise _Crash", "q = t", "A(0)"],
     "turnLeft": ["q = tl[q]", "A(1)"],
     "turnRight": ["q = tr[q]", "A(2)"],
-    "pickMarker": ["c = q >> 2", "if not mk[c]:", "    raise _Crash", "mk[c] -= 1", "A(3)"],
-    "putMarker": ["c = q >> 2", "if mk[c] >= 9:", "    raise _Crash", "mk[c] += 1", "A(4)"],
+    "pickMarker": [
+        "c = q >> 2",
+        "if not mk[c]:",
+        "    raise _Crash",
+        "mk[c] -= 1",
+        "dl = -1",
+        "A(3)",
+    ],
+    "putMarker": [
+        "c = q >> 2",
+        "if mk[c] >= 9:",
+        "    raise _Crash",
+        "mk[c] += 1",
+        "dl = 1",
+        "A(4)",
+    ],
 }
 #: Marker change of a no-crash pick / put by current count 0..10.
 _PICK = (0, *([-1] * 10))
@@ -529,6 +577,7 @@ def execute(
     *,
     mode: Mode = "no_crash",
     in_place: bool = False,
+    history: bool = False,
 ) -> ExecutionResult:
     """Run a program on a world with the original's semantics.
 
@@ -538,6 +587,7 @@ def execute(
         budget: the call budget (220 in the original).
         mode: ``"no_crash"`` (rewards) or ``"crash"`` (dataset generation).
         in_place: mutate ``world`` instead of a copy.
+        history: also record every visited state (``result.states``).
 
     Returns:
         The executed actions, final world, final counter and whether the program finished.
@@ -546,9 +596,11 @@ def execute(
         ParseError: unparsable program text.
     """
     fn = compile_program(program, mode=mode, budget=budget)
+    start = world.copy() if history else None
     w = world if in_place else world.copy()
     actions, n, st, _ = fn(w)
-    return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)])
+    states = replay(start, actions) if start is not None else None
+    return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)], states)
 
 
 def replay(world: World, actions: list[int]) -> list[World]:

@@ -7,6 +7,7 @@ fixed list of initial worlds, which is what the original CEM driver evaluates pr
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from compkit_utils.errors import UserError
 from leaps_karel.dsl import ParseError, Program, ids_to_tokens, to_text
 from leaps_karel.interpreter import DEFAULT_BUDGET, CompiledProgram, compile_program
 from leaps_karel.world import World
@@ -173,6 +175,7 @@ class Task:
         self.seed = seed
         self.options = options or Options()
         self._rng = np.random.default_rng(seed)
+        self._fixed = False
         self.initial_worlds: list[World] = []
         self._contexts: list[dict[str, Any]] = []
         self._ensure(num_worlds)
@@ -181,10 +184,14 @@ class Task:
     def from_worlds(
         cls, spec: TaskSpec, worlds: Sequence[World], options: Options | None = None
     ) -> Task:
-        """A task evaluated on the given initial worlds (e.g. the original's, from fixtures)."""
+        """A task evaluated on exactly the given initial worlds (e.g. the original's).
+
+        Asking such a task for more rollouts than it has worlds raises `UserError`.
+        """
         task = cls(spec, seed=0, num_worlds=0, options=options)
         for w in worlds:
             task._add(w.copy())
+        task._fixed = True
         return task
 
     @property
@@ -197,14 +204,23 @@ class Task:
         self._contexts.append(self.spec.context(world, self.options))
 
     def _ensure(self, num_worlds: int) -> None:
+        if self._fixed and num_worlds > len(self.initial_worlds):
+            raise UserError(
+                f"this {self.spec.name} task has {len(self.initial_worlds)} fixed initial "
+                f"worlds; asked for {num_worlds}"
+            )
         while len(self.initial_worlds) < num_worlds:
             self._add(self.spec.generate(self._rng, self.options))
 
     def replace_options(self, **changes: Any) -> Task:
         """The same initial worlds under other options."""
-        return Task.from_worlds(
+        task = Task.from_worlds(
             self.spec, self.initial_worlds, dataclasses.replace(self.options, **changes)
         )
+        task._fixed = self._fixed
+        if not self._fixed:
+            task._rng = copy.deepcopy(self._rng)  # further worlds continue the same stream
+        return task
 
     # ---------------------------------------------------------------- evaluation
     def scores(
