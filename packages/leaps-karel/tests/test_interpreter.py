@@ -206,6 +206,7 @@ def test_non_contiguous_checks_stop_at_the_first_failing_value():
     from leaps_karel.interpreter import _first_fail, _NoCrashGen
 
     assert _first_fail(5, (0, 2, 4), 6) == 7
+    assert _first_fail(1, (0, 2, 6), 6) == 7
     gen = _NoCrashGen(budget=6)
     gen.static = None
     gen.pending = ["C", "I", "I", "C", "I", "I", "C"]

@@ -232,7 +232,8 @@ class _NoCrashGen:
         if offsets:
             lo, hi = offsets[0], offsets[-1]
             if offsets == list(range(lo, hi + 1)):
-                value = f"max(n + {lo}, {b + 1})" if lo else f"max(n, {b + 1})"
+                # First failing check: max(n + lo, b + 1); the handler applies the max.
+                value = f"n + {lo}" if lo else "n"
             else:
                 value = f"_first_fail(n, {tuple(offsets)!r}, {b})"
             self.emit(f"if n > {b - hi}: raise _Stop({value})")
@@ -468,7 +469,11 @@ def program_source(
     """
     if mode == "no_crash":
         gen: _NoCrashGen | _CrashGen = _NoCrashGen(budget)
-        handlers = ["    except _Stop as stop:", "        n = stop.args[0]", "        st = 1"]
+        handlers = [
+            "    except _Stop as stop:",
+            f"        n = max(stop.args[0], {budget + 1})",
+            "        st = 1",
+        ]
     elif mode == "crash":
         gen = _CrashGen(budget)
         handlers = [
