@@ -188,6 +188,22 @@ def test_first_programs_follow_the_candidate_stream(generated: Path) -> None:
     assert positions == sorted(positions)
 
 
+def test_fast_path_matches_the_plain_reference() -> None:
+    stream = ds.candidate_stream(SMALL)
+    kept = 0
+    for index in range(30):
+        tokens = next(stream)
+        fast = ds.demos_for_program(tokens, ds.candidate_rng(SMALL.seed, index), SMALL)
+        plain = ds.demos_for_program_reference(tokens, ds.candidate_rng(SMALL.seed, index), SMALL)
+        assert (fast is None) == (plain is None), tokens
+        if fast is not None and plain is not None:
+            kept += 1
+            assert fast.trials == plain.trials
+            for key, value in fast.arrays().items():
+                np.testing.assert_array_equal(value, plain.arrays()[key])
+    assert kept >= 5
+
+
 def test_output_identical_for_any_shard_size(generated: Path, tmp_path: Path) -> None:
     generate_dataset(tmp_path, SMALL, shard_size=7)
     assert file_bytes(tmp_path) == file_bytes(generated)
@@ -220,7 +236,9 @@ def test_resumes_after_interruption(
     ]
     assert not (tmp_path / "data.hdf5").exists()
     monkeypatch.setattr(ds, "_run_shard", real)
-    report = generate_dataset(tmp_path, SMALL, shard_size=5)
+    with pytest.raises(UserError, match="--resume"):
+        generate_dataset(tmp_path, SMALL, shard_size=5)
+    report = generate_dataset(tmp_path, SMALL, shard_size=5, resume=True)
     assert report.shards_reused == 2
     assert file_bytes(tmp_path) == file_bytes(generated)
 
@@ -231,7 +249,7 @@ def test_refuses_to_mix_settings_or_overwrite(generated: Path, tmp_path: Path) -
     (tmp_path / ".shards").mkdir()
     atomic_write_json(tmp_path / ".shards" / "manifest.json", {"format_version": 0})
     with pytest.raises(UserError, match="different settings"):
-        generate_dataset(tmp_path, SMALL)
+        generate_dataset(tmp_path, SMALL, resume=True)
     report = generate_dataset(tmp_path, dataclasses.replace(SMALL, num_programs=3), overwrite=True)
     assert len(KarelProgramDataset(report.out_dir)) == 3
 

@@ -179,6 +179,8 @@ class GenerateDatasetConfig:
     """HDF5 filter of the large datasets ('none' = the original's plain layout, ~69 kB/program)."""
     overwrite: bool = False
     """Replace an existing dataset or interrupted generation in --out-dir."""
+    resume: bool = False
+    """Continue an interrupted generation in --out-dir (same settings; finished shards kept)."""
     keep_shards: bool = False
     """Keep the per-shard files (.shards/) after merging."""
     smoke: bool = False

@@ -522,15 +522,19 @@ class GenerationReport:
 
 
 def _manifest(params: DatasetConfig, shard_size: int, compression: str | None) -> dict:
+    # The shards do not depend on the number of programs: a resumed run may ask for more.
+    content = {k: v for k, v in dataclasses.asdict(params).items() if k != "num_programs"}
     return {
         "format_version": FORMAT_VERSION,
-        "params": dataclasses.asdict(params),
+        "params": content,
         "shard_size": shard_size,
         "compression": compression,
     }
 
 
-def _prepare_out_dir(out_dir: Path, manifest: dict[str, Any], overwrite: bool) -> None:
+def _prepare_out_dir(
+    out_dir: Path, manifest: dict[str, Any], overwrite: bool, resume: bool
+) -> None:
     shard_dir = out_dir / SHARD_DIR
     if overwrite:
         for name in (DATA_FILE, ID_FILE, "dataset_info.json"):
@@ -549,6 +553,11 @@ def _prepare_out_dir(out_dir: Path, manifest: dict[str, Any], overwrite: bool) -
     shard_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = shard_dir / MANIFEST
     if manifest_path.exists():
+        if not resume:
+            raise UserError(
+                f"{out_dir}: holds an interrupted generation; pass --resume to continue it "
+                "(same settings) or --overwrite to start over"
+            )
         try:
             previous = json.loads(manifest_path.read_text())
         except json.JSONDecodeError:
@@ -592,6 +601,7 @@ def generate_dataset(
     shard_size: int = 200,
     compression: str | None = "gzip",
     overwrite: bool = False,
+    resume: bool = False,
     keep_shards: bool = False,
 ) -> GenerationReport:
     """Generate the dataset into ``out_dir`` (``data.hdf5``, ``id.txt``, ``dataset_info.json``).
@@ -605,14 +615,17 @@ def generate_dataset(
         compression: HDF5 filter for the large datasets (``"gzip"``, ``"lzf"`` or ``None``).
             Readers decompress transparently; ``None`` reproduces the original's plain layout.
         overwrite: replace an existing dataset or interrupted generation in ``out_dir``.
+        resume: continue an interrupted generation in ``out_dir`` (its finished shards are
+            reused; the settings must be the same, except ``num_programs``).
         keep_shards: keep ``.shards/`` after merging.
 
     Returns:
         A `GenerationReport`.
 
     Raises:
-        UserError: bad parameters, or ``out_dir`` holds a dataset / a different interrupted
-            generation and ``overwrite`` is false.
+        UserError: bad parameters; ``out_dir`` holds a finished dataset (without
+            ``overwrite``), an interrupted generation (without ``resume`` or ``overwrite``) or
+            one with different settings.
     """
     params = params or DatasetConfig()
     params.validate()
@@ -627,7 +640,7 @@ def generate_dataset(
     # A small dataset needs few candidates: smaller shards waste less work past the target.
     shard_size = min(shard_size, max(4, params.num_programs))
     out = Path(out_dir)
-    _prepare_out_dir(out, _manifest(params, shard_size, compression), overwrite)
+    _prepare_out_dir(out, _manifest(params, shard_size, compression), overwrite, resume)
     start = time.perf_counter()
     summaries: dict[int, dict[str, Any]] = {}
     reused = generated = 0
@@ -811,6 +824,7 @@ def generate_dataset_command(cfg: GenerateDatasetConfig) -> int:
         shard_size=cfg.shard_size,
         compression=None if cfg.compression == "none" else cfg.compression,
         overwrite=cfg.overwrite,
+        resume=cfg.resume,
         keep_shards=cfg.keep_shards,
     )
     stats = report.stats
