@@ -18,7 +18,7 @@ from compkit_utils.io import atomic_write_json
 from leaps_karel import dataset as ds
 from leaps_karel import dsl
 from leaps_karel.cli import main
-from leaps_karel.config import DatasetConfig
+from leaps_karel.config import DatasetConfig, GenerateDatasetConfig
 from leaps_karel.dataset import KarelProgramDataset, generate_dataset, sample_worlds
 from leaps_karel.interpreter import compile_program, execute
 from leaps_karel.sampler import ProgramSampler
@@ -365,3 +365,16 @@ def test_cli_smoke_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "x"
     assert main(["generate-dataset", "--out-dir", str(out), "--num-programs", "0"]) == 2
     assert "--num-programs must be >= 1" in capsys.readouterr().err
+
+
+def test_config_round_trips_through_json(tmp_path: Path) -> None:
+    from compkit_utils.config import load, save
+
+    cfg = GenerateDatasetConfig(
+        out_dir=tmp_path / "d",
+        data=DatasetConfig(num_programs=5, wall_prob=0.2),
+        n_procs=2,
+        compression="lzf",
+    )
+    save(cfg, tmp_path / "config.json")
+    assert load(tmp_path / "config.json", GenerateDatasetConfig) == cfg
