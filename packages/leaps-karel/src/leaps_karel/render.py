@@ -2,8 +2,8 @@
 
 Every function takes states in the canonical 16-channel encoding of spec §2 — a boolean array
 ``(H, W, 16)`` (channels 0–3 agent direction N/E/S/W, 4 wall, 5–15 one-hot marker count) — or
-anything with a ``to_tensor()`` / ``state`` giving that array, so they work on dataset
-demonstrations (``s_h[i, t]``) and on interpreter histories alike.
+anything with a ``to_tensor()`` method giving that array (a `leaps_karel.world.World`), so they
+work on dataset demonstrations (``s_h[i, t]``) and on interpreter histories alike.
 
 ASCII uses the fixture encoding: ``#`` wall, ``.`` empty, ``1``–``9`` marker count, ``M`` 10
 markers, and ``^ > v <`` for the agent (facing N/E/S/W); a marker count under the agent is given
@@ -74,11 +74,9 @@ class GridView:
 
 
 def _as_tensor(state: Any) -> np.ndarray:
-    for attribute in ("to_tensor", "tensor", "state"):
-        value = getattr(state, attribute, None)
-        if value is not None:
-            state = value() if callable(value) else value
-            break
+    to_tensor = getattr(state, "to_tensor", None)
+    if callable(to_tensor):
+        state = to_tensor()
     array = np.asarray(state)
     if array.ndim != 3 or array.shape[-1] != 16:
         raise UserError(
