@@ -929,9 +929,8 @@ class KarelProgramDataset:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} programs")
         name = self.ids[index]
-        group = self._file_handle()[name]
-        _check_group(group, self.file, name)
-        return {key: group[key][()] for key in DATASET_SCHEMA}
+        datasets = _check_group(self._file_handle()[name], self.file, name)
+        return {key: dataset[()] for key, dataset in datasets.items()}
 
     def program_text(self, index: int) -> str:
         """The program of item ``index`` as DSL text."""
@@ -974,12 +973,15 @@ def _read_data_info(handle: Any, file: Path) -> dict[str, Any]:
     return info
 
 
-def _check_group(group: Any, file: Path, name: str) -> None:
+def _check_group(group: Any, file: Path, name: str) -> dict[str, Any]:
+    """The group's datasets by name, after checking names, dtypes, ranks and shapes."""
+    datasets: dict[str, Any] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for key, (dtype, ndim) in DATASET_SCHEMA.items():
-        if key not in group:
-            raise UserError(f"{file}: dataset '{name}/{key}' is missing")
-        dataset = group[key]
+        try:
+            dataset = datasets[key] = group[key]
+        except KeyError:
+            raise UserError(f"{file}: dataset '{name}/{key}' is missing") from None
         if dataset.dtype != dtype or dataset.ndim != ndim:
             raise UserError(
                 f"{file}: dataset '{name}/{key}' has dtype {dataset.dtype} and shape "
@@ -999,6 +1001,7 @@ def _check_group(group: Any, file: Path, name: str) -> None:
             f"({', '.join(f'{k} {v}' for k, v in shapes.items())}); expected s_h [D, M, H, W, 16], "
             "a_h [D, M-1], s_h_len and a_h_len [D]"
         )
+    return datasets
 
 
 # --------------------------------------------------------------------------------------------
