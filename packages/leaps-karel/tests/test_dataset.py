@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from compkit_utils.config import load, save
 from compkit_utils.datasets.info import read_info, verify_info
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
@@ -358,6 +359,7 @@ def test_world_batch_matches_world_construction() -> None:
 def test_cli_smoke_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate-dataset", "--smoke", "--runs-dir", str(tmp_path)]) == 0
     (folder,) = (tmp_path / "leaps-karel").iterdir()
+    assert load(folder / "config.json", GenerateDatasetConfig).smoke
     data = KarelProgramDataset(folder / "dataset")
     assert len(data) == 20
     assert read_info(folder / "dataset").counts["programs"] == 20
@@ -368,8 +370,6 @@ def test_cli_smoke_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_config_round_trips_through_json(tmp_path: Path) -> None:
-    from compkit_utils.config import load, save
-
     cfg = GenerateDatasetConfig(
         out_dir=tmp_path / "d",
         data=DatasetConfig(num_programs=5, wall_prob=0.2),

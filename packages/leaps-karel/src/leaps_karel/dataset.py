@@ -806,7 +806,7 @@ def default_data_dir() -> Path:
 def generate_dataset_command(cfg: GenerateDatasetConfig) -> int:
     """``leaps-karel generate-dataset``: generate, then print a summary with the throughput."""
     from compkit_utils.logging import configure_logging
-    from compkit_utils.runs import make_run_dir
+    from compkit_utils.runs import make_run_dir, write_config
 
     configure_logging()
     data = dataclasses.replace(cfg.data, num_programs=20) if cfg.smoke else cfg.data
@@ -814,6 +814,7 @@ def generate_dataset_command(cfg: GenerateDatasetConfig) -> int:
         out_dir = cfg.out_dir
     elif cfg.smoke:
         run_dir = make_run_dir("leaps-karel", "generate-dataset", data.seed, runs_dir=cfg.runs_dir)
+        write_config(run_dir, cfg, "leaps-karel")
         out_dir = run_dir / "dataset"
     else:
         out_dir = default_data_dir()
