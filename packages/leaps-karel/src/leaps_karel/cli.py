@@ -1,4 +1,4 @@
-"""The ``leaps-karel`` command line: run, evaluate, tasks, bench."""
+"""The ``leaps-karel`` command line: run, evaluate, tasks, bench, generate-dataset."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from compkit_utils.errors import UserError
 from leaps_karel.config import (
     BenchConfig,
     EvaluateConfig,
+    GenerateDatasetConfig,
     RunConfig,
     TaskOptionsConfig,
     TasksConfig,
@@ -22,6 +23,7 @@ COMMANDS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "tasks": TasksConfig,
     "bench": BenchConfig,
+    "generate-dataset": GenerateDatasetConfig,
 }
 
 
@@ -91,6 +93,8 @@ def _run(cfg: RunConfig) -> int:
     from leaps_karel.world import ACTION_NAMES
 
     (text,) = _programs(cfg.program, cfg.program_file, many=False)
+    if cfg.render is not None and cfg.render_out is None:
+        raise UserError(f"--render {cfg.render} needs --render-out PATH (the file to write)")
     program = parse(text, strict=cfg.mode == "crash")
     options = _options(cfg.options)
     task = None
@@ -131,13 +135,10 @@ def _run(cfg: RunConfig) -> int:
         score = rewards[-1] if len(rewards) >= min_actions else 0.0
         print(f"rollout score {score:.6f} (last-step reward)")
     if cfg.render_out is not None:
-        try:
-            from leaps_karel import render  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise UserError(
-                "--render-out needs leaps_karel.render (PNG/GIF rendering), not installed"
-            ) from exc
-        written = render.write_trace(states, cfg.render_out)
+        from leaps_karel import render
+
+        names = [ACTION_NAMES[a] for a in result.actions]
+        written = render.write_trace(states, cfg.render_out, fmt=cfg.render, actions=names)
         print(f"wrote {written}")
     return 0
 
@@ -201,6 +202,10 @@ def _dispatch(cfg: object) -> int:
             return _tasks(cfg)
         case BenchConfig():
             return _bench(cfg)
+        case GenerateDatasetConfig():
+            from leaps_karel.dataset import generate_dataset_command
+
+            return generate_dataset_command(cfg)
         case _:
             raise AssertionError(f"unhandled command config: {cfg!r}")
 
