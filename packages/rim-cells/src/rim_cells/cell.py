@@ -23,7 +23,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rim_cells.group import GroupGRUCell, GroupLinear, GroupLSTMCell, gru_unit_major, lstm_unit_major
+from rim_cells.group import (
+    GroupGRUCell,
+    GroupLinear,
+    GroupLSTMCell,
+    gru_unit_major,
+    lstm_unit_major,
+)
 
 __all__ = ["ActivationRule", "RIMCell", "RIMStepInfo"]
 
@@ -101,6 +107,11 @@ class RIMCell(nn.Module):
             [ActivationRule][rim_cells.cell.ActivationRule].
         gru_init: ``"uniform"`` or ``"ones"`` (the original's GRU initialisation bug; parity
             only).
+
+    Note:
+        The bias of ``input_key`` adds the same term ``q·b`` to the real and the null score,
+        which the two-slot softmax cancels: it never receives a gradient (in the original
+        either) and only influences the ``"raw_score"`` activation rule's ranking.
 
     Shapes (step, :meth:`forward`):
         ``x``: ``(batch, 1, input_size)`` or ``(batch, input_size)``; ``hs``, ``cs``:
@@ -305,9 +316,7 @@ class RIMCell(nn.Module):
             c = cs if cs is not None else zeros_c
             assert c is not None
             if tuple(c.shape) != shape:
-                raise ValueError(
-                    f"RIMCell: cs must be {shape} (batch, N, H), got {tuple(c.shape)}"
-                )
+                raise ValueError(f"RIMCell: cs must be {shape} (batch, N, H), got {tuple(c.shape)}")
         elif cs is not None:
             raise ValueError("RIMCell: cs was given but rnn_cell is 'GRU' (no cell state)")
         return h, c
@@ -379,7 +388,7 @@ class RIMCell(nn.Module):
         info = None
         if want_info:
             att = att.detach() * active.t()[:, None, :, None].to(att.dtype)
-            info = (active.t(), p_real.detach().t(), att)
+            info = (active, p_real.detach(), att)
         return h_out, c_out, info
 
     def _communicate(self, h: Tensor) -> tuple[Tensor, Tensor]:
