@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -8,9 +9,11 @@ import torch
 from rim_cells import RIMCell
 
 
-def make_cell(rnn_cell="LSTM", activation="null_attention", dtype=torch.float64, **kw):
+def make_cell(
+    rnn_cell: Any = "LSTM", activation: Any = "null_attention", dtype=torch.float64, **kw: Any
+):
     torch.manual_seed(0)
-    defaults = dict(
+    defaults: dict[str, Any] = dict(
         input_key_size=8,
         input_value_size=12,
         input_query_size=8,
@@ -144,7 +147,7 @@ def test_zero_gradient_into_inactive_units_cell_and_query_weights():
 def test_all_trainable_parameters_get_gradients_over_a_sequence():
     cell = make_cell("LSTM", dtype=torch.float32).train()
     x = torch.randn(6, 3, 5)
-    out, h, c, _ = cell.forward_sequence(x)
+    out, _h, _c, _ = cell.forward_sequence(x)
     out.sum().backward()
     for name, p in cell.named_parameters():
         if name == "input_key.bias":
@@ -163,7 +166,8 @@ def test_sequence_equals_manual_stepping(reverse):
     x = torch.randn(5, 3, 5, dtype=torch.float64)
     out, h, c, info = cell.forward_sequence(x, reverse=reverse, return_info=True)
     assert out.shape == (5, 3, 4, 6)
-    assert info is not None and info.mask.shape == (5, 3, 4)
+    assert info is not None
+    assert info.mask.shape == (5, 3, 4)
     assert info.comm_attention.shape == (5, 3, 2, 4, 4)
     hs, cs = cell.initial_state(3, like=x)
     order = range(4, -1, -1) if reverse else range(5)
@@ -229,7 +233,7 @@ def test_readme_loop_example_runs_as_written():
     ],
 )
 def test_constructor_validation(kwargs, match):
-    args = dict(device=None, input_size=4, hidden_size=8, num_units=6, k=3)
+    args: dict[str, Any] = dict(device=None, input_size=4, hidden_size=8, num_units=6, k=3)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         RIMCell(**args)
@@ -249,5 +253,5 @@ def test_bad_shapes_have_clear_errors():
 def test_explicit_comm_value_size_is_honoured():
     cell = RIMCell(None, 4, 8, 3, 2, comm_value_size=5, num_comm_heads=2)
     assert cell.comm_out.weight.shape == (3, 10, 8)
-    h, c = cell(torch.randn(2, 4))
+    h, _c = cell(torch.randn(2, 4))
     assert h.shape == (2, 3, 8)

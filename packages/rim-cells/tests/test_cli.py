@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from compkit_utils.checkpoints import load_checkpoint
 from compkit_utils.config import load
 from compkit_utils.testing import assert_run_dir, only_run_dir
-
 from rim_cells.cli import main
 from rim_cells.config import SeqMnistTrainConfig
 
@@ -23,7 +23,8 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "seqmnist" in out.stdout and "plot-activations" in out.stdout
+    assert "seqmnist" in out.stdout
+    assert "plot-activations" in out.stdout
 
 
 def test_nested_subcommand_help(capsys):
@@ -53,7 +54,6 @@ def test_smoke_train_evaluate_plot_and_resume(tmp_path, capsys):
     png = tmp_path / "act.png"
     assert main(["plot-activations", "--checkpoint", str(ckpt), "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
@@ -149,7 +149,10 @@ def test_mnist_path_with_monkeypatched_loader(tmp_path, monkeypatch):
     data = data_mod.load_sequences(SeqDataConfig(dataset="mnist", data_dir="/x"), seed=0)
     assert data.train_x.shape == (40, 14 * 14)
     assert {s: x.shape for s, (x, _) in data.tests.items()} == {
-        14: (20, 196), 16: (20, 256), 19: (20, 361), 24: (20, 576)
+        14: (20, 196),
+        16: (20, 256),
+        19: (20, 361),
+        24: (20, 576),
     }
     assert set(np.unique(data.train_x)) <= {0, 1}
     assert calls == [("train", "/x", True), ("test", "/x", True)]
@@ -157,11 +160,27 @@ def test_mnist_path_with_monkeypatched_loader(tmp_path, monkeypatch):
 
 def test_bench_quick_runs(capsys, tmp_path):
     out = tmp_path / "bench.json"
-    argv = ["bench", "--quick", "--seq-len", "3", "--batch-size", "2", "--hidden-size", "8",
-            "--sweep-units", "2", "4", "--threads", "1", "--out", str(out)]
+    argv = [
+        "bench",
+        "--quick",
+        "--seq-len",
+        "3",
+        "--batch-size",
+        "2",
+        "--hidden-size",
+        "8",
+        "--sweep-units",
+        "2",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "RIMCell loop" in text and "x nn.LSTM" in text
+    assert "RIMCell loop" in text
+    assert "x nn.LSTM" in text
     result = json.loads(out.read_text())
     assert result["ratios_min"]["nn.LSTM"] == 1.0
     assert [row["num_units"] for row in result["scaling"]] == [2, 4]

@@ -47,7 +47,8 @@ def test_read_digits_known_facts():
 
     images, labels = read_digits()
     assert images.shape == (1797, 8, 8)
-    assert images.max() == 16 and images.min() == 0
+    assert images.max() == 16
+    assert images.min() == 0
     assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
     assert labels[:5].tolist() == [0, 1, 2, 3, 4]
 

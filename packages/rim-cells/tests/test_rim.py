@@ -59,10 +59,11 @@ def test_bidirectional_layer_matches_its_cells():
     torch.manual_seed(0)
     model = RIM(None, 5, 4, 3, 2, "LSTM", 1, True).eval()
     x = torch.randn(6, 2, 5)
-    out, h, c = model(x)
+    out, h, _c = model(x)
     forward, backward = model.cells
-    assert isinstance(forward, RIMCell) and isinstance(backward, RIMCell)
-    f_out, f_h, _, _ = forward.forward_sequence(x)
+    assert isinstance(forward, RIMCell)
+    assert isinstance(backward, RIMCell)
+    f_out, _f_h, _, _ = forward.forward_sequence(x)
     b_out, b_h, _, _ = backward.forward_sequence(x, reverse=True)
     torch.testing.assert_close(out[..., :12], f_out.reshape(6, 2, 12))
     torch.testing.assert_close(out[..., 12:], b_out.reshape(6, 2, 12))
@@ -127,15 +128,18 @@ def test_gradients_flow_through_layers():
 
 def test_to_changes_dtype_of_every_tensor():
     model = RIM(None, 5, 4, 3, 2, "LSTM", 2, True).to(torch.float64)
-    out, h, c = model(torch.randn(3, 2, 5, dtype=torch.float64))
+    out, h, _c = model(torch.randn(3, 2, 5, dtype=torch.float64))
     assert out.dtype == h.dtype == torch.float64
 
 
 @requires_gpu
 def test_cuda_constructed_with_device_and_moved():
     model = RIM("cuda", 16, 24, 6, 4, "LSTM", 2, True)
-    out, h, c = model(torch.randn(7, 4, 16, device="cuda"))
-    assert out.is_cuda and h.is_cuda
+    out, h, _c = model(torch.randn(7, 4, 16, device="cuda"))
+    assert out.is_cuda
+    assert h.is_cuda
     cell = RIMCell(torch.device("cpu"), 8, 8, 4, 2).to("cuda")
     hs, cs = cell(torch.randn(3, 1, 8, device="cuda"))
-    assert hs.is_cuda and cs is not None and cs.is_cuda
+    assert hs.is_cuda
+    assert cs is not None
+    assert cs.is_cuda

@@ -70,8 +70,8 @@ class RIMStepInfo(NamedTuple):
 class _InputSide(NamedTuple):
     """Input-side tensors for a whole sequence, unit-major."""
 
-    score: Tensor  # (T, N, B, H): s_real - s_null = <h, score[t]>
-    gates: Tensor  # (T, N, B, G): cell-gate contribution of the real value (without bias)
+    score: Tensor  # (N, T, B, H): s_real - s_null = <h, score[:, t]>
+    gates: Tensor  # (N, T, B, G): cell-gate contribution of the real value (without bias)
     null_score: Tensor  # (N, 1, H): s_null = <h, null_score>
     null_gates: Tensor  # (N, 1, G): cell-gate contribution of the null value
 
@@ -275,7 +275,7 @@ class RIMCell(nn.Module):
         side = self._input_side(x)
         # unbind once: indexing gates in the loop would make autograd allocate and
         # zero-fill a full-sequence gradient buffer for every step.
-        scores, gates = side.score.unbind(0), side.gates.unbind(0)
+        scores, gates = side.score.unbind(1), side.gates.unbind(1)
 
         h = h0.transpose(0, 1)  # unit-major (N, B, H)
         c = c0.transpose(0, 1) if c0 is not None else None
@@ -325,33 +325,43 @@ class RIMCell(nn.Module):
         return h, c
 
     def _input_side(self, x: Tensor) -> _InputSide:
-        """Everything that depends only on the inputs, for all time steps at once."""
+        """Everything that depends only on the inputs, for all time steps at once.
+
+        Results are produced directly in unit-major layout by broadcasting the (shared)
+        input rows against the per-unit weight blocks, so no weight is ever permuted.
+        """
         steps, batch, size = x.shape
         n, hid = self.num_units, self.hidden_size
         heads, d_k, d_v = self.num_input_heads, self.input_key_size, self.input_value_size
-        flat = x.reshape(steps * batch, size)
+        count = steps * batch
+        rows = x.reshape(count, size)
 
-        # Scores: s = <q, k> / sqrt(d_k) averaged over heads, q = h @ Wq[n]. Folding the
-        # query weights into the key side gives s_real - s_null = <h, x @ key_fold[n]>.
-        wq = self.input_query.weight.permute(2, 0, 1).reshape(heads * d_k, n * hid)
-        wq = wq / (heads * math.sqrt(d_k))
-        key_fold = self.input_key.weight.t() @ wq  # (I, N*H)
-        null_score = (self.input_key.bias @ wq).view(n, 1, hid)
-        score = (flat @ key_fold).view(steps, batch, n, hid).permute(0, 2, 1, 3)
+        def per_unit(shared: Tensor, weight: Tensor) -> Tensor:
+            """(rows, d) @ weight[n] for every unit → (N, rows, out); no weight copies."""
+            return torch.bmm(shared.unsqueeze(0).expand(n, *shared.shape), weight)
+
+        # Scores: s = <q, k> / sqrt(d_k) averaged over heads, with q = h @ Wq[n]. Applying
+        # Wq[n] on the key side gives s_real - s_null = <h, (x @ Wk^T) @ Wq[n]^T>.
+        wq_t = self.input_query.weight.transpose(1, 2) * (1.0 / (heads * math.sqrt(d_k)))
+        score = per_unit(rows @ self.input_key.weight.t(), wq_t)  # (N, T*B, H), no bias
+        null_score = per_unit(self.input_key.bias.unsqueeze(0), wq_t)  # (N, 1, H)
 
         # Values (averaged over heads) pushed through every unit's input->gate weights.
         w_val = self.input_value.weight.view(heads, d_v, size).mean(0)  # (d_v, I)
         b_val = self.input_value.bias.view(heads, d_v).mean(0)  # (d_v,)
-        width = self.cell.weight_ih.shape[-1]
-        w_ih = self.cell.weight_ih.permute(1, 0, 2).reshape(d_v, n * width)
-        rows = steps * batch
-        if size * d_v * n * width + rows * size * n * width < rows * d_v * (size + n * width):
-            gates = flat @ (w_val.t() @ w_ih)
+        w_ih = self.cell.weight_ih  # (N, d_v, G)
+        width = w_ih.shape[-1]
+        if n * size * width * (d_v + count) < count * d_v * (size + n * width):
+            gates = torch.bmm(rows.unsqueeze(0).expand(n, count, size), per_unit(w_val.t(), w_ih))
         else:
-            gates = (flat @ w_val.t()) @ w_ih
-        gates = gates.view(steps, batch, n, width).permute(0, 2, 1, 3)
-        null_gates = (b_val @ w_ih).view(n, 1, width)
-        return _InputSide(score.contiguous(), gates.contiguous(), null_score, null_gates)
+            gates = per_unit(rows @ w_val.t(), w_ih)  # (N, T*B, G)
+        null_gates = per_unit(b_val.unsqueeze(0), w_ih)  # (N, 1, G)
+        return _InputSide(
+            score.view(n, steps, batch, hid),
+            gates.view(n, steps, batch, width),
+            null_score,
+            null_gates,
+        )
 
     def _step(
         self,

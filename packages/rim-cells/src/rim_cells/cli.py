@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Union
 
 from compkit_utils.errors import UserError
-
 from rim_cells.config import (
     BenchConfig,
     PlotActivationsConfig,

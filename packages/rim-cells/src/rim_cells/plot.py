@@ -120,6 +120,7 @@ def plot_activations(cfg: PlotActivationsConfig) -> None:
     x, y = data.tests[side]
     if cfg.index >= len(x):
         raise UserError(f"--index {cfg.index} is beyond the {len(x)} test images")
-    out = plot_model_activations(model, x[cfg.index], int(y[cfg.index]), side, cfg.out, device,
-                                 dpi=cfg.dpi)
+    out = plot_model_activations(
+        model, x[cfg.index], int(y[cfg.index]), side, cfg.out, device, dpi=cfg.dpi
+    )
     print(f"wrote {out}")

@@ -111,7 +111,9 @@ def load_sequences(cfg: SeqDataConfig, seed: int) -> SequenceData:
 
 def _load_mnist(split: str, cfg: SeqDataConfig) -> tuple[np.ndarray, np.ndarray]:
     try:
-        from compkit_utils.datasets.mnist import load_mnist
+        from compkit_utils.datasets.mnist import (  # pyright: ignore[reportMissingImports]
+            load_mnist,
+        )
     except ImportError as exc:
         raise UserError(
             "MNIST needs compkit-utils with compkit_utils.datasets.mnist (upgrade compkit-utils)"
@@ -129,7 +131,7 @@ def _load_digits(
         raise UserError(f"--data.digits-test-fraction must be in (0, 1), got {test_fraction}")
     images, labels = read_digits()
     order = np.random.default_rng(seed).permutation(len(images))
-    n_test = int(round(test_fraction * len(images)))
+    n_test = round(test_fraction * len(images))
     test, train = order[:n_test], order[n_test:]
     return images[train], labels[train], images[test], labels[test]
 
@@ -143,9 +145,7 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        raise UserError(
-            "--data.dataset digits needs scikit-learn: pip install 'rim-cells[digits]'"
-        )
+        raise UserError("--data.dataset digits needs scikit-learn: pip install 'rim-cells[digits]'")
     path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if path.is_file():
         with gzip.open(path, "rt") as handle:

@@ -114,8 +114,10 @@ def train(cfg: SeqMnistTrainConfig) -> None:
         write_config(run_dir, cfg, PACKAGE)
     sides = sorted(data.tests)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"run dir {run_dir}; {cfg.model.kind} with {n_params:,} parameters; "
-          f"train {len(data.train_x)} × {data.train_size}², test sides {sides}")
+    print(
+        f"run dir {run_dir}; {cfg.model.kind} with {n_params:,} parameters; "
+        f"train {len(data.train_x)} × {data.train_size}², test sides {sides}"
+    )
     table = format_table(history, sides)
     for line in table:
         print(line, flush=True)
