@@ -29,8 +29,6 @@ from rim_cells.config import (
 
 PROG = "rim-cells"
 
-CommandTree = Mapping[str, "type | CommandTree"]
-
 COMMANDS: dict[str, Any] = {
     "seqmnist": {"train": SeqMnistTrainConfig, "evaluate": SeqMnistEvaluateConfig},
     "bench": BenchConfig,
