@@ -104,7 +104,7 @@ class RIMCell(nn.Module):
         num_comm_heads: communication-attention heads.
         comm_dropout: dropout on the communication-attention probabilities.
         activation: ``"null_attention"`` (paper) or ``"raw_score"`` (community repo); see
-            [ActivationRule][rim_cells.cell.ActivationRule].
+            `ActivationRule`.
         gru_init: ``"uniform"`` or ``"ones"`` (the original's GRU initialisation bug; parity
             only).
 
@@ -116,7 +116,7 @@ class RIMCell(nn.Module):
     Shapes (step, :meth:`forward`):
         ``x``: ``(batch, 1, input_size)`` or ``(batch, input_size)``; ``hs``, ``cs``:
         ``(batch, num_units, hidden_size)``. Returns ``(hs, cs)`` (``cs`` is ``None`` for GRU),
-        plus a [RIMStepInfo][rim_cells.cell.RIMStepInfo] when ``return_info=True``.
+        plus a `RIMStepInfo` when ``return_info=True``.
     """
 
     def __init__(
@@ -256,7 +256,7 @@ class RIMCell(nn.Module):
             cs: initial cell state (LSTM only), same shape; ``None`` = zeros.
             reverse: process time steps from last to first (outputs stay in
                 chronological order), as the backward direction of a bidirectional RIM.
-            return_info: also return a [RIMStepInfo][rim_cells.cell.RIMStepInfo] with a
+            return_info: also return a `RIMStepInfo` with a
                 leading time axis (chronological order).
 
         Returns:

@@ -36,14 +36,14 @@ class RIM(nn.Module):
         init_state: initial states when none are passed: ``"zeros"`` (default) or
             ``"random"`` (standard normal on every call; the original's behaviour, which
             makes evaluation stochastic — parity only).
-        **kwargs: passed to every [RIMCell][rim_cells.cell.RIMCell] (attention sizes,
+        **kwargs: passed to every `RIMCell` (attention sizes,
             dropouts, ``activation``, ``gru_init``).
 
     Shapes (:meth:`forward`):
         ``x``: ``(time, batch, input_size)`` (or batch-first); ``h``, ``c``:
         ``(L·D, batch, N·H)``. Returns ``(output, h, c)`` for LSTM and ``(output, h)`` for
         GRU, with ``output`` ``(time, batch, D·N·H)`` (or batch-first), plus a list of
-        [RIMStepInfo][rim_cells.cell.RIMStepInfo] (one per cell, index ``layer·D + dir``,
+        `RIMStepInfo` (one per cell, index ``layer·D + dir``,
         each with leading ``(time, batch)`` axes, batch-major) when ``return_info=True``.
     """
 
