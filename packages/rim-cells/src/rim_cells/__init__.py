@@ -1,0 +1,1 @@
+"""Recurrent Independent Mechanisms in PyTorch."""
