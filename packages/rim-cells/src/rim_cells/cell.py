@@ -1,0 +1,408 @@
+"""RIMCell: one layer of Recurrent Independent Mechanisms (Goyal et al., 2019).
+
+A RIM layer holds N small recurrent units (LSTM or GRU cells with separate weights). At
+each step every unit attends, with a query computed from its own hidden state, over the
+real input and a null (all-zero) input; k units become *active*; all units run their cell
+(inactive units on a zero input); the new states talk to each other through multi-head
+attention; only active units keep their update — inactive units return their previous
+``h`` and ``c`` bit-for-bit, and no gradient reaches the inactive units' new states.
+
+Speed: the input-side projections (input keys and values, and the cell's input→gate
+weights applied to the attended value) depend only on ``x_t``, so for a whole sequence
+they are computed with a few large matrix products *before* the time loop. This is exact
+algebra (the attended value is a convex mix of the real and the null value, and the
+cell's input map is linear); only floating-point rounding differs from a literal
+step-by-step evaluation. The time loop then runs a handful of batched ops per step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from rim_cells.group import (
+    GroupGRUCell,
+    GroupLinear,
+    GroupLSTMCell,
+    gru_unit_major,
+    lstm_unit_major,
+)
+
+__all__ = ["ActivationRule", "RIMCell", "RIMStepInfo"]
+
+ActivationRule = Literal["null_attention", "raw_score"]
+"""How the k active units are chosen.
+
+* ``"null_attention"`` (default; the paper and its authors' code): keep the k units that put
+  the *least* softmax attention on the null input. Ranked by the score difference
+  ``s_real − s_null``, which orders units exactly like the null-attention probability but
+  without ties from a saturated softmax.
+* ``"raw_score"`` (the community implementation, ``dido1998``): keep the k units with the
+  largest raw (pre-softmax) score on the real input. Because the null slot's score differs
+  per unit, this picks a different active set in a sizeable fraction of rows.
+
+Ties are broken towards the lower unit index.
+"""
+
+
+class RIMStepInfo(NamedTuple):
+    """What a RIM layer did, for inspection and plotting (all tensors detached).
+
+    Leading axes are ``(batch,)`` for a single step and ``(time, batch)`` for a sequence.
+
+    Attributes:
+        mask: ``(..., num_units)`` bool, True where the unit was active.
+        input_attention: ``(..., num_units)`` softmax attention of each unit on the *real*
+            input (1 − attention on the null input), before dropout.
+        comm_attention: ``(..., num_comm_heads, num_units, num_units)`` communication
+            attention (query unit × key unit), before dropout; rows of inactive query units
+            are zero.
+    """
+
+    mask: Tensor
+    input_attention: Tensor
+    comm_attention: Tensor
+
+
+class _InputSide(NamedTuple):
+    """Input-side tensors for a whole sequence, unit-major."""
+
+    score: Tensor  # (T, N, B, H): s_real - s_null = <h, score[t]>
+    gates: Tensor  # (T, N, B, G): cell-gate contribution of the real value (without bias)
+    null_score: Tensor  # (N, 1, H): s_null = <h, null_score>
+    null_gates: Tensor  # (N, 1, G): cell-gate contribution of the null value
+
+
+class RIMCell(nn.Module):
+    """One RIM layer, stepped like ``nn.LSTMCell`` (or run over a whole sequence).
+
+    The positional signature is the original implementation's, so
+    ``RIMCell(torch.device("cpu"), 32, 64, 6, 4, "LSTM")`` works unchanged.
+
+    Args:
+        device: where to create the parameters (``None``, a string or a ``torch.device``).
+            Only a convenience: ``module.to(...)`` moves everything later, and the cell never
+            creates tensors on a stored device.
+        input_size: input features I.
+        hidden_size: hidden features per unit H.
+        num_units: number of units N (the paper's K_t).
+        k: number of active units per step (the paper's K_a), ``1 <= k <= num_units``.
+        rnn_cell: ``"LSTM"`` or ``"GRU"``.
+        input_key_size: per-head key/query width of the input attention (d_k).
+        input_value_size: width of the value read from the input (d_v), the cells' input.
+        input_query_size: must equal ``input_key_size`` (kept for signature parity).
+        num_input_heads: input-attention heads; scores and values are averaged over heads.
+        input_dropout: dropout on the input-attention probabilities.
+        comm_key_size: per-head key/query width of the communication attention.
+        comm_value_size: per-head value width of the communication attention. ``None``
+            (default) means ``hidden_size``, which is what the original always used (it
+            ignored this argument); an explicit value is honoured.
+        comm_query_size: must equal ``comm_key_size`` (kept for signature parity).
+        num_comm_heads: communication-attention heads.
+        comm_dropout: dropout on the communication-attention probabilities.
+        activation: ``"null_attention"`` (paper) or ``"raw_score"`` (community repo); see
+            [ActivationRule][rim_cells.cell.ActivationRule].
+        gru_init: ``"uniform"`` or ``"ones"`` (the original's GRU initialisation bug; parity
+            only).
+
+    Note:
+        The bias of ``input_key`` adds the same term ``q·b`` to the real and the null score,
+        which the two-slot softmax cancels: it never receives a gradient (in the original
+        either) and only influences the ``"raw_score"`` activation rule's ranking.
+
+    Shapes (step, :meth:`forward`):
+        ``x``: ``(batch, 1, input_size)`` or ``(batch, input_size)``; ``hs``, ``cs``:
+        ``(batch, num_units, hidden_size)``. Returns ``(hs, cs)`` (``cs`` is ``None`` for GRU),
+        plus a [RIMStepInfo][rim_cells.cell.RIMStepInfo] when ``return_info=True``.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str | None,
+        input_size: int,
+        hidden_size: int,
+        num_units: int,
+        k: int,
+        rnn_cell: Literal["LSTM", "GRU"] = "LSTM",
+        input_key_size: int = 64,
+        input_value_size: int = 400,
+        input_query_size: int = 64,
+        num_input_heads: int = 1,
+        input_dropout: float = 0.1,
+        comm_key_size: int = 32,
+        comm_value_size: int | None = None,
+        comm_query_size: int = 32,
+        num_comm_heads: int = 4,
+        comm_dropout: float = 0.1,
+        *,
+        activation: ActivationRule = "null_attention",
+        gru_init: Literal["uniform", "ones"] = "uniform",
+    ) -> None:
+        super().__init__()
+        if rnn_cell not in ("LSTM", "GRU"):
+            raise ValueError(f"RIMCell: rnn_cell must be 'LSTM' or 'GRU', got {rnn_cell!r}")
+        if not 1 <= k <= num_units:
+            raise ValueError(f"RIMCell: need 1 <= k <= num_units, got k={k}, N={num_units}")
+        if input_query_size != input_key_size:
+            raise ValueError(
+                f"RIMCell: input_query_size ({input_query_size}) must equal input_key_size "
+                f"({input_key_size}); queries and keys are dotted together"
+            )
+        if comm_query_size != comm_key_size:
+            raise ValueError(
+                f"RIMCell: comm_query_size ({comm_query_size}) must equal comm_key_size "
+                f"({comm_key_size}); queries and keys are dotted together"
+            )
+        if activation not in ("null_attention", "raw_score"):
+            raise ValueError(
+                f"RIMCell: activation must be 'null_attention' or 'raw_score', got {activation!r}"
+            )
+        for name, p in (("input_dropout", input_dropout), ("comm_dropout", comm_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"RIMCell: {name} must be in [0, 1), got {p}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_units = num_units
+        self.k = k
+        self.rnn_cell = rnn_cell
+        self.input_key_size = input_key_size
+        self.input_value_size = input_value_size
+        self.num_input_heads = num_input_heads
+        self.comm_key_size = comm_key_size
+        self.comm_value_size = hidden_size if comm_value_size is None else comm_value_size
+        self.num_comm_heads = num_comm_heads
+        self.activation: ActivationRule = activation
+
+        self.input_key = nn.Linear(input_size, num_input_heads * input_key_size)
+        self.input_value = nn.Linear(input_size, num_input_heads * input_value_size)
+        self.input_query = GroupLinear(hidden_size, num_input_heads * input_key_size, num_units)
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.cell: GroupLSTMCell | GroupGRUCell
+        if rnn_cell == "LSTM":
+            self.cell = GroupLSTMCell(input_value_size, hidden_size, num_units)
+        else:
+            self.cell = GroupGRUCell(input_value_size, hidden_size, num_units, init=gru_init)
+        qkv = num_comm_heads * (2 * comm_key_size + self.comm_value_size)
+        # Communication query, key and value projections stored as one group weight
+        # (columns: [queries | keys | values], heads contiguous inside each block).
+        self.comm_qkv = GroupLinear(hidden_size, qkv, num_units)
+        self.comm_out = GroupLinear(num_comm_heads * self.comm_value_size, hidden_size, num_units)
+        self.comm_dropout = nn.Dropout(comm_dropout)
+        if device is not None:
+            self.to(device)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def is_lstm(self) -> bool:
+        """True for LSTM units (which carry a cell state), False for GRU units."""
+        return self.rnn_cell == "LSTM"
+
+    def initial_state(
+        self, batch_size: int, *, like: Tensor | None = None, random: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Zero (or standard-normal, ``random=True``) states ``(h, c)``, ``(batch, N, H)``.
+
+        ``c`` is ``None`` for GRU units. Tensors are created on the device and with the
+        dtype of ``like`` (default: this module's parameters).
+        """
+        ref = like if like is not None else self.input_key.weight
+        shape = (batch_size, self.num_units, self.hidden_size)
+        make = torch.randn if random else torch.zeros
+        h = make(shape, device=ref.device, dtype=ref.dtype)
+        c = make(shape, device=ref.device, dtype=ref.dtype) if self.is_lstm else None
+        return h, c
+
+    def forward(
+        self,
+        x: Tensor,
+        hs: Tensor | None = None,
+        cs: Tensor | None = None,
+        *,
+        return_info: bool = False,
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, RIMStepInfo]:
+        if x.dim() == 3:
+            if x.shape[1] != 1:
+                raise ValueError(
+                    f"RIMCell: x must be (batch, 1, {self.input_size}) for one step, got "
+                    f"{tuple(x.shape)}; use forward_sequence (or RIM) for whole sequences"
+                )
+            x = x[:, 0]
+        out, h, c, info = self.forward_sequence(x.unsqueeze(0), hs, cs, return_info=return_info)
+        del out
+        if return_info:
+            assert info is not None
+            step = RIMStepInfo(info.mask[0], info.input_attention[0], info.comm_attention[0])
+            return h, c, step
+        return h, c
+
+    def forward_sequence(
+        self,
+        x: Tensor,
+        hs: Tensor | None = None,
+        cs: Tensor | None = None,
+        *,
+        reverse: bool = False,
+        return_info: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor | None, RIMStepInfo | None]:
+        """Run the cell over a whole sequence (the fast path used by ``RIM``).
+
+        Args:
+            x: ``(time, batch, input_size)``.
+            hs: initial hidden state ``(batch, num_units, hidden_size)``; ``None`` = zeros.
+            cs: initial cell state (LSTM only), same shape; ``None`` = zeros.
+            reverse: process time steps from last to first (outputs stay in
+                chronological order), as the backward direction of a bidirectional RIM.
+            return_info: also return a [RIMStepInfo][rim_cells.cell.RIMStepInfo] with a
+                leading time axis (chronological order).
+
+        Returns:
+            ``(outputs, h, c, info)``: ``outputs`` ``(time, batch, num_units, hidden_size)``
+            holds the hidden state after each step; ``h``/``c`` are the final states
+            (``c`` is ``None`` for GRU); ``info`` is ``None`` unless requested.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"RIMCell: x must be (time, batch, {self.input_size}), got {tuple(x.shape)}"
+            )
+        steps, batch = x.shape[0], x.shape[1]
+        if steps == 0:
+            raise ValueError("RIMCell: the sequence is empty (time = 0)")
+        h0, c0 = self._check_state(hs, cs, batch, x)
+        side = self._input_side(x)
+
+        h = h0.transpose(0, 1)  # unit-major (N, B, H)
+        c = c0.transpose(0, 1) if c0 is not None else None
+        order = range(steps - 1, -1, -1) if reverse else range(steps)
+        outs: list[Tensor] = [h] * steps
+        masks: list[Tensor] = [h] * steps
+        in_att: list[Tensor] = [h] * steps
+        comm_att: list[Tensor] = [h] * steps
+        for t in order:
+            h, c, step_info = self._step(side, t, h, c, return_info)
+            outs[t] = h
+            if step_info is not None:
+                masks[t], in_att[t], comm_att[t] = step_info
+        outputs = torch.stack(outs).transpose(1, 2)  # (T, B, N, H)
+        info = None
+        if return_info:
+            info = RIMStepInfo(
+                torch.stack(masks).transpose(1, 2),
+                torch.stack(in_att).transpose(1, 2),
+                torch.stack(comm_att),
+            )
+        h_final = h.transpose(0, 1)
+        c_final = c.transpose(0, 1) if c is not None else None
+        return outputs, h_final, c_final, info
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_state(
+        self, hs: Tensor | None, cs: Tensor | None, batch: int, x: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        zeros_h, zeros_c = (None, None)
+        if hs is None or (self.is_lstm and cs is None):
+            zeros_h, zeros_c = self.initial_state(batch, like=x)
+        shape = (batch, self.num_units, self.hidden_size)
+        h = hs if hs is not None else zeros_h
+        assert h is not None
+        if tuple(h.shape) != shape:
+            raise ValueError(f"RIMCell: hs must be {shape} (batch, N, H), got {tuple(h.shape)}")
+        c: Tensor | None = None
+        if self.is_lstm:
+            c = cs if cs is not None else zeros_c
+            assert c is not None
+            if tuple(c.shape) != shape:
+                raise ValueError(f"RIMCell: cs must be {shape} (batch, N, H), got {tuple(c.shape)}")
+        elif cs is not None:
+            raise ValueError("RIMCell: cs was given but rnn_cell is 'GRU' (no cell state)")
+        return h, c
+
+    def _input_side(self, x: Tensor) -> _InputSide:
+        """Everything that depends only on the inputs, for all time steps at once."""
+        steps, batch, size = x.shape
+        n, hid = self.num_units, self.hidden_size
+        heads, d_k, d_v = self.num_input_heads, self.input_key_size, self.input_value_size
+        flat = x.reshape(steps * batch, size)
+
+        # Scores: s = <q, k> / sqrt(d_k) averaged over heads, q = h @ Wq[n]. Folding the
+        # query weights into the key side gives s_real - s_null = <h, x @ key_fold[n]>.
+        wq = self.input_query.weight.permute(2, 0, 1).reshape(heads * d_k, n * hid)
+        wq = wq / (heads * math.sqrt(d_k))
+        key_fold = self.input_key.weight.t() @ wq  # (I, N*H)
+        null_score = (self.input_key.bias @ wq).view(n, 1, hid)
+        score = (flat @ key_fold).view(steps, batch, n, hid).permute(0, 2, 1, 3)
+
+        # Values (averaged over heads) pushed through every unit's input->gate weights.
+        w_val = self.input_value.weight.view(heads, d_v, size).mean(0)  # (d_v, I)
+        b_val = self.input_value.bias.view(heads, d_v).mean(0)  # (d_v,)
+        width = self.cell.weight_ih.shape[-1]
+        w_ih = self.cell.weight_ih.permute(1, 0, 2).reshape(d_v, n * width)
+        rows = steps * batch
+        if size * d_v * n * width + rows * size * n * width < rows * d_v * (size + n * width):
+            gates = flat @ (w_val.t() @ w_ih)
+        else:
+            gates = (flat @ w_val.t()) @ w_ih
+        gates = gates.view(steps, batch, n, width).permute(0, 2, 1, 3)
+        null_gates = (b_val @ w_ih).view(n, 1, width)
+        return _InputSide(score.contiguous(), gates.contiguous(), null_score, null_gates)
+
+    def _step(
+        self, side: _InputSide, t: int, h: Tensor, c: Tensor | None, want_info: bool
+    ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
+        """One RIM step in unit-major layout: h, c ``(N, B, H)``."""
+        # 1-3. input attention scores and the active set.
+        diff = (h * side.score[t]).sum(-1)  # s_real - s_null, (N, B)
+        with torch.no_grad():
+            rank = diff
+            if self.activation == "raw_score":
+                rank = diff + (h * side.null_score).sum(-1)
+            top = torch.sort(rank, dim=0, descending=True, stable=True).indices[: self.k]
+            active = torch.zeros_like(diff, dtype=torch.bool).scatter_(0, top, True)
+            active3 = active.unsqueeze(-1)
+        # 4. read the input: softmax over [real, null] = sigmoid of the score difference.
+        p_real = torch.sigmoid(diff)
+        if self.training and self.input_dropout.p > 0:
+            probs = self.input_dropout(torch.stack((p_real, 1.0 - p_real)))
+            w_real, w_null = probs[0].unsqueeze(-1), (probs[0] + probs[1]).unsqueeze(-1)
+            gx = torch.addcmul(w_null * side.null_gates, w_real, side.gates[t])
+        else:
+            gx = torch.addcmul(side.null_gates, p_real.unsqueeze(-1), side.gates[t])
+        gx = gx * active3.to(gx.dtype)  # inactive units read an all-zero input
+        # 5. every unit runs its own cell.
+        if c is not None:
+            h_cell, c_cell = lstm_unit_major(gx, h, c, self.cell.weight_hh)
+        else:
+            h_cell, c_cell = gru_unit_major(gx, h, self.cell.weight_hh), None
+        # 6. no gradient into inactive units' fresh states.
+        h_cell = torch.where(active3, h_cell, h_cell.detach())
+        # 7. communication: multi-head attention among all units, residual.
+        comm, att = self._communicate(h_cell)
+        h_new = comm + h_cell
+        # 8. only active units keep the update.
+        h_out = torch.where(active3, h_new, h)
+        c_out = torch.where(active3, c_cell, c) if c is not None and c_cell is not None else None
+        info = None
+        if want_info:
+            att = att.detach() * active.t()[:, None, :, None].to(att.dtype)
+            info = (active, p_real.detach(), att)
+        return h_out, c_out, info
+
+    def _communicate(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Multi-head attention among units; h ``(N, B, H)`` → context ``(N, B, H)``."""
+        n, batch, _ = h.shape
+        heads, d_k, d_v = self.num_comm_heads, self.comm_key_size, self.comm_value_size
+        qkv = torch.bmm(h, self.comm_qkv.weight)
+        q = qkv[..., : heads * d_k].reshape(n, batch, heads, d_k)
+        k = qkv[..., heads * d_k : 2 * heads * d_k].reshape(n, batch, heads, d_k)
+        v = qkv[..., 2 * heads * d_k :].reshape(n, batch, heads, d_v)
+        scores = torch.einsum("nbhd,mbhd->bhnm", q, k) * (1.0 / math.sqrt(d_k))
+        att = torch.softmax(scores, dim=-1)  # (B, heads, N query, N key)
+        # Rows of inactive query units are discarded by the final keep-active step, so the
+        # original's explicit row masking does not change outputs or gradients.
+        context = torch.einsum("bhnm,mbhe->nbhe", self.comm_dropout(att), v)
+        out = torch.bmm(context.reshape(n, batch, heads * d_v), self.comm_out.weight)
+        return out, att
