@@ -233,8 +233,11 @@ def test_ppo_update_runs_and_changes_parameters(memory):
         stored_memory = exps.memory.clone()
         logs = algo.update(exps)
         assert all(np.isfinite(v) for v in logs.values())
-        changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
-        assert all(changed)
+        # the RIM's input-key bias adds the same term to both slot scores, which the two-slot
+        # softmax cancels: it never gets a gradient (see rim_cells.cell.RIMCell)
+        frozen = {"memory_cell.cell.input_key.bias"}
+        for (name, p), b in zip(model.named_parameters(), before, strict=True):
+            assert torch.equal(b, p) == (name in frozen), name
         # recomputed memories were written back into the rollout
         assert not torch.equal(stored_memory, exps.memory)
     finally:

@@ -84,6 +84,9 @@ class ModelConfig:
     """RIM: communication-attention heads."""
     comm_dropout: float = 0.1
     """RIM: dropout on the communication-attention probabilities."""
+    activation: Literal["null_attention", "raw_score"] = "null_attention"
+    """RIM: active-unit rule; null_attention = the paper's (least attention on the null input),
+    raw_score = the community code's (largest raw score on the real input)."""
     cell_state_bug: bool = False
     """Parity with the original: overwrite the stored cell state c with h before every memory step
     (the bug present when the README results were produced). Off = the fixed behaviour."""

@@ -62,6 +62,7 @@ class RIMMemory(nn.Module):
         self.num_units = cfg.num_units
         self.unit_size = cfg.hidden_size // cfg.num_units
         self.cell = RIMCell(
+            None,
             input_size=input_size,
             hidden_size=self.unit_size,
             num_units=cfg.num_units,
@@ -74,6 +75,7 @@ class RIMMemory(nn.Module):
             comm_key_size=cfg.comm_key_size,
             num_comm_heads=cfg.num_comm_heads,
             comm_dropout=cfg.comm_dropout,
+            activation=cfg.activation,
         )
 
     def forward(
@@ -83,6 +85,7 @@ class RIMMemory(nn.Module):
         batch = x.shape[0]
         shape = (batch, self.num_units, self.unit_size)
         h_new, c_new = self.cell(x.unsqueeze(1), h.reshape(shape), c.reshape(shape))
+        assert c_new is not None
         return h_new.reshape(batch, -1), c_new.reshape(batch, -1)
 
 
