@@ -65,7 +65,7 @@ class ModelConfig:
     memory: Literal["rim", "lstm"] = "rim"
     """Recurrent memory: a RIM cell (N units, k active) or a single ``LSTMCell`` baseline."""
     hidden_size: int = 64
-    """Memory hidden size h (the LSTM's size; for RIM num_units × per-unit size). Memory = [h; c]."""
+    """Memory hidden size h (LSTM size; RIM: num_units × per-unit size); memory = [h; c]."""
     num_units: int = 4
     """RIM: total number of units N (the paper's K_t)."""
     k_active: int = 3
@@ -227,9 +227,7 @@ def smoke_config(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(
         cfg,
         env=dataclasses.replace(cfg.env, env_id="MiniGrid-Empty-5x5-v0", num_envs=2),
-        ppo=dataclasses.replace(
-            cfg.ppo, frames_per_proc=16, recurrence=4, batch_size=16, epochs=2
-        ),
+        ppo=dataclasses.replace(cfg.ppo, frames_per_proc=16, recurrence=4, batch_size=16, epochs=2),
         log=dataclasses.replace(cfg.log, save_every=1),
         # An explicit --frames / --eval-episodes still wins (resuming a smoke run, tests).
         frames=64 if cfg.frames == _DEFAULT_FRAMES else cfg.frames,

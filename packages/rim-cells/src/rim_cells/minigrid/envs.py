@@ -103,7 +103,7 @@ def make_vector_env(
 def reset_vector_env(envs: gym.vector.VectorEnv, seed: int) -> np.ndarray:
     """Reset every copy, env i with seed ``seed + 10000·i``; returns images (n, 7, 7, 3)."""
     seeds = [seed + SEED_STRIDE * i for i in range(envs.num_envs)]
-    obs, _ = envs.reset(seed=seeds)
+    obs, _ = envs.reset(seed=seeds)  # pyright: ignore[reportArgumentType]
     return np.asarray(obs)
 
 

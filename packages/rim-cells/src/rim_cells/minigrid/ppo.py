@@ -62,11 +62,13 @@ def gae(
     """Generalised advantage estimates over a rollout.
 
     Args:
-        rewards, values: (T, n) per step and environment.
+        rewards: (T, n) rewards per step and environment.
+        values: (T, n) values of the observations.
         masks: (T, n); ``masks[t]`` is 0 where the observation of step t starts a new episode.
         next_value: (n,) value of the observation after the rollout.
         next_mask: (n,) mask of that observation.
-        discount, gae_lambda: γ and λ.
+        discount: γ.
+        gae_lambda: λ.
 
     Returns:
         Advantages (T, n).

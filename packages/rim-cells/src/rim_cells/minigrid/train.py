@@ -71,9 +71,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(previous_threads)
 
 
-def _train(
-    cfg: TrainConfig, run_dir: Path, manager: CheckpointManager, state: dict | None
-) -> Path:
+def _train(cfg: TrainConfig, run_dir: Path, manager: CheckpointManager, state: dict | None) -> Path:
     rng = seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     write_config(run_dir, cfg, PACKAGE)
@@ -134,7 +132,7 @@ def _train(
                 duration = time.perf_counter() - start
                 update += 1
                 env_steps += algo.frames_per_update
-                metrics = {"env_steps": env_steps}
+                metrics: dict[str, float] = {"env_steps": env_steps}
                 metrics.update({f"train/{k}": v for k, v in episodes.items()})
                 metrics.update(losses)
                 metrics["time/fps"] = algo.frames_per_update / duration
