@@ -273,6 +273,9 @@ class RIMCell(nn.Module):
             raise ValueError("RIMCell: the sequence is empty (time = 0)")
         h0, c0 = self._check_state(hs, cs, batch, x)
         side = self._input_side(x)
+        # unbind once: indexing gates in the loop would make autograd allocate and
+        # zero-fill a full-sequence gradient buffer for every step.
+        scores, gates = side.score.unbind(0), side.gates.unbind(0)
 
         h = h0.transpose(0, 1)  # unit-major (N, B, H)
         c = c0.transpose(0, 1) if c0 is not None else None
@@ -282,7 +285,7 @@ class RIMCell(nn.Module):
         in_att: list[Tensor] = [h] * steps
         comm_att: list[Tensor] = [h] * steps
         for t in order:
-            h, c, step_info = self._step(side, t, h, c, return_info)
+            h, c, step_info = self._step(scores[t], gates[t], side, h, c, return_info)
             outs[t] = h
             if step_info is not None:
                 masks[t], in_att[t], comm_att[t] = step_info
@@ -351,11 +354,17 @@ class RIMCell(nn.Module):
         return _InputSide(score.contiguous(), gates.contiguous(), null_score, null_gates)
 
     def _step(
-        self, side: _InputSide, t: int, h: Tensor, c: Tensor | None, want_info: bool
+        self,
+        score: Tensor,
+        gates: Tensor,
+        side: _InputSide,
+        h: Tensor,
+        c: Tensor | None,
+        want_info: bool,
     ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
-        """One RIM step in unit-major layout: h, c ``(N, B, H)``."""
+        """One RIM step in unit-major layout: h, c ``(N, B, H)``; score/gates of step t."""
         # 1-3. input attention scores and the active set.
-        diff = (h * side.score[t]).sum(-1)  # s_real - s_null, (N, B)
+        diff = (h * score).sum(-1)  # s_real - s_null, (N, B)
         with torch.no_grad():
             rank = diff
             if self.activation == "raw_score":
@@ -368,9 +377,9 @@ class RIMCell(nn.Module):
         if self.training and self.input_dropout.p > 0:
             probs = self.input_dropout(torch.stack((p_real, 1.0 - p_real)))
             w_real, w_null = probs[0].unsqueeze(-1), (probs[0] + probs[1]).unsqueeze(-1)
-            gx = torch.addcmul(w_null * side.null_gates, w_real, side.gates[t])
+            gx = torch.addcmul(w_null * side.null_gates, w_real, gates)
         else:
-            gx = torch.addcmul(side.null_gates, p_real.unsqueeze(-1), side.gates[t])
+            gx = torch.addcmul(side.null_gates, p_real.unsqueeze(-1), gates)
         gx = gx * active3.to(gx.dtype)  # inactive units read an all-zero input
         # 5. every unit runs its own cell.
         if c is not None:
@@ -395,10 +404,12 @@ class RIMCell(nn.Module):
         """Multi-head attention among units; h ``(N, B, H)`` → context ``(N, B, H)``."""
         n, batch, _ = h.shape
         heads, d_k, d_v = self.num_comm_heads, self.comm_key_size, self.comm_value_size
-        qkv = torch.bmm(h, self.comm_qkv.weight)
-        q = qkv[..., : heads * d_k].reshape(n, batch, heads, d_k)
-        k = qkv[..., heads * d_k : 2 * heads * d_k].reshape(n, batch, heads, d_k)
-        v = qkv[..., 2 * heads * d_k :].reshape(n, batch, heads, d_v)
+        q, k, v = torch.bmm(h, self.comm_qkv.weight).split(
+            [heads * d_k, heads * d_k, heads * d_v], dim=-1
+        )
+        q = q.reshape(n, batch, heads, d_k)
+        k = k.reshape(n, batch, heads, d_k)
+        v = v.reshape(n, batch, heads, d_v)
         scores = torch.einsum("nbhd,mbhd->bhnm", q, k) * (1.0 / math.sqrt(d_k))
         att = torch.softmax(scores, dim=-1)  # (B, heads, N query, N key)
         # Rows of inactive query units are discarded by the final keep-active step, so the

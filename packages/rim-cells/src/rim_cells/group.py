@@ -203,9 +203,10 @@ def lstm_unit_major(gx: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor) -> tupl
     """
     gates = torch.baddbmm(gx, h, weight_hh)
     hidden = h.shape[-1]
-    ifo = torch.sigmoid(gates[..., : 3 * hidden])
-    g = torch.tanh(gates[..., 3 * hidden :])
-    i, f, o = ifo.chunk(3, dim=-1)
+    # split (not slicing): its backward is one concatenation instead of zero-filled buffers
+    ifo, g = gates.split([3 * hidden, hidden], dim=-1)
+    i, f, o = torch.sigmoid(ifo).chunk(3, dim=-1)
+    g = torch.tanh(g)
     c_new = torch.addcmul(f * c, i, g)
     return o * torch.tanh(c_new), c_new
 
@@ -223,7 +224,8 @@ def gru_unit_major(gx: Tensor, h: Tensor, weight_hh: Tensor) -> Tensor:
     """
     gh = torch.bmm(h, weight_hh)
     hidden = h.shape[-1]
-    rz = torch.sigmoid(gx[..., : 2 * hidden] + gh[..., : 2 * hidden])
-    r, z = rz.chunk(2, dim=-1)
-    n = torch.tanh(torch.addcmul(gx[..., 2 * hidden :], r, gh[..., 2 * hidden :]))
+    gx_rz, gx_n = gx.split([2 * hidden, hidden], dim=-1)
+    gh_rz, gh_n = gh.split([2 * hidden, hidden], dim=-1)
+    r, z = torch.sigmoid(gx_rz + gh_rz).chunk(2, dim=-1)
+    n = torch.tanh(torch.addcmul(gx_n, r, gh_n))
     return torch.lerp(n, h, z)
