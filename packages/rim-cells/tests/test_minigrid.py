@@ -14,9 +14,9 @@ from compkit_utils.logging import read_metrics
 from compkit_utils.testing import assert_run_dir, only_run_dir
 from rim_cells.cli import main
 from rim_cells.minigrid.config import (
+    MiniGridTrainConfig,
     ModelConfig,
     PPOConfig,
-    TrainConfig,
     smoke_config,
     validate_train,
     zero_shot_envs,
@@ -263,9 +263,9 @@ def test_smoke_run_writes_complete_run_dir(tmp_path):
     assert [r["step"] for r in records[:2]] == [1, 2]
     assert [r["env_steps"] for r in records[:2]] == [32, 64]
     assert "eval/return_mean" in records[-1]
-    cfg = load(run_dir / "config.json", TrainConfig)
+    cfg = load(run_dir / "config.json", MiniGridTrainConfig)
     assert cfg.env.num_envs == 2
-    assert from_dict(TrainConfig, to_dict(cfg)) == cfg
+    assert from_dict(MiniGridTrainConfig, to_dict(cfg)) == cfg
 
 
 def _comparable(records: list[dict]) -> list[dict]:
@@ -327,6 +327,6 @@ def test_bad_inputs_are_user_errors(tmp_path, capsys):
     assert main(argv) == 2
     assert "--ppo.frames-per-proc (128) must be a multiple" in capsys.readouterr().err
     with pytest.raises(UserError, match="--resume needs --run-name"):
-        validate_train(dataclasses.replace(smoke_config(TrainConfig()), resume=True))
+        validate_train(dataclasses.replace(smoke_config(MiniGridTrainConfig()), resume=True))
     with pytest.raises(UserError, match="k-active"):
-        validate_train(TrainConfig(model=ModelConfig(k_active=5)))
+        validate_train(MiniGridTrainConfig(model=ModelConfig(k_active=5)))

@@ -1,47 +1,33 @@
-"""``rim-cells minigrid train|evaluate|visualize`` (no torch import at module level)."""
+"""Runners of ``rim-cells minigrid train|evaluate|visualize`` (imported lazily by the CLI)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from compkit_utils.config import run_cli
-from rim_cells.minigrid.config import EvaluateConfig, TrainConfig, VisualizeConfig
-
-COMMANDS: dict[str, type] = {
-    "train": TrainConfig,
-    "evaluate": EvaluateConfig,
-    "visualize": VisualizeConfig,
-}
-
-
-def _dispatch(cfg: Any) -> int:
-    from compkit_utils.logging import configure_logging
-
-    configure_logging()
-    match cfg:
-        case TrainConfig():
-            from rim_cells.minigrid.train import train
-
-            print(f"run directory: {train(cfg)}")
-        case EvaluateConfig():
-            from rim_cells.minigrid.evaluate import evaluate
-
-            evaluate(cfg)
-        case VisualizeConfig():
-            from rim_cells.minigrid.visualize import visualize
-
-            visualize(cfg)
-        case _:
-            raise AssertionError(f"unhandled command config: {cfg!r}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rim-cells minigrid``; ``argv`` excludes the ``minigrid`` word."""
-    return run_cli(
-        COMMANDS,
-        _dispatch,
-        argv,
-        prog="rim-cells minigrid",
-        description="Recurrent PPO with RIM or LSTM memory on MiniGrid (train, evaluate, GIFs).",
+if TYPE_CHECKING:
+    from rim_cells.minigrid.config import (
+        MiniGridEvaluateConfig,
+        MiniGridTrainConfig,
+        MiniGridVisualizeConfig,
     )
+
+
+def run_train(cfg: MiniGridTrainConfig) -> None:
+    """``rim-cells minigrid train``: train and print the run directory."""
+    from rim_cells.minigrid.train import train
+
+    print(f"run directory: {train(cfg)}")
+
+
+def run_evaluate(cfg: MiniGridEvaluateConfig) -> None:
+    """``rim-cells minigrid evaluate``: print the results table."""
+    from rim_cells.minigrid.evaluate import evaluate
+
+    evaluate(cfg)
+
+
+def run_visualize(cfg: MiniGridVisualizeConfig) -> None:
+    """``rim-cells minigrid visualize``: write the GIF."""
+    from rim_cells.minigrid.visualize import visualize
+
+    visualize(cfg)

@@ -143,7 +143,7 @@ _DEFAULT_EVAL_EPISODES = 100
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class MiniGridTrainConfig:
     """Train an actor-critic with RIM or LSTM memory on a MiniGrid task with recurrent PPO."""
 
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
@@ -175,7 +175,7 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
+class MiniGridEvaluateConfig:
     """Evaluate a trained checkpoint, zero-shot on larger variants: mean return / frames table."""
 
     checkpoint: Path = Path("checkpoints/last.pt")
@@ -199,7 +199,7 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class VisualizeConfig:
+class MiniGridVisualizeConfig:
     """Render one episode of a trained agent (rgb_array) into a GIF."""
 
     checkpoint: Path = Path("checkpoints/last.pt")
@@ -222,7 +222,7 @@ class VisualizeConfig:
     """Device."""
 
 
-def smoke_config(cfg: TrainConfig) -> TrainConfig:
+def smoke_config(cfg: MiniGridTrainConfig) -> MiniGridTrainConfig:
     """The tiny version of a training config used by ``--smoke``."""
     return dataclasses.replace(
         cfg,
@@ -235,7 +235,7 @@ def smoke_config(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-def validate_train(cfg: TrainConfig) -> None:
+def validate_train(cfg: MiniGridTrainConfig) -> None:
     """Check a training config; raises ``UserError`` naming the flag to fix."""
     from compkit_utils.errors import UserError
 

@@ -12,7 +12,7 @@ import torch
 from compkit_utils.errors import UserError
 
 if TYPE_CHECKING:
-    from rim_cells.minigrid.config import EvaluateConfig, TrainConfig
+    from rim_cells.minigrid.config import MiniGridEvaluateConfig, MiniGridTrainConfig
     from rim_cells.minigrid.model import ActorCritic
 
 _log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ _log = logging.getLogger(__name__)
 
 def load_agent(
     checkpoint: str | Path, device: torch.device | str = "cpu"
-) -> tuple[ActorCritic, TrainConfig, dict[str, Any]]:
+) -> tuple[ActorCritic, MiniGridTrainConfig, dict[str, Any]]:
     """Rebuild the actor-critic of a ``rim-cells minigrid train`` checkpoint.
 
     Returns:
@@ -31,7 +31,7 @@ def load_agent(
     """
     from compkit_utils.checkpoints import load_checkpoint
     from compkit_utils.config import from_dict
-    from rim_cells.minigrid.config import TrainConfig
+    from rim_cells.minigrid.config import MiniGridTrainConfig
     from rim_cells.minigrid.model import ActorCritic
 
     state = load_checkpoint(checkpoint, map_location=device)
@@ -40,7 +40,7 @@ def load_agent(
             f"{checkpoint}: not a MiniGrid PPO checkpoint; pass a checkpoints/*.pt file "
             "written by `rim-cells minigrid train`"
         )
-    cfg = from_dict(TrainConfig, state["config"], source=f"{checkpoint} (config)")
+    cfg = from_dict(MiniGridTrainConfig, state["config"], source=f"{checkpoint} (config)")
     model = ActorCritic(cfg.model).to(device)
     model.load_state_dict(state["model"])
     model.eval()
@@ -117,7 +117,7 @@ def format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(cfg: EvaluateConfig) -> list[tuple[str, dict[str, float]]]:
+def evaluate(cfg: MiniGridEvaluateConfig) -> list[tuple[str, dict[str, float]]]:
     """The ``rim-cells minigrid evaluate`` command: print a results table (and write JSON)."""
     from compkit_utils.devices import set_threads
 
@@ -129,7 +129,7 @@ def evaluate(cfg: EvaluateConfig) -> list[tuple[str, dict[str, float]]]:
         torch.set_num_threads(previous_threads)
 
 
-def _evaluate(cfg: EvaluateConfig) -> list[tuple[str, dict[str, float]]]:
+def _evaluate(cfg: MiniGridEvaluateConfig) -> list[tuple[str, dict[str, float]]]:
     from compkit_utils.devices import pick_device
     from compkit_utils.io import atomic_write_json
     from compkit_utils.seeding import seed_everything

@@ -16,7 +16,7 @@ from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.logging import RunLogger
 from compkit_utils.runs import make_run_dir, package_version, write_config
 from compkit_utils.seeding import seed_everything
-from rim_cells.minigrid.config import TrainConfig, smoke_config, validate_train
+from rim_cells.minigrid.config import MiniGridTrainConfig, smoke_config, validate_train
 from rim_cells.minigrid.envs import make_vector_env
 from rim_cells.minigrid.evaluate import evaluate_policy
 from rim_cells.minigrid.model import ActorCritic
@@ -27,7 +27,7 @@ PACKAGE = "rim-cells"
 COMMAND = "minigrid-train"
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: MiniGridTrainConfig) -> Path:
     """Train, log ``metrics.jsonl`` (``step`` = PPO updates, plus ``env_steps``), checkpoint.
 
     With ``resume`` the run named ``run_name`` continues from its ``last.pt``: model, optimizer,
@@ -51,7 +51,7 @@ def train(cfg: TrainConfig) -> Path:
             _log.warning("%s has no checkpoint yet; starting a new run there", run_dir)
         else:
             state = load_checkpoint(latest)
-            saved = from_dict(TrainConfig, state["config"], source=f"{latest} (config)")
+            saved = from_dict(MiniGridTrainConfig, state["config"], source=f"{latest} (config)")
             cfg = dataclasses.replace(
                 saved,
                 frames=cfg.frames,
@@ -71,7 +71,9 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(previous_threads)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, manager: CheckpointManager, state: dict | None) -> Path:
+def _train(
+    cfg: MiniGridTrainConfig, run_dir: Path, manager: CheckpointManager, state: dict | None
+) -> Path:
     rng = seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     write_config(run_dir, cfg, PACKAGE)

@@ -13,7 +13,7 @@ from compkit_utils.errors import UserError
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from rim_cells.minigrid.config import VisualizeConfig
+    from rim_cells.minigrid.config import MiniGridVisualizeConfig
     from rim_cells.minigrid.model import ActorCritic
 
 _log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float = 6.0) -> None:
         )
 
 
-def visualize(cfg: VisualizeConfig) -> Path:
+def visualize(cfg: MiniGridVisualizeConfig) -> Path:
     """The ``rim-cells minigrid visualize`` command; returns the GIF path."""
     from compkit_utils.devices import pick_device
     from compkit_utils.seeding import seed_everything

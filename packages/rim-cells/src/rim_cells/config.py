@@ -1,0 +1,192 @@
+"""Configuration dataclasses of the ``rim-cells`` commands (no torch import here).
+
+Every field's docstring is its ``--help`` text. Nested classes give dotted flags, e.g.
+``rim-cells seqmnist train --model.num-units 6 --model.k-active 4 --optim.lr 1e-3``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqModelConfig:
+    """The sequence classifier: optional pixel embedding → RIM or LSTM → linear readout."""
+
+    kind: Literal["rim", "lstm"] = "rim"
+    """`rim` (one RIM layer) or the `lstm` baseline (nn.LSTM of `lstm-hidden` units)."""
+    num_units: int = 6
+    """RIM units N (the paper's K_t)."""
+    k_active: int = 4
+    """Active RIM units per step k (the paper's K_a)."""
+    hidden_size: int = 100
+    """Hidden features per RIM unit H (total width N·H)."""
+    lstm_hidden: int = 600
+    """Hidden size of the LSTM baseline (600 = the README's total width)."""
+    rnn_cell: Literal["LSTM", "GRU"] = "LSTM"
+    """Recurrent cell inside each RIM unit."""
+    activation: Literal["null_attention", "raw_score"] = "null_attention"
+    """Active-unit rule: paper (least attention on the null input) or community (raw score)."""
+    embedding: Literal["token", "linear", "none"] = "token"
+    """Input transform: `token` (learned embedding of the binarised pixel, the fix users
+    needed), `linear` (Linear(1 → embedding-size) of the 0/1 pixel), `none` (the raw 0/255
+    value as one feature, the community script's setting)."""
+    embedding_size: int = 600
+    """Width of the pixel embedding (ignored with `--model.embedding none`)."""
+    input_key_size: int = 64
+    """Input-attention key/query width."""
+    input_value_size: int = 400
+    """Input-attention value width (the units' cell input)."""
+    num_input_heads: int = 1
+    """Input-attention heads."""
+    input_dropout: float = 0.1
+    """Dropout on input-attention probabilities."""
+    comm_key_size: int = 32
+    """Communication key/query width."""
+    num_comm_heads: int = 4
+    """Communication heads (the community MNIST script accidentally ran with 1)."""
+    comm_dropout: float = 0.1
+    """Dropout on communication-attention probabilities."""
+    init_state: Literal["zeros", "random"] = "zeros"
+    """Initial state: zeros, or standard normal on every call (original; stochastic eval)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqDataConfig:
+    """Sequential digits: images resized (nearest neighbour), binarised, read pixel by pixel."""
+
+    dataset: Literal["mnist", "digits"] = "mnist"
+    """`mnist` (IDX files, downloaded and checksummed by compkit-utils) or `digits`
+    (scikit-learn's bundled 8×8 digits; offline)."""
+    data_dir: str | None = None
+    """MNIST directory (default: $COMPKIT_DATA_DIR, then ~/.cache/compkit/mnist)."""
+    download: bool = True
+    """Download MNIST when it is missing (a manually placed copy is always accepted)."""
+    train_size: int | None = None
+    """Training image side (default 14 for MNIST, 8 for digits)."""
+    test_sizes: tuple[int, ...] | None = None
+    """Test image sides (default 14 16 19 24 for MNIST, 8 9 11 14 for digits)."""
+    train_limit: int | None = None
+    """Use only the first N training images (after the seeded digits split)."""
+    test_limit: int | None = None
+    """Use only the first N test images."""
+    digits_test_fraction: float = 0.25
+    """Digits only: fraction held out as the test set (seeded split)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqOptimConfig:
+    """Optimisation."""
+
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 64
+    """Training batch size."""
+    eval_batch_size: int = 512
+    """Evaluation batch size."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm (none = no clipping, the community script)."""
+    entropy_coef: float = 0.0
+    """Add coef·H(p) to the loss (the community script used 1.0; computed stably)."""
+    shuffle: bool = True
+    """Shuffle training batches each epoch (the community script did not)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqMnistTrainConfig:
+    """Train a RIM or LSTM on sequential MNIST/digits; test on larger images each epoch."""
+
+    model: SeqModelConfig = SeqModelConfig()
+    data: SeqDataConfig = SeqDataConfig()
+    optim: SeqOptimConfig = SeqOptimConfig()
+    epochs: int = 20
+    """Training epochs."""
+    seed: int = 0
+    """Random seed (model init, data order, dropout, digits split)."""
+    device: str = "auto"
+    """auto (CUDA if available), cpu, cuda or mps."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice or $OMP_NUM_THREADS)."""
+    runs_dir: str | None = None
+    """Runs root (default: $RUNS_DIR, then ./runs)."""
+    run_name: str | None = None
+    """Run directory name (default: train__<seed>__<UTC time>)."""
+    resume: bool = False
+    """Continue the run named by --run-name from its last checkpoint."""
+    plot: bool = False
+    """After training, write activations.png (active units over time) into the run dir."""
+    smoke: bool = False
+    """Tiny offline run (digits, small model, 1 epoch) that checks the whole code path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqMnistEvaluateConfig:
+    """Evaluate a sequential-MNIST/digits checkpoint at several image sizes."""
+
+    checkpoint: str = ""
+    """Checkpoint file (a run's checkpoints/last.pt)."""
+    test_sizes: tuple[int, ...] | None = None
+    """Image sides to test (default: those of the training run)."""
+    data_dir: str | None = None
+    """MNIST directory override."""
+    test_limit: int | None = None
+    """Evaluate only the first N test images."""
+    device: str = "auto"
+    """auto, cpu, cuda or mps."""
+    threads: int | None = None
+    """CPU threads for torch."""
+    out: str | None = None
+    """Also write the accuracies to this JSON file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotActivationsConfig:
+    """Heat-map of which RIM units are active at each step (and their input attention)."""
+
+    checkpoint: str = ""
+    """Checkpoint of a `seqmnist train --model.kind rim` run."""
+    out: str = "activations.png"
+    """Output PNG file."""
+    size: int | None = None
+    """Image side to show (default: the training size)."""
+    index: int = 0
+    """Which test image to show."""
+    data_dir: str | None = None
+    """MNIST directory override."""
+    dpi: int = 80
+    """Figure resolution."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Time RIMCell and RIM (forward+backward) against nn.LSTM and a looped nn.LSTMCell."""
+
+    batch_size: int = 32
+    """Batch size B."""
+    seq_len: int = 50
+    """Sequence length T."""
+    input_size: int = 32
+    """Input features I."""
+    hidden_size: int = 64
+    """Hidden features per unit H."""
+    num_units: int = 6
+    """Units N (the LSTM baselines get N·H hidden units)."""
+    k_active: int = 4
+    """Active units k."""
+    rnn_cell: Literal["LSTM", "GRU"] = "LSTM"
+    """Cell type of the RIM units."""
+    threads: int = 2
+    """torch CPU threads (the reference figures use 2)."""
+    repeats: int = 10
+    """Timed repetitions per model (the minimum and median are reported)."""
+    warmup: int = 2
+    """Untimed warm-up repetitions."""
+    sweep_units: tuple[int, ...] = (2, 4, 6, 12, 24, 48)
+    """Numbers of units for the scaling table (k = 2N/3); empty to skip."""
+    quick: bool = False
+    """Fewer repetitions and a shorter sweep (finishes in well under a minute)."""
+    device: str = "cpu"
+    """Device to benchmark on."""
+    out: str | None = None
+    """Also write the results to this JSON file."""

@@ -1,0 +1,1 @@
+"""Sequential MNIST / digits experiment: data, model, training and evaluation."""
