@@ -97,6 +97,20 @@ def test_same_step_autoreset_returns_fresh_episode():
         envs.close()
 
 
+def test_async_vector_env_matches_sync():
+    sync, subprocs = (
+        make_vector_env("MiniGrid-DoorKey-5x5-v0", 2, "sync"),
+        make_vector_env("MiniGrid-DoorKey-5x5-v0", 2, "async"),
+    )
+    try:
+        assert np.array_equal(reset_vector_env(sync, 5), reset_vector_env(subprocs, 5))
+        actions = np.array([2, 1])
+        assert np.array_equal(sync.step(actions)[0], subprocs.step(actions)[0])
+    finally:
+        sync.close()
+        subprocs.close()
+
+
 def test_unknown_env_is_a_user_error():
     with pytest.raises(UserError, match="MiniGrid-Nope-v0"):
         make_env("MiniGrid-Nope-v0")

@@ -157,11 +157,11 @@ def _evaluate(cfg: MiniGridEvaluateConfig) -> list[tuple[str, dict[str, float]]]
             )
         )
     memory = train_cfg.model.memory
-    detail = f"k={train_cfg.model.k_active}/{train_cfg.model.num_units}" if memory == "rim" else ""
+    if memory == "rim":
+        memory = f"rim (k={train_cfg.model.k_active} of {train_cfg.model.num_units})"
     print(
-        f"checkpoint {cfg.checkpoint} (memory {memory} {detail}, trained on "
-        f"{train_cfg.env.env_id}, update {state['step']}, "
-        f"{state['extra'].get('env_steps', '?')} frames); "
+        f"checkpoint {cfg.checkpoint}: {memory} memory, trained on {train_cfg.env.env_id} "
+        f"for {state['extra'].get('env_steps', '?')} frames ({state['step']} updates); "
         f"{'argmax' if cfg.argmax else 'sampled'} actions, seed {cfg.seed}"
     )
     print(format_table(rows))
