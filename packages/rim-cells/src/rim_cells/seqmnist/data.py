@@ -9,6 +9,9 @@ binarised at 120/255 of the maximum value and read one per time step.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -124,16 +127,32 @@ def _load_digits(
     """scikit-learn's 1,797 8×8 digits (0..16), split train/test with a seeded permutation."""
     if not 0.0 < test_fraction < 1.0:
         raise UserError(f"--data.digits-test-fraction must be in (0, 1), got {test_fraction}")
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise UserError(
-            "--data.dataset digits needs scikit-learn: pip install 'rim-cells[digits]'"
-        ) from exc
-    bunch = load_digits()
-    images = np.asarray(bunch.images, dtype=np.float32)  # type: ignore[attr-defined]
-    labels = np.asarray(bunch.target, dtype=np.int64)  # type: ignore[attr-defined]
+    images, labels = read_digits()
     order = np.random.default_rng(seed).permutation(len(images))
     n_test = int(round(test_fraction * len(images)))
     test, train = order[:n_test], order[n_test:]
     return images[train], labels[train], images[test], labels[test]
+
+
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: images ``(1797, 8, 8)`` float32 in 0..16, labels int64.
+
+    Reads the CSV that ships inside scikit-learn directly (the same data
+    ``sklearn.datasets.load_digits`` returns) without importing scikit-learn, whose import
+    is slow; falls back to ``load_digits`` if the file is not where expected.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise UserError(
+            "--data.dataset digits needs scikit-learn: pip install 'rim-cells[digits]'"
+        )
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if path.is_file():
+        with gzip.open(path, "rt") as handle:
+            table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.asarray(bunch.images, dtype=np.float32)  # type: ignore[attr-defined]
+    return images, np.asarray(bunch.target, dtype=np.int64)  # type: ignore[attr-defined]

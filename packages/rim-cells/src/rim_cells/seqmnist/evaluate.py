@@ -79,7 +79,9 @@ def evaluate(cfg: SeqMnistEvaluateConfig) -> None:
     device = pick_device(cfg.device)
     train_cfg, model, state = load_trained(cfg.checkpoint, device)
     data_cfg = train_cfg.data
-    overrides: dict[str, Any] = {"test_limit": cfg.test_limit}
+    overrides: dict[str, Any] = {}
+    if cfg.test_limit is not None:
+        overrides["test_limit"] = cfg.test_limit
     if cfg.test_sizes is not None:
         overrides["test_sizes"] = cfg.test_sizes
     if cfg.data_dir is not None:
