@@ -3,6 +3,7 @@
 Commands::
 
     rim-cells seqmnist train|evaluate
+    rim-cells minigrid train|evaluate|visualize
     rim-cells bench
     rim-cells plot-activations
 
@@ -26,11 +27,21 @@ from rim_cells.config import (
     SeqMnistEvaluateConfig,
     SeqMnistTrainConfig,
 )
+from rim_cells.minigrid.config import (
+    MiniGridEvaluateConfig,
+    MiniGridTrainConfig,
+    MiniGridVisualizeConfig,
+)
 
 PROG = "rim-cells"
 
 COMMANDS: dict[str, Any] = {
     "seqmnist": {"train": SeqMnistTrainConfig, "evaluate": SeqMnistEvaluateConfig},
+    "minigrid": {
+        "train": MiniGridTrainConfig,
+        "evaluate": MiniGridEvaluateConfig,
+        "visualize": MiniGridVisualizeConfig,
+    },
     "bench": BenchConfig,
     "plot-activations": PlotActivationsConfig,
 }
@@ -38,6 +49,7 @@ COMMANDS: dict[str, Any] = {
 
 GROUP_HELP: dict[str, str] = {
     "seqmnist": "Sequential MNIST (or offline 8x8 digits): train, evaluate.",
+    "minigrid": "MiniGrid recurrent PPO with RIM or LSTM memory: train, evaluate, visualize.",
 }
 """Help line of each command group."""
 
@@ -46,6 +58,9 @@ RUNNERS: dict[type, str] = {
     SeqMnistEvaluateConfig: "rim_cells.seqmnist.evaluate:evaluate",
     BenchConfig: "rim_cells.bench:bench",
     PlotActivationsConfig: "rim_cells.plot:plot_activations",
+    MiniGridTrainConfig: "rim_cells.minigrid.cli:run_train",
+    MiniGridEvaluateConfig: "rim_cells.minigrid.cli:run_evaluate",
+    MiniGridVisualizeConfig: "rim_cells.minigrid.cli:run_visualize",
 }
 """Config class → ``"module:function"`` called with the parsed config (imported lazily)."""
 

@@ -1,0 +1,1 @@
+"""MiniGrid experiments: recurrent PPO with RIM or LSTM memory (``rim-cells minigrid``)."""

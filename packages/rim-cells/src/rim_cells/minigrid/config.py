@@ -1,0 +1,273 @@
+"""Configuration of the MiniGrid PPO experiments (frozen dataclasses; no torch import).
+
+The defaults are the community repository's MiniGrid settings (rl-starter-files training
+script with its RIM edits, ``torch_ac``'s PPO): 16 environments, 128 frames per environment
+and update, Adam with learning rate 1e-4, BPTT over 32 steps, and so on. Where we changed a
+default on purpose (the initial seed, the cell-state bug) the field's docstring says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+#: Each task: the training environment first, then the larger variants it is evaluated on
+#: zero-shot, and the number of training frames the original README recommends.
+TASKS: dict[str, tuple[tuple[str, ...], int]] = {
+    "empty": (("MiniGrid-Empty-5x5-v0", "MiniGrid-Empty-16x16-v0"), 80_000),
+    "multiroom": (
+        (
+            "MiniGrid-MultiRoom-N2-S4-v0",
+            # The README's "N2-S5 (4 rooms)" id does not exist; the 4-room environment is
+            # registered as -v1 in current minigrid (its -v0 id has 6 rooms).
+            "MiniGrid-MultiRoom-N4-S5-v1",
+            "MiniGrid-MultiRoom-N6-v0",
+        ),
+        1_000_000,
+    ),
+    "doorkey": (
+        (
+            "MiniGrid-DoorKey-5x5-v0",
+            "MiniGrid-DoorKey-6x6-v0",
+            "MiniGrid-DoorKey-8x8-v0",
+            "MiniGrid-DoorKey-16x16-v0",
+        ),
+        300_000,
+    ),
+}
+
+
+def zero_shot_envs(env_id: str) -> tuple[str, ...]:
+    """The training environment followed by its larger variants (or just itself)."""
+    for envs, _ in TASKS.values():
+        if env_id in envs:
+            return (env_id, *(e for e in envs[envs.index(env_id) + 1 :]))
+    return (env_id,)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Environments: which MiniGrid task and how many copies step in parallel."""
+
+    env_id: str = "MiniGrid-Empty-5x5-v0"
+    """Gymnasium id of the training environment (MiniGrid-Empty-*, -DoorKey-*, -MultiRoom-*...)."""
+    num_envs: int = 16
+    """Parallel environments (the original's ``--procs``); env i is seeded with seed + 10000·i."""
+    vectorization: Literal["sync", "async"] = "sync"
+    """Gymnasium vector env: ``sync`` steps them in this process, ``async`` in subprocesses."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Actor-critic: conv image encoder, recurrent memory (RIM or LSTM), actor and critic heads."""
+
+    memory: Literal["rim", "lstm"] = "rim"
+    """Recurrent memory: a RIM cell (N units, k active) or a single ``LSTMCell`` baseline."""
+    hidden_size: int = 64
+    """Memory hidden size h (LSTM size; RIM: num_units × per-unit size); memory = [h; c]."""
+    num_units: int = 4
+    """RIM: total number of units N (the paper's K_t)."""
+    k_active: int = 3
+    """RIM: active units per step k (the paper's K_a); the README reports k = 3 and k = 2."""
+    input_key_size: int = 64
+    """RIM: key/query width of the input attention."""
+    input_value_size: int = 64
+    """RIM: value width read from the input (the per-unit cell input size)."""
+    num_input_heads: int = 1
+    """RIM: input-attention heads."""
+    input_dropout: float = 0.1
+    """RIM: dropout on the input-attention probabilities."""
+    comm_key_size: int = 32
+    """RIM: key/query width of the communication attention."""
+    num_comm_heads: int = 4
+    """RIM: communication-attention heads."""
+    comm_dropout: float = 0.1
+    """RIM: dropout on the communication-attention probabilities."""
+    activation: Literal["null_attention", "raw_score"] = "null_attention"
+    """RIM: active-unit rule; null_attention = the paper's (least attention on the null input),
+    raw_score = the community code's (largest raw score on the real input)."""
+    cell_state_bug: bool = False
+    """Parity with the original: overwrite the stored cell state c with h before every memory step
+    (the bug present when the README results were produced). Off = the fixed behaviour."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO (torch_ac-style, recurrent) hyperparameters; defaults are the original's."""
+
+    frames_per_proc: int = 128
+    """Rollout length per environment and update (16 × 128 = 2048 frames per update)."""
+    discount: float = 0.99
+    """Discount γ."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    lr: float = 1e-4
+    """Adam learning rate (rl-starter-files uses 1e-3; the RIM scripts 1e-4)."""
+    adam_eps: float = 1e-8
+    """Adam ε."""
+    clip_eps: float = 0.2
+    """Clipping range of the policy ratio and of the value change."""
+    epochs: int = 4
+    """Optimisation epochs over each rollout."""
+    batch_size: int = 256
+    """Frames per minibatch (batch_size / recurrence sequences of recurrence steps)."""
+    recurrence: int = 32
+    """BPTT length: steps per sequence chunk in the update (must divide frames_per_proc)."""
+    entropy_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    value_loss_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    """Logging and checkpoints."""
+
+    console_every: int = 1
+    """Echo a console line every N updates (0 = never)."""
+    save_every: int = 10
+    """Write a checkpoint every N updates (and always at the end)."""
+    keep_last: int = 3
+    """Step checkpoints to keep (``last.pt`` is always kept)."""
+    tensorboard: bool = False
+    """Mirror metrics to TensorBoard (needs the ``tensorboard`` extra)."""
+    wandb: bool = False
+    """Mirror metrics to Weights & Biases (needs the ``wandb`` extra)."""
+
+
+_DEFAULT_FRAMES = 80_000
+_DEFAULT_EVAL_EPISODES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class MiniGridTrainConfig:
+    """Train an actor-critic with RIM or LSTM memory on a MiniGrid task with recurrent PPO."""
+
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    """Environment settings."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """Model settings."""
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    """PPO settings."""
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    """Logging settings."""
+    frames: int = _DEFAULT_FRAMES
+    """Training frames (README: 80k Empty-5x5, 1M MultiRoom-N2-S4, 300k DoorKey-5x5)."""
+    eval_episodes: int = _DEFAULT_EVAL_EPISODES
+    """Episodes of a final evaluation on the training env (sampled actions); 0 = none."""
+    seed: int = 0
+    """Random seed (the original script used 1)."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Device: auto = CUDA if available, else CPU."""
+    threads: int | None = 1
+    """torch CPU threads; 1 is fastest for this tiny model (None = torch's choice)."""
+    runs_dir: Path | None = None
+    """Runs root (default: $RUNS_DIR, else ./runs)."""
+    run_name: str | None = None
+    """Run directory name (default minigrid-train__<seed>__<UTC time>)."""
+    resume: bool = False
+    """Continue the run named by --run-name from its last checkpoint."""
+    smoke: bool = False
+    """Tiny run of the full code path (Empty-5x5, 2 envs, 2 updates); seconds on a CPU."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MiniGridEvaluateConfig:
+    """Evaluate a trained checkpoint, zero-shot on larger variants: mean return / frames table."""
+
+    checkpoint: Path = Path("checkpoints/last.pt")
+    """Checkpoint (``.pt``) written by ``rim-cells minigrid train``."""
+    env: tuple[str, ...] = ()
+    """Environment ids (default: the training env and its larger variants)."""
+    episodes: int = 100
+    """Episodes per environment."""
+    num_envs: int = 16
+    """Parallel environments (env i seeded with seed + 10000·i)."""
+    argmax: bool = False
+    """Greedy actions instead of sampling from the policy."""
+    seed: int = 0
+    """Random seed."""
+    threads: int | None = 1
+    """torch CPU threads (None = torch's choice)."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Device."""
+    output: Path | None = None
+    """Also write the results as JSON here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MiniGridVisualizeConfig:
+    """Render one episode of a trained agent (rgb_array) into a GIF."""
+
+    checkpoint: Path = Path("checkpoints/last.pt")
+    """Checkpoint (``.pt``) written by ``rim-cells minigrid train``."""
+    env: str | None = None
+    """Environment id (default: the training env)."""
+    out: Path = Path("episode.gif")
+    """Output GIF path."""
+    argmax: bool = False
+    """Greedy actions instead of sampling."""
+    seed: int = 0
+    """Seed of the episode."""
+    max_steps: int | None = None
+    """Stop after this many steps (default: the environment's own limit)."""
+    fps: float = 6.0
+    """Frames per second of the GIF."""
+    tile_size: int = 32
+    """Pixels per grid cell in the rendering."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Device."""
+
+
+def smoke_config(cfg: MiniGridTrainConfig) -> MiniGridTrainConfig:
+    """The tiny version of a training config used by ``--smoke``."""
+    return dataclasses.replace(
+        cfg,
+        env=dataclasses.replace(cfg.env, env_id="MiniGrid-Empty-5x5-v0", num_envs=2),
+        ppo=dataclasses.replace(cfg.ppo, frames_per_proc=16, recurrence=4, batch_size=16, epochs=2),
+        log=dataclasses.replace(cfg.log, save_every=1),
+        # An explicit --frames / --eval-episodes still wins (resuming a smoke run, tests).
+        frames=64 if cfg.frames == _DEFAULT_FRAMES else cfg.frames,
+        eval_episodes=4 if cfg.eval_episodes == _DEFAULT_EVAL_EPISODES else cfg.eval_episodes,
+    )
+
+
+def validate_train(cfg: MiniGridTrainConfig) -> None:
+    """Check a training config; raises ``UserError`` naming the flag to fix."""
+    from compkit_utils.errors import UserError
+
+    ppo, model = cfg.ppo, cfg.model
+    checks = [
+        (cfg.env.num_envs >= 1, "--env.num-envs must be at least 1"),
+        (ppo.recurrence >= 1, "--ppo.recurrence must be at least 1"),
+        (
+            ppo.frames_per_proc % ppo.recurrence == 0,
+            f"--ppo.frames-per-proc ({ppo.frames_per_proc}) must be a multiple of "
+            f"--ppo.recurrence ({ppo.recurrence})",
+        ),
+        (
+            ppo.batch_size % ppo.recurrence == 0 and ppo.batch_size > 0,
+            f"--ppo.batch-size ({ppo.batch_size}) must be a positive multiple of "
+            f"--ppo.recurrence ({ppo.recurrence})",
+        ),
+        (ppo.epochs >= 1, "--ppo.epochs must be at least 1"),
+        (cfg.frames >= 1, "--frames must be positive"),
+        (
+            model.memory != "rim" or model.hidden_size % model.num_units == 0,
+            f"--model.hidden-size ({model.hidden_size}) must be divisible by "
+            f"--model.num-units ({model.num_units})",
+        ),
+        (
+            model.memory != "rim" or 1 <= model.k_active <= model.num_units,
+            f"--model.k-active ({model.k_active}) must be between 1 and --model.num-units "
+            f"({model.num_units})",
+        ),
+        (cfg.log.save_every >= 1, "--log.save-every must be at least 1"),
+        (not cfg.resume or cfg.run_name is not None, "--resume needs --run-name of the run"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)

@@ -1,0 +1,165 @@
+"""``rim-cells minigrid train``: recurrent PPO on a MiniGrid task, with RIM or LSTM memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_state, restore
+from compkit_utils.config import from_dict, to_dict
+from compkit_utils.devices import pick_device, set_threads
+from compkit_utils.logging import RunLogger
+from compkit_utils.runs import make_run_dir, package_version, write_config
+from compkit_utils.seeding import seed_everything
+from rim_cells.minigrid.config import MiniGridTrainConfig, smoke_config, validate_train
+from rim_cells.minigrid.envs import make_vector_env
+from rim_cells.minigrid.evaluate import evaluate_policy
+from rim_cells.minigrid.model import ActorCritic
+from rim_cells.minigrid.ppo import RecurrentPPO
+
+_log = logging.getLogger(__name__)
+PACKAGE = "rim-cells"
+COMMAND = "minigrid-train"
+
+
+def train(cfg: MiniGridTrainConfig) -> Path:
+    """Train, log ``metrics.jsonl`` (``step`` = PPO updates, plus ``env_steps``), checkpoint.
+
+    With ``resume`` the run named ``run_name`` continues from its ``last.pt``: model, optimizer,
+    RNG states and counters are restored and its saved config is used (only ``frames``,
+    ``device``, ``threads`` and ``log`` may change). The environments restart fresh episodes
+    (seeded from the seed and the update index) and the memory starts at zero, so a resumed run
+    is deterministic but not bit-identical to an uninterrupted one.
+
+    Returns:
+        The run directory.
+    """
+    if cfg.smoke:
+        cfg = smoke_config(cfg)
+    validate_train(cfg)
+    run_dir = make_run_dir(PACKAGE, COMMAND, cfg.seed, cfg.runs_dir, cfg.run_name)
+    manager = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.log.keep_last)
+    state = None
+    if cfg.resume:
+        latest = manager.latest()
+        if latest is None:
+            _log.warning("%s has no checkpoint yet; starting a new run there", run_dir)
+        else:
+            state = load_checkpoint(latest)
+            saved = from_dict(MiniGridTrainConfig, state["config"], source=f"{latest} (config)")
+            cfg = dataclasses.replace(
+                saved,
+                frames=cfg.frames,
+                device=cfg.device,
+                threads=cfg.threads,
+                log=cfg.log,
+                runs_dir=cfg.runs_dir,
+                run_name=cfg.run_name,
+                resume=True,
+            )
+            validate_train(cfg)
+    previous_threads = torch.get_num_threads()
+    set_threads(cfg.threads)
+    try:
+        return _train(cfg, run_dir, manager, state)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    cfg: MiniGridTrainConfig, run_dir: Path, manager: CheckpointManager, state: dict | None
+) -> Path:
+    rng = seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    write_config(run_dir, cfg, PACKAGE)
+
+    model = ActorCritic(cfg.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.ppo.lr, eps=cfg.ppo.adam_eps)
+    update, env_steps = 0, 0
+    if state is not None:
+        update = restore(state, model, optimizer, rng)
+        env_steps = int(state["extra"]["env_steps"])
+        _log.info("resuming %s at update %d (%d frames)", run_dir, update, env_steps)
+    envs = make_vector_env(cfg.env.env_id, cfg.env.num_envs, cfg.env.vectorization)
+    algo = RecurrentPPO(
+        model, envs, cfg.ppo, optimizer, rng, env_seed=cfg.seed + update, device=device
+    )
+    if state is not None:
+        algo.load_state_dict(state["extra"].get("ppo", {}))
+    num_updates = math.ceil(cfg.frames / algo.frames_per_update)
+    _log.info(
+        "training %s memory on %s: %d updates of %d frames, %d parameters, device %s",
+        cfg.model.memory,
+        cfg.env.env_id,
+        num_updates,
+        algo.frames_per_update,
+        sum(p.numel() for p in model.parameters()),
+        device,
+    )
+
+    def checkpoint() -> None:
+        manager.save(
+            make_state(
+                step=update,
+                model=model,
+                optimizer=optimizer,
+                config=to_dict(cfg),
+                package_version=package_version(PACKAGE),
+                generator=rng,
+                extra={"kind": "minigrid-ppo", "env_steps": env_steps, "ppo": algo.state_dict()},
+            )
+        )
+
+    logger = RunLogger(
+        run_dir,
+        console_every=cfg.log.console_every,
+        tensorboard=cfg.log.tensorboard,
+        wandb=cfg.log.wandb,
+        resume=state is not None,
+        resume_step=update,
+        wandb_config=to_dict(cfg),
+    )
+    try:
+        with logger:
+            while update < num_updates:
+                start = time.perf_counter()
+                exps, episodes = algo.collect()
+                rollout_s = time.perf_counter() - start
+                losses = algo.update(exps)
+                duration = time.perf_counter() - start
+                update += 1
+                env_steps += algo.frames_per_update
+                metrics: dict[str, float] = {"env_steps": env_steps}
+                metrics.update({f"train/{k}": v for k, v in episodes.items()})
+                metrics.update(losses)
+                metrics["time/fps"] = algo.frames_per_update / duration
+                metrics["time/rollout_s"] = rollout_s
+                metrics["time/update_s"] = duration - rollout_s
+                logger.log(update, metrics)
+                if update % cfg.log.save_every == 0 or update == num_updates:
+                    checkpoint()
+            if cfg.eval_episodes > 0:
+                results = evaluate_policy(
+                    model,
+                    cfg.env.env_id,
+                    cfg.eval_episodes,
+                    num_envs=cfg.env.num_envs,
+                    seed=cfg.seed + 1_000_000,
+                    device=device,
+                )
+                logger.log(
+                    update,
+                    {"env_steps": env_steps, **{f"eval/{k}": v for k, v in results.items()}},
+                    console=True,
+                )
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+    finally:
+        envs.close()
+    return run_dir
