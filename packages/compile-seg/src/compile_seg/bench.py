@@ -30,6 +30,7 @@ from compile_seg.data import generate_batch
 from compile_seg.losses import compute_losses
 from compile_seg.metrics import evaluate_batch
 from compile_seg.model import EPS, NEG_INF, CompILE, CompILEOutput, gumbel_noise
+from compile_seg.perf import tune_allocator
 
 ORIGINAL_MS_PER_STEP = 75.0
 """The original's training step, as published in the method spec (2-core CPU, 2 threads)."""
@@ -188,6 +189,7 @@ def run_bench(cfg: BenchConfig, print_fn: Callable[[str], None] = print) -> dict
     from compkit_utils.seeding import seed_everything
 
     threads = set_threads(cfg.threads)
+    tune_allocator()
     device = pick_device(cfg.device)
     rng = seed_everything(cfg.seed)
     ours = CompILE(latent_dist=cfg.latent_dist).to(device)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from compkit_utils.config import run_cli
-
 from compile_seg.config import BenchConfig, EvaluateConfig, TrainConfig
+from compkit_utils.config import run_cli
 
 COMMANDS: dict[str, type] = {
     "train": TrainConfig,

@@ -66,7 +66,7 @@ class LossConfig:
     prior_rate: float = 3.0
     """lambda: rate of the Poisson segment-length prior."""
     boundary_prior: BoundaryPrior = "first"
-    """first = original (first boundary only, times M); per-boundary = improvement (every length)."""
+    """first = original (first boundary only, times M); per-boundary = every length."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from compile_seg.config import EvaluateConfig, TrainConfig
 from compile_seg.data import generate_batch
 from compile_seg.metrics import Reconstruction, evaluate_batch
 from compile_seg.model import CompILE, build_model
+from compile_seg.perf import tune_allocator
 
 PACKAGE = "compile-seg"
 
@@ -41,7 +42,9 @@ class EvaluateResult:
     checkpoint: Path
 
 
-def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[CompILE, TrainConfig, int]:
+def load_trained(
+    path: Path, device: torch.device | str = "cpu"
+) -> tuple[CompILE, TrainConfig, int]:
     """Load a checkpoint written by ``compile-seg train``.
 
     Args:
@@ -103,6 +106,7 @@ def evaluate(cfg: EvaluateConfig, print_fn: Any = print) -> EvaluateResult:
 
     device = pick_device(cfg.device)
     set_threads(cfg.threads)
+    tune_allocator()
     num_samples = 64 if cfg.smoke else cfg.num_samples
     if num_samples < 1 or cfg.num_figure < 0:
         raise UserError("--num-samples must be at least 1 and --num-figure at least 0")
@@ -140,7 +144,9 @@ def evaluate(cfg: EvaluateConfig, print_fn: Any = print) -> EvaluateResult:
     with RunLogger(run_dir, console_every=0) as logger:
         logger.log(step, metrics)
     count = min(cfg.num_figure, num_samples)
-    figure = save_figure(run_dir / "segmentation.png", batch.inputs, batch.lengths, batch.boundaries, rec, count)
+    figure = save_figure(
+        run_dir / "segmentation.png", batch.inputs, batch.lengths, batch.boundaries, rec, count
+    )
     print_fn(f"checkpoint: {checkpoint} (step {step}, {train_cfg.model.latent_dist} latents)")
     print_fn(f"fresh sequences: {num_samples} (seed {cfg.seed})")
     for key, value in metrics.items():
@@ -169,10 +175,11 @@ def save_figure(
     """
     # The object-oriented API renders with Agg and leaves pyplot's global state alone.
     import matplotlib
-    from compkit_utils.io import atomic_path
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
+
+    from compkit_utils.io import atomic_path
 
     rows = max(count, 1)
     steps = inputs.shape[1]

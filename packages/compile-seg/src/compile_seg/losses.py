@@ -181,6 +181,8 @@ def compute_losses(
     elif boundary_prior == "per-boundary":
         kl_b = kl_boundary_per_boundary(out, prior_rate)
     else:
-        raise ValueError(f"boundary_prior must be 'first' or 'per-boundary', got {boundary_prior!r}")
+        raise ValueError(
+            f"boundary_prior must be 'first' or 'per-boundary', got {boundary_prior!r}"
+        )
     total = nll + beta_z * kl_z + beta_b * kl_b
     return Losses(total=total, nll=nll, kl_z=kl_z, kl_b=kl_b)

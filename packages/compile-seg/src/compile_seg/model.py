@@ -82,6 +82,8 @@ class CompILE(nn.Module):
     :func:`compile_seg.lstm.masked_lstm` on the cell's weights.
     """
 
+    gate_scale: torch.Tensor
+
     def __init__(
         self,
         input_dim: int = 6,
@@ -130,20 +132,26 @@ class CompILE(nn.Module):
         """
         cell = self.lstm_cell
         table = torch.addmm(cell.bias_ih + cell.bias_hh, self.embed.weight, cell.weight_ih.t())
-        return F.embedding(inputs.t(), table * self.gate_scale)
+        # A one-hot product instead of an index lookup: exact, and its backward is one small
+        # matrix product instead of a scatter-add of T * B rows into V rows.
+        one_hot = F.one_hot(inputs.t(), self.input_dim).to(table.dtype)
+        return one_hot @ (table * self.gate_scale)
 
-    def encode(self, projections: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, projections: torch.Tensor, mask: torch.Tensor | None, steps: int | None = None
+    ) -> torch.Tensor:
         """One masked encoder pass.
 
         Args:
             projections: ``(T, B, 4H)`` from :meth:`input_projections`.
-            mask: ``(T, B)`` soft mask w_m.
+            mask: ``(T, B)`` soft mask w_m, or ``None`` for w = 1 (the first segment).
+            steps: encode only positions ``0..steps-1`` (later rows are zero).
 
         Returns:
             ``(T, B, H)`` masked hidden states.
         """
         whh = self.lstm_cell.weight_hh * self.gate_scale.unsqueeze(1)
-        return masked_lstm(projections, mask, whh)
+        return masked_lstm(projections, mask, whh, steps)
 
     def boundary_logits(self, encodings: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` boundary logits from ``(T, B, H)`` encodings; position 0 forbidden."""
@@ -189,8 +197,12 @@ class CompILE(nn.Module):
         log_mask = None
         out = CompILEOutput([], [], [], [], [], [], [])
         for m in range(self.max_num_segments):
-            encodings = self.encode(projections, mask.t().contiguous())  # (T, B, H)
             last = m == self.max_num_segments - 1
+            # The last segment's readout is at position L - 2 <= T - 2, and it has no boundary
+            # logits, so its pass stops one position early (its row T - 1 is zero).
+            encodings = self.encode(
+                projections, None if m == 0 else mask.t().contiguous(), steps - 1 if last else None
+            )  # (T, B, H)
             if last:
                 logits_b = None
                 b = F.one_hot(lengths - 1, steps).to(projections.dtype)
@@ -202,7 +214,7 @@ class CompILE(nn.Module):
                 else:
                     b = F.one_hot(logits_b.argmax(1), steps).to(logits_b.dtype)
             # State just before the boundary: sum_t E[t] * b[t + 1].
-            readout = torch.einsum("tbh,bt->bh", encodings[:-1], b[:, 1:])
+            readout = (encodings[:-1] * b[:, 1:].t().unsqueeze(2)).sum(0)
             logits_z = self.head_z(readout)
             z = self.sample_latent(logits_z)
             out.encodings.append(encodings.transpose(0, 1))

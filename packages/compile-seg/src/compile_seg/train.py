@@ -35,6 +35,7 @@ from compile_seg.data import generate_batch
 from compile_seg.losses import compute_losses
 from compile_seg.metrics import evaluate_batch
 from compile_seg.model import CompILE, build_model
+from compile_seg.perf import tune_allocator
 
 PACKAGE = "compile-seg"
 HELDOUT_STREAM = 0x5E6
@@ -89,9 +90,7 @@ def _find_resume_dir(cfg: TrainConfig) -> Path:
                 "--runs-dir, or drop --resume to start a new run"
             )
         return run_dir
-    candidates = sorted(
-        root.glob("train__*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime
-    )
+    candidates = sorted(root.glob("train__*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise UserError(
             f"--resume: no train run with checkpoints/last.pt under {root}; pass --run-name "
@@ -123,6 +122,7 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
 
     device = pick_device(cfg.device)
     set_threads(cfg.threads)
+    tune_allocator()
 
     resume_state = None
     if cfg.resume:
