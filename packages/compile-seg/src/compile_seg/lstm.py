@@ -1,0 +1,188 @@
+"""A fused, masked LSTM pass with a hand-written backward (the model's hot loop).
+
+CompILE runs one LSTM cell M times over the whole padded sequence; after every cell update
+both the hidden and the cell state are multiplied by a soft mask ``w[t]``. Run through
+autograd op by op, this loop costs dozens of small kernels per time step in the forward
+and again in the backward. This module computes the same function with:
+
+* input projections precomputed for all time steps (``x_t W_ih^T + b`` does not depend on
+  the recurrence, nor on the segment, so the caller computes it once per forward and
+  reuses it for all M passes);
+* one sigmoid over all four gates per step (``tanh(x) = 2 sigmoid(2x) - 1``; the caller
+  doubles the g-gate rows of the projections and of ``W_hh``, which is exact);
+* a backward pass written by hand: per step only the elementwise chain rule and one
+  ``(B, 4H) @ (4H, H)`` product; the gradient of ``W_hh`` for all steps is one matrix
+  product at the end, and the mask gradient is one vectorised reduction.
+
+Gate order is PyTorch's (input, forget, cell, output), so the weights are those of a
+``torch.nn.LSTMCell``. The tests check values and gradients against a plain
+``nn.LSTMCell`` loop and with ``torch.autograd.gradcheck`` in float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _forward(
+    xs: torch.Tensor, w: torch.Tensor | None, whh: torch.Tensor, steps: int, save: bool
+) -> tuple[torch.Tensor, ...]:
+    """Run the masked recurrence for the first ``steps`` positions.
+
+    Returns ``(E, S, C, K, HT, CM)``: ``E`` (T, B, H) the masked hidden states (rows from
+    ``steps`` on are zero); when ``save``, per step the gate sigmoids ``S`` (T, B, 4H), the
+    unmasked cell states ``C``, ``K = sigmoid(2 C)`` (so ``tanh(C) = 2 K - 1``), the
+    unmasked hidden states ``HT`` and the masked cell states ``CM`` (all (T, B, H));
+    without ``save`` those are one-step scratch buffers. Every intermediate is written into
+    a preallocated buffer (no allocation in the loop) and no Python-scalar arithmetic
+    happens inside it: ``2 a b - a`` forms use ``addcmul``'s ``value`` argument.
+    """
+    total, batch, gates = xs.shape
+    hidden = gates // 4
+    out = xs.new_empty(total, batch, hidden)
+    if steps < total:
+        out[steps:].zero_()
+    keep = total if save else 1
+    s_all = xs.new_empty(keep, batch, gates)
+    c_all, k_all, ht_all, cm_all = xs.new_empty(4, keep, batch, hidden).unbind(0)
+    neg = xs.new_empty(batch, hidden)
+    w3 = w.unsqueeze(2) if w is not None else None
+    whh_t = whh.t().contiguous()
+    pre = xs.new_empty(batch, gates)
+    for t in range(steps):
+        slot = t if save else 0
+        s = s_all[slot]
+        if t == 0:
+            torch.sigmoid(xs[0], out=s)
+        else:
+            torch.addmm(xs[t], out[t - 1], whh_t, out=pre)
+            torch.sigmoid(pre, out=s)
+        i, f, g2, o = s.split(hidden, dim=1)
+        # c~ = i * tanh(z_g) + f * c with tanh(z_g) = 2 g2 - 1, i.e. 2 i g2 - i + f c.
+        c_new = torch.addcmul(torch.neg(i, out=neg), i, g2, value=2.0, out=c_all[slot])
+        if t > 0:
+            c_new.addcmul_(f, cm_all[slot - 1 if save else 0])
+        k = torch.add(c_new, c_new, out=k_all[slot]).sigmoid_()
+        # h~ = o * tanh(c~) = 2 o k - o, then the mask on both states.
+        if w3 is None:
+            torch.addcmul(torch.neg(o, out=neg), o, k, value=2.0, out=out[t])
+            cm_all[slot].copy_(c_new)  # (HT is only needed for the mask's gradient)
+        else:
+            h_tilde = torch.addcmul(torch.neg(o, out=neg), o, k, value=2.0, out=ht_all[slot])
+            torch.mul(h_tilde, w3[t], out=out[t])
+            torch.mul(c_new, w3[t], out=cm_all[slot])
+    return out, s_all, c_all, k_all, ht_all, cm_all
+
+
+class _MaskedLSTM(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, xs: torch.Tensor, w: torch.Tensor | None, whh: torch.Tensor, steps: int
+    ) -> torch.Tensor:
+        save = any(ctx.needs_input_grad)
+        out, s_all, c_all, k_all, ht_all, cm_all = _forward(xs, w, whh, steps, save)
+        ctx.steps = steps
+        if save:
+            ctx.save_for_backward(w, whh, out, s_all, c_all, k_all, ht_all, cm_all)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any, *grad_outputs: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        w, whh, out, s_all, c_all, k_all, ht_all, cm_all = ctx.saved_tensors
+        steps = ctx.steps
+        total, batch, gates = s_all.shape
+        hidden = gates // 4
+        grad_out = grad_outputs[0].contiguous()
+        w3 = w.unsqueeze(2) if w is not None else None
+        dz_all = s_all.new_empty(total, batch, gates)
+        dz_all[steps:].zero_()
+        dz_all[0, :, hidden : 2 * hidden].zero_()  # the forget gate at t = 0 sees c = 0
+        dh_all, dc_all = s_all.new_empty(2, total, batch, hidden).unbind(0)
+        dc_all[steps - 1].zero_()
+        dh_rec = s_all.new_zeros(batch, hidden)  # gradient reaching h_t through step t + 1
+        zero = s_all.new_zeros(batch, hidden)
+        neg, dht, dct, kk, tmp = s_all.new_empty(5, batch, hidden).unbind(0)
+        ds = s_all.new_empty(batch, gates)
+        for t in range(steps - 1, -1, -1):
+            s = s_all[t]
+            i, f, g2, o = s.split(hidden, dim=1)
+            k = k_all[t]
+            dz = dz_all[t]
+            dz_i, dz_f, dz_g, dz_o = dz.split(hidden, dim=1)
+            dh = torch.add(grad_out[t], dh_rec, out=dh_all[t])  # total gradient of h_t
+            if w3 is None:
+                dht.copy_(dh)
+                dct.copy_(dc_all[t])
+            else:
+                torch.mul(dh, w3[t], out=dht)  # gradient of h~_t
+                torch.mul(dc_all[t], w3[t], out=dct)
+            # d h~ / d c~ = o (1 - tanh^2) = 4 o k (1 - k)
+            torch.addcmul(k, k, k, value=-1.0, out=kk)
+            dct.addcmul_(torch.mul(dht, o, out=tmp), kk, value=4.0)  # gradient of c~_t
+            # Gradients of the gate outputs (tanh(z_g) = 2 g2 - 1, tanh(c~) = 2 k - 1) ...
+            torch.addcmul(torch.neg(dct, out=neg), dct, g2, value=2.0, out=dz_i)
+            if t > 0:
+                torch.mul(dct, cm_all[t - 1], out=dz_f)
+            torch.addcmul(zero, dct, i, value=2.0, out=dz_g)
+            torch.addcmul(torch.neg(dht, out=neg), dht, k, value=2.0, out=dz_o)
+            # ... times the sigmoid derivatives give the pre-activation gradients.
+            dz.mul_(torch.addcmul(s, s, s, value=-1.0, out=ds))
+            if t > 0:
+                torch.mm(dz, whh, out=dh_rec)
+                torch.mul(dct, f, out=dc_all[t - 1])
+        grad_xs = dz_all if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if w is not None and ctx.needs_input_grad[1]:
+            grad_w = (dh_all[:steps] * ht_all[:steps]).sum(2) + (
+                dc_all[:steps] * c_all[:steps]
+            ).sum(2)
+            if steps < total:
+                grad_w = torch.cat([grad_w, grad_w.new_zeros(total - steps, batch)])
+        grad_whh = None
+        if ctx.needs_input_grad[2]:
+            grad_whh = dz_all[1:steps].reshape(-1, gates).t() @ out[: steps - 1].reshape(-1, hidden)
+        return grad_xs, grad_w, grad_whh, None
+
+
+def masked_lstm(
+    xs: torch.Tensor, w: torch.Tensor | None, whh: torch.Tensor, steps: int | None = None
+) -> torch.Tensor:
+    """One masked LSTM pass from a zero state, with a fused backward.
+
+    The recurrence, for t = 0..steps-1 with ``(h, c) = (0, 0)`` before t = 0::
+
+        s = sigmoid(xs[t] + h @ whh.T)            # i, f, g', o blocks of width H
+        c~ = f * c + i * (2 g' - 1)                # 2 g' - 1 = tanh of the true cell gate
+        h~ = o * tanh(c~)
+        h, c = w[t] * h~, w[t] * c~                # the mask wipes (or scales) the state
+
+    Args:
+        xs: ``(T, B, 4H)`` input projections ``x_t W_ih^T + b_ih + b_hh`` with the cell-gate
+            block (columns 2H..3H) multiplied by 2.
+        w: ``(T, B)`` mask in [0, 1], or ``None`` for a mask of ones (no multiplication).
+        whh: ``(4H, H)`` recurrent weight with the cell-gate rows multiplied by 2.
+        steps: run only positions ``0..steps-1`` (default all T); later rows of the output
+            are zero and get no gradient.
+
+    Returns:
+        ``(T, B, H)`` masked hidden states ``h_t``.
+    """
+    total = xs.shape[0] if xs.dim() == 3 else -1
+    steps = total if steps is None else steps
+    if (
+        xs.dim() != 3
+        or (w is not None and w.shape != xs.shape[:2])
+        or whh.shape != (xs.shape[2], xs.shape[2] // 4)
+        or not 1 <= steps <= total
+    ):
+        raise ValueError(
+            f"masked_lstm: shapes xs {tuple(xs.shape)}, w "
+            f"{None if w is None else tuple(w.shape)}, whh {tuple(whh.shape)}, steps {steps} "
+            "do not fit (T, B, 4H), (T, B), (4H, H), 1 <= steps <= T"
+        )
+    return _MaskedLSTM.apply(xs, w, whh, steps)  # type: ignore[no-any-return]

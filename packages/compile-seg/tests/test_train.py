@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from compile_seg.cli import main
+from compile_seg.config import TrainConfig
+from compile_seg.evaluate import load_trained
+from compkit_utils.config import load
+from compkit_utils.logging import read_metrics
+from compkit_utils.testing import assert_run_dir, only_run_dir
+
+LINE = re.compile(r"^step: (\d+), nll_train: \d+\.\d{6}, rec_acc_eval: \d\.\d{3}$")
+
+
+def _train(tmp_path: Path, tiny_args, *extra: str, name: str | None = None) -> Path:
+    args = ["train", *tiny_args, "--runs-dir", str(tmp_path), *extra]
+    if name is not None:
+        args += ["--run-name", name]
+    assert main(args) == 0
+    if name is not None:
+        return tmp_path / "compile-seg" / name
+    return only_run_dir(tmp_path, "compile-seg")
+
+
+def test_smoke_cli_writes_a_complete_run(tmp_path, capsys):
+    assert main(["train", "--smoke", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
+    run_dir = only_run_dir(tmp_path, "compile-seg")
+    records = assert_run_dir(run_dir, checkpoint=True, min_records=3)
+    assert [r["step"] for r in records] == [0, 2, 4]
+    for key in ("train/nll", "train/rec_acc_eval", "eval/rec_acc", "eval/boundary_f1"):
+        assert key in records[0]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Training model..."
+    # The original's three lines per logged step.
+    for i, step in enumerate([0, 2, 4]):
+        first, sample, rec = lines[1 + 3 * i : 4 + 3 * i]
+        match = LINE.match(first)
+        assert match is not None, first
+        assert int(match.group(1)) == step
+        assert re.match(r"^input sample: tensor\(\[[\d, ]+\]\)$", sample), sample
+        assert re.match(r"^reconstruction: tensor\(\[[\d, ]+\]\)$", rec), rec
+    assert lines[-1].startswith("held-out (32 fresh sequences")
+
+
+def test_config_round_trips_through_config_json(tmp_path, tiny_args):
+    run_dir = _train(tmp_path, tiny_args, "--iterations", "2", "--latent-dist", "concrete")
+    cfg = load(run_dir / "config.json", TrainConfig)
+    assert cfg.model.latent_dist == "concrete"
+    assert cfg.data.batch_size == 32
+    assert cfg.iterations == 2
+
+
+def test_logging_interval_does_not_change_a_seeded_run(tmp_path, tiny_args):
+    every = _train(tmp_path, tiny_args, "--iterations", "7", "--log-interval", "1", name="a")
+    sparse = _train(tmp_path, tiny_args, "--iterations", "7", "--log-interval", "3", name="b")
+    dense = {r["step"]: r for r in read_metrics(every)}
+    records = read_metrics(sparse)
+    assert [r["step"] for r in records] == [0, 3, 6]
+    for record in records:
+        assert record == dense[record["step"]]
+    model_a, _, _ = load_trained(every)
+    model_b, _, _ = load_trained(sparse)
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_seeds_reproduce_and_differ(tmp_path, tiny_args):
+    a = read_metrics(_train(tmp_path, tiny_args, "--iterations", "3", "--seed", "5", name="a"))
+    b = read_metrics(_train(tmp_path, tiny_args, "--iterations", "3", "--seed", "5", name="b"))
+    c = read_metrics(_train(tmp_path, tiny_args, "--iterations", "3", "--seed", "6", name="c"))
+    assert a == b
+    assert a != c
+
+
+def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path, tiny_args):
+    common = ["--iterations", "8", "--log-interval", "1", "--checkpoint-every", "3"]
+    full = _train(tmp_path, tiny_args, *common, name="full")
+    # Interrupted after 5 steps (the last checkpoint is the end-of-run one at step 5) ...
+    _train(tmp_path, tiny_args, "--iterations", "5", "--log-interval", "1", name="cut")
+    # ... and resumed to 8.
+    resumed = _train(tmp_path, tiny_args, *common, "--resume", name="cut")
+    assert read_metrics(resumed) == read_metrics(full)
+    model_a, _, step_a = load_trained(full)
+    model_b, _, step_b = load_trained(resumed)
+    assert step_a == step_b == 8
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_from_a_periodic_checkpoint_drops_later_records(tmp_path, tiny_args):
+    common = ["--iterations", "6", "--log-interval", "1", "--checkpoint-every", "3"]
+    run = _train(tmp_path, tiny_args, *common, name="r")
+    full = read_metrics(run)
+    # Pretend the run died after step 3: keep step_000003.pt as last.pt.
+    checkpoints = run / "checkpoints"
+    (checkpoints / "step_000003.pt").replace(checkpoints / "last.pt")
+    _train(tmp_path, tiny_args, *common, "--resume", name="r")
+    assert read_metrics(run) == full
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, tiny_args):
+    from compile_seg.train import train
+
+    cfg = TrainConfig(iterations=3, runs_dir=tmp_path, device="cpu", heldout_size=16)
+    result = train(cfg, print_fn=lambda line: None)
+    loaded, loaded_cfg, step = load_trained(result.run_dir / "checkpoints" / "last.pt")
+    assert step == 3
+    assert loaded_cfg == cfg
+    x = torch.tensor([[1, 1, 2, 3, 3, 0], [4, 5, 5, 2, 0, 0]])
+    lengths = torch.tensor([6, 5])
+    result.model.eval()
+    with torch.no_grad():
+        a, b = result.model(x, lengths), loaded(x, lengths)
+    for u, v in zip(a.reconstructions, b.reconstructions, strict=True):
+        assert torch.equal(u, v)
+
+
+def test_evaluate_writes_metrics_and_figure(tmp_path, tiny_args, capsys):
+    run = _train(tmp_path, tiny_args, "--iterations", "3", name="t")
+    out_root = tmp_path / "eval"
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(run),
+        "--num-samples",
+        "40",
+        "--runs-dir",
+        str(out_root),
+    ]
+    assert main([*args, "--device", "cpu"]) == 0
+    eval_dir = only_run_dir(out_root, "compile-seg")
+    records = assert_run_dir(eval_dir, checkpoint=False)
+    assert records[0]["step"] == 3
+    assert 0.0 <= records[0]["eval/rec_acc"] <= 1.0
+    assert "eval/boundary_f1" in records[0]
+    png = (eval_dir / "segmentation.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert "eval/rec_acc:" in capsys.readouterr().out
+
+
+def test_evaluate_smoke_works_in_a_fresh_runs_dir(tmp_path):
+    assert main(["evaluate", "--smoke", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
+    runs = sorted(p.name.split("__")[0] for p in (tmp_path / "compile-seg").iterdir())
+    assert runs == ["evaluate", "train"]
+    # A second call reuses the smoke run instead of training again.
+    assert main(["evaluate", "--smoke", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
+    assert sum(p.name.startswith("train") for p in (tmp_path / "compile-seg").iterdir()) == 1
+
+
+def test_tensorboard_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    args = ["train", "--smoke", "--runs-dir", str(tmp_path), "--log.tensorboard"]
+    assert main([*args, "--device", "cpu"]) == 0
+    run_dir = only_run_dir(tmp_path, "compile-seg")
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate"], "pass --checkpoint"),
+        (["evaluate", "--checkpoint", "missing.pt"], "checkpoint not found"),
+        (["train", "--resume", "--run-name", "nope"], "--resume"),
+        (["train", "--resume"], "no train run"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--num-segments", "6"], "--num-symbols"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("compile-seg: error:")
+    assert message in err[0]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, tiny_args, capsys):
+    _train(tmp_path, tiny_args, "--iterations", "2", name="x")
+    args = ["train", *tiny_args, "--runs-dir", str(tmp_path), "--run-name", "x", "--resume"]
+    assert main([*args, "--iterations", "4", "--hidden-dim", "8"]) == 2
+    assert "'model'" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["evaluate", "--checkpoint", str(bad), "--runs-dir", str(tmp_path)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from compile_seg.cli import main\n"
+        "try:\n"
+        "    main(['train', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--latent-dist" in result.stdout
+
+
+def test_checkpoint_holds_plain_data_only(tmp_path, tiny_args):
+    run = _train(tmp_path, tiny_args, "--iterations", "2", name="p")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    assert state["config"]["model"]["hidden_dim"] == 16
+    assert state["rng"]["generator"] is not None
+    json.dumps(state["config"])
