@@ -12,7 +12,7 @@ import dataclasses
 import gzip
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -109,16 +109,11 @@ def load_sequences(cfg: SeqDataConfig, seed: int) -> SequenceData:
     return SequenceData(train_x, train_lab.astype(np.int64), train_size, tests)
 
 
-def _load_mnist(split: str, cfg: SeqDataConfig) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from compkit_utils.datasets.mnist import (  # pyright: ignore[reportMissingImports]
-            load_mnist,
-        )
-    except ImportError as exc:
-        raise UserError(
-            "MNIST needs compkit-utils with compkit_utils.datasets.mnist (upgrade compkit-utils)"
-            "; or use --data.dataset digits (offline)"
-        ) from exc
+def _load_mnist(
+    split: Literal["train", "test"], cfg: SeqDataConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    from compkit_utils.datasets.mnist import load_mnist
+
     images, labels = load_mnist(split=split, data_dir=cfg.data_dir, download=cfg.download)
     return np.asarray(images), np.asarray(labels)
 

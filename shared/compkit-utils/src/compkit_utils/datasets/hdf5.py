@@ -8,11 +8,12 @@ the SHA-256 of every file (see :mod:`compkit_utils.datasets.info`).
 extra (``pip install 'compkit-utils[hdf5]'``).
 
 Example:
-    >>> write_hdf5("data/train.h5", {"images": images, "labels": labels}, info=info)
-    >>> schema = Schema({"images": ArraySpec("u", (None, 8, 8)), "labels": ArraySpec("i", (None,))})
-    >>> dataset = HDF5Dataset("data/train.h5", ["images", "labels"], schema=schema)
-    >>> dataset[0]["images"].shape
-    (8, 8)
+    ```python
+    write_hdf5("data/train.h5", {"images": images, "labels": labels}, info=info)
+    schema = Schema({"images": ArraySpec("u", (None, 8, 8)), "labels": ArraySpec("i", (None,))})
+    dataset = HDF5Dataset("data/train.h5", ["images", "labels"], schema=schema)
+    dataset[0]["images"].shape  # (8, 8)
+    ```
 """
 
 from __future__ import annotations

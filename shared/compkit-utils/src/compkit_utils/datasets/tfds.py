@@ -6,11 +6,13 @@ the ``tfds`` extra (``pip install 'compkit-utils[tfds]'``: tensorflow-datasets, 
 importlib-resources, h5py).
 
 Example:
-    >>> from compkit_utils.datasets.tfds import prepare_tfds
-    >>> prepare_tfds("karel_programs", {"train": "data/train.h5"}, "tfds_data")
-    >>> import tensorflow_datasets as tfds
-    >>> source = tfds.data_source("karel_programs", data_dir="tfds_data", split="train")
-    >>> source[0]["actions"]
+    ```python
+    from compkit_utils.datasets.tfds import prepare_tfds
+    prepare_tfds("karel_programs", {"train": "data/train.h5"}, "tfds_data")
+    import tensorflow_datasets as tfds
+    source = tfds.data_source("karel_programs", data_dir="tfds_data", split="train")
+    source[0]["actions"]
+    ```
 
 Example order is preserved (``disable_shuffling``): example ``i`` of a split is row ``i`` of
 its source. Prepared folders are self-describing (``features.json``, ``dataset_info.json``),
