@@ -16,11 +16,8 @@ to the ``"module:function"`` that runs it in :data:`RUNNERS`. Neither this modul
 from __future__ import annotations
 
 import importlib
-import sys
-from collections.abc import Mapping
-from typing import Annotated, Any, Union
+from typing import Any
 
-from compkit_utils.errors import UserError
 from rim_cells.config import (
     BenchConfig,
     PlotActivationsConfig,
@@ -65,32 +62,6 @@ RUNNERS: dict[type, str] = {
 """Config class → ``"module:function"`` called with the parsed config (imported lazily)."""
 
 
-def _union(tree: Mapping[str, Any]) -> Any:
-    import tyro
-
-    members = []
-    for name, value in tree.items():
-        if isinstance(value, Mapping):
-            marker = tyro.conf.subcommand(name=name, description=GROUP_HELP.get(name, ""))
-            members.append(Annotated[_union(value), marker])
-        else:
-            members.append(Annotated[value, tyro.conf.subcommand(name=name)])
-    return Union[tuple(members)]  # noqa: UP007 - a runtime-built union needs the subscript form
-
-
-def parse(argv: list[str] | None = None) -> Any:
-    """Parse ``argv`` into one of the config dataclasses (tyro exits on ``--help``/errors)."""
-    import tyro
-
-    return tyro.cli(
-        _union(COMMANDS),
-        args=argv,
-        prog=PROG,
-        description="Recurrent Independent Mechanisms: library experiments and benchmarks.",
-        config=(tyro.conf.OmitSubcommandPrefixes,),
-    )
-
-
 def dispatch(cfg: Any) -> int | None:
     """Run the function registered for ``type(cfg)`` in :data:`RUNNERS`."""
     target = RUNNERS.get(type(cfg))
@@ -106,19 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 2 for a user error (printed as one line).
     """
+    from compkit_utils.config import run_cli
     from compkit_utils.logging import configure_logging
 
-    cfg = parse(argv)
     configure_logging()
-    try:
-        result = dispatch(cfg)
-    except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
-    return 0 if result is None else int(result)
+    return run_cli(
+        COMMANDS,
+        dispatch,
+        argv,
+        prog=PROG,
+        description="Recurrent Independent Mechanisms: library experiments and benchmarks.",
+        group_help=GROUP_HELP,
+    )
 
 
 def entry() -> None:

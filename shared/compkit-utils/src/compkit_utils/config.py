@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union
 
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
@@ -156,19 +156,30 @@ def load(path: str | os.PathLike[str], cls: type[T]) -> T:
 
 
 def run_cli(
-    commands: Mapping[str, type],
+    commands: Mapping[str, Any],
     dispatch: Callable[[Any], int | None],
     argv: list[str] | None = None,
     *,
     prog: str,
     description: str | None = None,
+    group_help: Mapping[str, str] | None = None,
 ) -> int:
     """Parse a tyro subcommand CLI and run the chosen command.
 
     ``commands`` maps subcommand names to config dataclasses (defined in a module that does
-    not import torch); ``dispatch(cfg)`` imports what it needs lazily and runs the command.
-    A :class:`~compkit_utils.errors.UserError` raised anywhere becomes one line on stderr
-    (``<prog>: error: ...``) and exit status 2; tyro reports bad flags with status 2 too.
+    not import torch), or to nested mappings for command groups
+    (``{"seqmnist": {"train": TrainConfig, "evaluate": EvaluateConfig}}`` gives
+    ``prog seqmnist train``). ``dispatch(cfg)`` imports what it needs lazily and runs the
+    command. A :class:`~compkit_utils.errors.UserError` raised anywhere becomes one line on
+    stderr (``<prog>: error: ...``) and exit status 2; tyro reports bad flags with status 2 too.
+
+    Args:
+        commands: subcommand name → config class, or → a nested mapping (a group).
+        dispatch: runs a parsed config; returns an exit status or ``None`` (0).
+        argv: arguments (default: ``sys.argv[1:]``); tests pass a list.
+        prog: program name for help and error lines.
+        description: help text of the program.
+        group_help: help line of each command group (by group name).
 
     Returns:
         The process exit status.
@@ -176,9 +187,18 @@ def run_cli(
     import tyro
 
     try:
-        cfg = tyro.extras.subcommand_cli_from_dict(
-            dict(commands), args=argv, prog=prog, description=description
-        )
+        if any(isinstance(value, Mapping) for value in commands.values()):
+            cfg = tyro.cli(
+                _subcommand_union(commands, group_help or {}),
+                args=argv,
+                prog=prog,
+                description=description,
+                config=(tyro.conf.OmitSubcommandPrefixes,),
+            )
+        else:
+            cfg = tyro.extras.subcommand_cli_from_dict(
+                dict(commands), args=argv, prog=prog, description=description
+            )
         result = dispatch(cfg)
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -187,3 +207,17 @@ def run_cli(
         print(f"{prog}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     return 0 if result is None else int(result)
+
+
+def _subcommand_union(tree: Mapping[str, Any], group_help: Mapping[str, str]) -> Any:
+    """A runtime ``Union`` of annotated config classes, nested for command groups."""
+    import tyro
+
+    members = []
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            marker = tyro.conf.subcommand(name=name, description=group_help.get(name, ""))
+            members.append(Annotated[_subcommand_union(value, group_help), marker])
+        else:
+            members.append(Annotated[value, tyro.conf.subcommand(name=name)])
+    return Union[tuple(members)]  # noqa: UP007 - a runtime-built union needs the subscript form
