@@ -22,11 +22,20 @@ def test_evaluate_program_and_file(capsys, tmp_path):
     progs = tmp_path / "progs.txt"
     progs.write_text(f"% comment\n{SOLUTION}\n\nDEF run m( m)\n")
     args = ["evaluate", "--task", "stairclimber", "--program-file", str(progs), "--per-rollout"]
-    assert main(args) == 0
+    assert main(args) == 2
+    assert "progs.txt: program 2" in capsys.readouterr().err
+    assert main([*args, "--allow-invalid"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("1.100000")
     assert out[2].startswith("0.010000")
     assert "invalid program" in out[3]
+
+
+def test_evaluate_rejects_malformed_program(capsys):
+    assert main(["evaluate", "--task", "harvester", "--program", "DEF run m( move m"]) == 2
+    err = capsys.readouterr().err
+    assert "--program: parse error at token 4" in err
+    assert "--allow-invalid" in err
 
 
 def test_run_on_task_and_world_file(capsys, tmp_path):

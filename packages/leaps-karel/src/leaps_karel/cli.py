@@ -148,6 +148,21 @@ def _evaluate(cfg: EvaluateConfig) -> int:
     from leaps_karel.tasks import make
 
     programs = _programs(cfg.program, cfg.program_file, many=True)
+    if not cfg.allow_invalid:
+        from leaps_karel.dsl import ParseError, is_valid, parse
+
+        for number, text in enumerate(programs, start=1):
+            if is_valid(text):
+                continue
+            where = f"{cfg.program_file}: program {number}" if cfg.program_file else "--program"
+            try:
+                parse(text)
+                reason = "is too short to be valid (4 tokens or fewer)"
+            except ParseError as exc:
+                reason = str(exc)
+            raise UserError(
+                f"{where}: {reason} (pass --allow-invalid to score it as the original: 0.01)"
+            )
     if cfg.num_worlds < 1:
         raise UserError(f"--num-worlds must be >= 1, got {cfg.num_worlds}")
     task = make(cfg.task, seed=cfg.seed, num_worlds=cfg.num_worlds, options=_options(cfg.options))

@@ -70,6 +70,9 @@ class EvaluateConfig:
     """Rollouts per program."""
     per_rollout: bool = False
     """Also print every rollout's score."""
+    allow_invalid: bool = False
+    """Score programs that do not parse as the original did (return 0.01) instead of stopping
+    with an error; for scoring generated candidates."""
     workers: int = 1
     """Processes for many programs (0 = one per CPU)."""
     options: TaskOptionsConfig = TaskOptionsConfig()
