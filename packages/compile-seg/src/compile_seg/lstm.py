@@ -104,7 +104,9 @@ class _MaskedLSTM(torch.autograd.Function):
         dz_all[0, :, hidden : 2 * hidden].zero_()  # the forget gate at t = 0 sees c = 0
         dh_all, dc_all = s_all.new_empty(2, total, batch, hidden).unbind(0)
         dc_all[steps - 1].zero_()
-        dh_rec = s_all.new_zeros(batch, hidden)  # gradient reaching h_t through step t + 1
+        # dh_all[t]: total gradient of h_t, i.e. grad_out[t] plus what reaches h_t through
+        # step t + 1 (one addmm per step writes both terms).
+        dh_all[steps - 1].copy_(grad_out[steps - 1])
         zero = s_all.new_zeros(batch, hidden)
         neg, dht, dct, kk, tmp = s_all.new_empty(5, batch, hidden).unbind(0)
         ds = s_all.new_empty(batch, gates)
@@ -114,7 +116,7 @@ class _MaskedLSTM(torch.autograd.Function):
             k = k_all[t]
             dz = dz_all[t]
             dz_i, dz_f, dz_g, dz_o = dz.split(hidden, dim=1)
-            dh = torch.add(grad_out[t], dh_rec, out=dh_all[t])  # total gradient of h_t
+            dh = dh_all[t]
             if w3 is None:
                 dht.copy_(dh)
                 dct.copy_(dc_all[t])
@@ -133,7 +135,7 @@ class _MaskedLSTM(torch.autograd.Function):
             # ... times the sigmoid derivatives give the pre-activation gradients.
             dz.mul_(torch.addcmul(s, s, s, value=-1.0, out=ds))
             if t > 0:
-                torch.mm(dz, whh, out=dh_rec)
+                torch.addmm(grad_out[t - 1], dz, whh, out=dh_all[t - 1])
                 torch.mul(dct, f, out=dc_all[t - 1])
         grad_xs = dz_all if ctx.needs_input_grad[0] else None
         grad_w = None
