@@ -8,8 +8,9 @@ and again in the backward. This module computes the same function with:
 * input projections precomputed for all time steps (``x_t W_ih^T + b`` does not depend on
   the recurrence, nor on the segment, so the caller computes it once per forward and
   reuses it for all M passes);
-* one sigmoid over all four gates per step (``tanh(x) = 2 sigmoid(2x) - 1``; the caller
-  doubles the g-gate rows of the projections and of ``W_hh``, which is exact);
+* one sigmoid over all four gates per step (the cell gate's ``tanh(x) = 2 sigmoid(2x) - 1``;
+  the caller doubles the g-gate rows of the projections and of ``W_hh``, which is exact),
+  and one ``tanh`` of the cell state;
 * a backward pass written by hand: per step only the elementwise chain rule and one
   ``(B, 4H) @ (4H, H)`` product; the gradient of ``W_hh`` for all steps is one matrix
   product at the end, and the mask gradient is one vectorised reduction.
@@ -33,7 +34,7 @@ def _forward(
 
     Returns ``(E, S, C, K, HT, CM)``: ``E`` (T, B, H) the masked hidden states (rows from
     ``steps`` on are zero); when ``save``, per step the gate sigmoids ``S`` (T, B, 4H), the
-    unmasked cell states ``C``, ``K = sigmoid(2 C)`` (so ``tanh(C) = 2 K - 1``), the
+    unmasked cell states ``C``, ``K = tanh(C)``, the
     unmasked hidden states ``HT`` and the masked cell states ``CM`` (all (T, B, H));
     without ``save`` those are one-step scratch buffers. Every intermediate is written into
     a preallocated buffer (no allocation in the loop) and no Python-scalar arithmetic
@@ -64,13 +65,13 @@ def _forward(
         c_new = torch.addcmul(torch.neg(i, out=neg), i, g2, value=2.0, out=c_all[slot])
         if t > 0:
             c_new.addcmul_(f, cm_all[slot - 1 if save else 0])
-        k = torch.add(c_new, c_new, out=k_all[slot]).sigmoid_()
-        # h~ = o * tanh(c~) = 2 o k - o, then the mask on both states.
+        k = torch.tanh(c_new, out=k_all[slot])
+        # h~ = o * tanh(c~), then the mask on both states.
         if w3 is None:
-            torch.addcmul(torch.neg(o, out=neg), o, k, value=2.0, out=out[t])
+            torch.mul(o, k, out=out[t])
             cm_all[slot].copy_(c_new)  # (HT is only needed for the mask's gradient)
         else:
-            h_tilde = torch.addcmul(torch.neg(o, out=neg), o, k, value=2.0, out=ht_all[slot])
+            h_tilde = torch.mul(o, k, out=ht_all[slot])
             torch.mul(h_tilde, w3[t], out=out[t])
             torch.mul(c_new, w3[t], out=cm_all[slot])
     return out, s_all, c_all, k_all, ht_all, cm_all
@@ -108,6 +109,7 @@ class _MaskedLSTM(torch.autograd.Function):
         # step t + 1 (one addmm per step writes both terms).
         dh_all[steps - 1].copy_(grad_out[steps - 1])
         zero = s_all.new_zeros(batch, hidden)
+        ones = s_all.new_ones(batch, hidden)
         neg, dht, dct, kk, tmp = s_all.new_empty(5, batch, hidden).unbind(0)
         ds = s_all.new_empty(batch, gates)
         for t in range(steps - 1, -1, -1):
@@ -123,15 +125,15 @@ class _MaskedLSTM(torch.autograd.Function):
             else:
                 torch.mul(dh, w3[t], out=dht)  # gradient of h~_t
                 torch.mul(dc_all[t], w3[t], out=dct)
-            # d h~ / d c~ = o (1 - tanh^2) = 4 o k (1 - k)
-            torch.addcmul(k, k, k, value=-1.0, out=kk)
-            dct.addcmul_(torch.mul(dht, o, out=tmp), kk, value=4.0)  # gradient of c~_t
-            # Gradients of the gate outputs (tanh(z_g) = 2 g2 - 1, tanh(c~) = 2 k - 1) ...
+            # d h~ / d c~ = o (1 - tanh^2(c~)) = o (1 - k^2)
+            torch.addcmul(ones, k, k, value=-1.0, out=kk)
+            dct.addcmul_(torch.mul(dht, o, out=tmp), kk)  # gradient of c~_t
+            # Gradients of the gate outputs (tanh(z_g) = 2 g2 - 1, tanh(c~) = k) ...
             torch.addcmul(torch.neg(dct, out=neg), dct, g2, value=2.0, out=dz_i)
             if t > 0:
                 torch.mul(dct, cm_all[t - 1], out=dz_f)
             torch.addcmul(zero, dct, i, value=2.0, out=dz_g)
-            torch.addcmul(torch.neg(dht, out=neg), dht, k, value=2.0, out=dz_o)
+            torch.mul(dht, k, out=dz_o)
             # ... times the sigmoid derivatives give the pre-activation gradients.
             dz.mul_(torch.addcmul(s, s, s, value=-1.0, out=ds))
             if t > 0:
