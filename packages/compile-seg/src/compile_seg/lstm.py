@@ -36,7 +36,7 @@ def _forward(
     ``steps`` on are zero); when ``save``, per step the gate sigmoids ``S`` (T, B, 4H), the
     unmasked cell states ``C``, ``K = tanh(C)``, the
     unmasked hidden states ``HT`` and the masked cell states ``CM`` (all (T, B, H));
-    without ``save`` those are one-step scratch buffers. Every intermediate is written into
+    without ``save`` those are two-slot scratch buffers. Every intermediate is written into
     a preallocated buffer (no allocation in the loop) and no Python-scalar arithmetic
     happens inside it: ``2 a b - a`` forms use ``addcmul``'s ``value`` argument.
     """
@@ -45,15 +45,17 @@ def _forward(
     out = xs.new_empty(total, batch, hidden)
     if steps < total:
         out[steps:].zero_()
-    keep = total if save else 1
+    keep = total if save else 2  # without saving, two slots alternate (this step, previous)
     s_all = xs.new_empty(keep, batch, gates)
     c_all, k_all, ht_all, cm_all = xs.new_empty(4, keep, batch, hidden).unbind(0)
+    if w is None:
+        cm_all = c_all  # without a mask the state carried on is c~ itself
     neg = xs.new_empty(batch, hidden)
     w3 = w.unsqueeze(2) if w is not None else None
     whh_t = whh.t().contiguous()
     pre = xs.new_empty(batch, gates)
     for t in range(steps):
-        slot = t if save else 0
+        slot = t if save else t % 2
         s = s_all[slot]
         if t == 0:
             torch.sigmoid(xs[0], out=s)
@@ -64,12 +66,11 @@ def _forward(
         # c~ = i * tanh(z_g) + f * c with tanh(z_g) = 2 g2 - 1, i.e. 2 i g2 - i + f c.
         c_new = torch.addcmul(torch.neg(i, out=neg), i, g2, value=2.0, out=c_all[slot])
         if t > 0:
-            c_new.addcmul_(f, cm_all[slot - 1 if save else 0])
+            c_new.addcmul_(f, cm_all[t - 1 if save else 1 - slot])
         k = torch.tanh(c_new, out=k_all[slot])
         # h~ = o * tanh(c~), then the mask on both states.
         if w3 is None:
-            torch.mul(o, k, out=out[t])
-            cm_all[slot].copy_(c_new)  # (HT is only needed for the mask's gradient)
+            torch.mul(o, k, out=out[t])  # (HT is only needed for the mask's gradient)
         else:
             h_tilde = torch.mul(o, k, out=ht_all[slot])
             torch.mul(h_tilde, w3[t], out=out[t])
@@ -120,8 +121,8 @@ class _MaskedLSTM(torch.autograd.Function):
             dz_i, dz_f, dz_g, dz_o = dz.split(hidden, dim=1)
             dh = dh_all[t]
             if w3 is None:
-                dht.copy_(dh)
-                dct.copy_(dc_all[t])
+                # No mask: h~ = h and c~ = c (dc_all is not needed after this step).
+                dht, dct = dh, dc_all[t]
             else:
                 torch.mul(dh, w3[t], out=dht)  # gradient of h~_t
                 torch.mul(dc_all[t], w3[t], out=dct)
