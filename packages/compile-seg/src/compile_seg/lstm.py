@@ -8,8 +8,9 @@ and again in the backward. This module computes the same function with:
 * input projections precomputed for all time steps (``x_t W_ih^T + b`` does not depend on
   the recurrence, nor on the segment, so the caller computes it once per forward and
   reuses it for all M passes);
-* one sigmoid over all four gates per step (``tanh(x) = 2 sigmoid(2x) - 1``; the caller
-  doubles the g-gate rows of the projections and of ``W_hh``, which is exact);
+* one sigmoid over all four gates per step (the cell gate's ``tanh(x) = 2 sigmoid(2x) - 1``;
+  the caller doubles the g-gate rows of the projections and of ``W_hh``, which is exact),
+  and one ``tanh`` of the cell state;
 * a backward pass written by hand: per step only the elementwise chain rule and one
   ``(B, 4H) @ (4H, H)`` product; the gradient of ``W_hh`` for all steps is one matrix
   product at the end, and the mask gradient is one vectorised reduction.
@@ -33,9 +34,9 @@ def _forward(
 
     Returns ``(E, S, C, K, HT, CM)``: ``E`` (T, B, H) the masked hidden states (rows from
     ``steps`` on are zero); when ``save``, per step the gate sigmoids ``S`` (T, B, 4H), the
-    unmasked cell states ``C``, ``K = sigmoid(2 C)`` (so ``tanh(C) = 2 K - 1``), the
+    unmasked cell states ``C``, ``K = tanh(C)``, the
     unmasked hidden states ``HT`` and the masked cell states ``CM`` (all (T, B, H));
-    without ``save`` those are one-step scratch buffers. Every intermediate is written into
+    without ``save`` those are two-slot scratch buffers. Every intermediate is written into
     a preallocated buffer (no allocation in the loop) and no Python-scalar arithmetic
     happens inside it: ``2 a b - a`` forms use ``addcmul``'s ``value`` argument.
     """
@@ -44,15 +45,17 @@ def _forward(
     out = xs.new_empty(total, batch, hidden)
     if steps < total:
         out[steps:].zero_()
-    keep = total if save else 1
+    keep = total if save else 2  # without saving, two slots alternate (this step, previous)
     s_all = xs.new_empty(keep, batch, gates)
     c_all, k_all, ht_all, cm_all = xs.new_empty(4, keep, batch, hidden).unbind(0)
+    if w is None:
+        cm_all = c_all  # without a mask the state carried on is c~ itself
     neg = xs.new_empty(batch, hidden)
     w3 = w.unsqueeze(2) if w is not None else None
     whh_t = whh.t().contiguous()
     pre = xs.new_empty(batch, gates)
     for t in range(steps):
-        slot = t if save else 0
+        slot = t if save else t % 2
         s = s_all[slot]
         if t == 0:
             torch.sigmoid(xs[0], out=s)
@@ -63,14 +66,13 @@ def _forward(
         # c~ = i * tanh(z_g) + f * c with tanh(z_g) = 2 g2 - 1, i.e. 2 i g2 - i + f c.
         c_new = torch.addcmul(torch.neg(i, out=neg), i, g2, value=2.0, out=c_all[slot])
         if t > 0:
-            c_new.addcmul_(f, cm_all[slot - 1 if save else 0])
-        k = torch.add(c_new, c_new, out=k_all[slot]).sigmoid_()
-        # h~ = o * tanh(c~) = 2 o k - o, then the mask on both states.
+            c_new.addcmul_(f, cm_all[t - 1 if save else 1 - slot])
+        k = torch.tanh(c_new, out=k_all[slot])
+        # h~ = o * tanh(c~), then the mask on both states.
         if w3 is None:
-            torch.addcmul(torch.neg(o, out=neg), o, k, value=2.0, out=out[t])
-            cm_all[slot].copy_(c_new)  # (HT is only needed for the mask's gradient)
+            torch.mul(o, k, out=out[t])  # (HT is only needed for the mask's gradient)
         else:
-            h_tilde = torch.addcmul(torch.neg(o, out=neg), o, k, value=2.0, out=ht_all[slot])
+            h_tilde = torch.mul(o, k, out=ht_all[slot])
             torch.mul(h_tilde, w3[t], out=out[t])
             torch.mul(c_new, w3[t], out=cm_all[slot])
     return out, s_all, c_all, k_all, ht_all, cm_all
@@ -104,8 +106,11 @@ class _MaskedLSTM(torch.autograd.Function):
         dz_all[0, :, hidden : 2 * hidden].zero_()  # the forget gate at t = 0 sees c = 0
         dh_all, dc_all = s_all.new_empty(2, total, batch, hidden).unbind(0)
         dc_all[steps - 1].zero_()
-        dh_rec = s_all.new_zeros(batch, hidden)  # gradient reaching h_t through step t + 1
+        # dh_all[t]: total gradient of h_t, i.e. grad_out[t] plus what reaches h_t through
+        # step t + 1 (one addmm per step writes both terms).
+        dh_all[steps - 1].copy_(grad_out[steps - 1])
         zero = s_all.new_zeros(batch, hidden)
+        ones = s_all.new_ones(batch, hidden)
         neg, dht, dct, kk, tmp = s_all.new_empty(5, batch, hidden).unbind(0)
         ds = s_all.new_empty(batch, gates)
         for t in range(steps - 1, -1, -1):
@@ -114,26 +119,26 @@ class _MaskedLSTM(torch.autograd.Function):
             k = k_all[t]
             dz = dz_all[t]
             dz_i, dz_f, dz_g, dz_o = dz.split(hidden, dim=1)
-            dh = torch.add(grad_out[t], dh_rec, out=dh_all[t])  # total gradient of h_t
+            dh = dh_all[t]
             if w3 is None:
-                dht.copy_(dh)
-                dct.copy_(dc_all[t])
+                # No mask: h~ = h and c~ = c (dc_all is not needed after this step).
+                dht, dct = dh, dc_all[t]
             else:
                 torch.mul(dh, w3[t], out=dht)  # gradient of h~_t
                 torch.mul(dc_all[t], w3[t], out=dct)
-            # d h~ / d c~ = o (1 - tanh^2) = 4 o k (1 - k)
-            torch.addcmul(k, k, k, value=-1.0, out=kk)
-            dct.addcmul_(torch.mul(dht, o, out=tmp), kk, value=4.0)  # gradient of c~_t
-            # Gradients of the gate outputs (tanh(z_g) = 2 g2 - 1, tanh(c~) = 2 k - 1) ...
+            # d h~ / d c~ = o (1 - tanh^2(c~)) = o (1 - k^2)
+            torch.addcmul(ones, k, k, value=-1.0, out=kk)
+            dct.addcmul_(torch.mul(dht, o, out=tmp), kk)  # gradient of c~_t
+            # Gradients of the gate outputs (tanh(z_g) = 2 g2 - 1, tanh(c~) = k) ...
             torch.addcmul(torch.neg(dct, out=neg), dct, g2, value=2.0, out=dz_i)
             if t > 0:
                 torch.mul(dct, cm_all[t - 1], out=dz_f)
             torch.addcmul(zero, dct, i, value=2.0, out=dz_g)
-            torch.addcmul(torch.neg(dht, out=neg), dht, k, value=2.0, out=dz_o)
+            torch.mul(dht, k, out=dz_o)
             # ... times the sigmoid derivatives give the pre-activation gradients.
             dz.mul_(torch.addcmul(s, s, s, value=-1.0, out=ds))
             if t > 0:
-                torch.mm(dz, whh, out=dh_rec)
+                torch.addmm(grad_out[t - 1], dz, whh, out=dh_all[t - 1])
                 torch.mul(dct, f, out=dc_all[t - 1])
         grad_xs = dz_all if ctx.needs_input_grad[0] else None
         grad_w = None
