@@ -65,17 +65,18 @@ class _Defer(torch.autograd.Function):
         return weight.view_as(weight)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None]:
+    def backward(ctx: Any, *grads: Any) -> Any:
+        grad: Tensor | None = grads[0]
         tape: WeightTape = ctx.tape
         if not tape.inputs:
             return grad, None
         inputs = torch.cat(tape.inputs, dim=1)  # (N, rows, d_in)
-        grads = torch.cat(tape.grads, dim=1)  # (N, rows, d_out)
+        outputs = torch.cat(tape.grads, dim=1)  # (N, rows, d_out)
         tape.inputs.clear()
         tape.grads.clear()
         if grad is None:
-            return torch.bmm(inputs.transpose(1, 2), grads), None
-        return torch.baddbmm(grad, inputs.transpose(1, 2), grads), None
+            return torch.bmm(inputs.transpose(1, 2), outputs), None
+        return torch.baddbmm(grad, inputs.transpose(1, 2), outputs), None
 
 
 class _TapedBmm(torch.autograd.Function):
@@ -86,7 +87,8 @@ class _TapedBmm(torch.autograd.Function):
         return torch.bmm(x, weight)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+    def backward(ctx: Any, *grads: Any) -> Any:
+        grad: Tensor = grads[0]
         x, weight = ctx.saved_tensors
         ctx.tape.inputs.append(x)
         ctx.tape.grads.append(grad)
@@ -102,7 +104,8 @@ class _TapedBaddbmm(torch.autograd.Function):
         return torch.baddbmm(add, x, weight)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(ctx: Any, *grads: Any) -> Any:
+        grad: Tensor = grads[0]
         x, weight = ctx.saved_tensors
         ctx.tape.inputs.append(x)
         ctx.tape.grads.append(grad)
@@ -127,9 +130,9 @@ class _LSTMMasked(torch.autograd.Function):
         return h_new, c_out
 
     @staticmethod
-    def backward(
-        ctx: Any, dh: Tensor | None, dc_out: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, *grads: Any) -> Any:
+        dh: Tensor | None = grads[0]
+        dc_out: Tensor | None = grads[1]
         sig, g, c, tc, active = ctx.saved_tensors
         i, f, o = sig.chunk(3, dim=-1)
         zero = sig.new_zeros(())
@@ -191,10 +194,8 @@ class _UnitAttention(torch.autograd.Function):
         return out.reshape(n, b, heads * d_v), att.view(b, heads, n, n)
 
     @staticmethod
-    def backward(
-        ctx: Any, d_out: Tensor, d_att: Tensor | None
-    ) -> tuple[Tensor, None, None, None, None]:
-        del d_att
+    def backward(ctx: Any, *grads: Any) -> Any:
+        d_out: Tensor = grads[0]  # the attention output has no gradient
         q, k, v, att, att_d, keep = ctx.saved_tensors
         n, b, heads, scale = ctx.dims
         d_c = d_out.view(n, b, heads, -1).permute(1, 2, 0, 3).reshape(b * heads, n, -1)
