@@ -67,7 +67,8 @@ class _InputSide(NamedTuple):
 
     score: Tensor  # (N, T, B, H): s_real - s_null = <h, score[:, t]>
     null_score: Tensor  # (N, 1, H): s_null = <h, null_score>
-    x_gates: Tensor  # (N, I + 1, G): [x-part of the real value; value bias] @ cell W_ih
+    rows: Tensor  # (T, B, R): per-step cell-input rows, x (R = I) or x W_val^T (R = d_v)
+    x_gates: Tensor  # (N, R + 1, G): [rows -> value map; value bias] @ cell W_ih
 
 
 class _Tapes(NamedTuple):
@@ -288,7 +289,7 @@ class RIMCell(nn.Module):
         side = self._input_side(x)
         # unbind once: indexing gates in the loop would make autograd allocate and
         # zero-fill a full-sequence gradient buffer for every step.
-        scores, inputs = side.score.unbind(1), x.unbind(0)
+        scores, inputs = side.score.unbind(1), side.rows.unbind(0)
         if self.is_lstm:  # one product per step: [read input, h] @ [x_gates; W_hh]
             cell_tape = WeightTape(torch.cat((side.x_gates, self.cell.weight_hh), dim=1))
             hidden_tape = None
@@ -375,9 +376,22 @@ class RIMCell(nn.Module):
         # contribution is [w_real·x, w_real + w_null] @ [W_val^T W_ih[n]; b_val W_ih[n]].
         w_val = self.input_value.weight.view(heads, d_v, size).mean(0)  # (d_v, I)
         b_val = self.input_value.bias.view(heads, d_v).mean(0)  # (d_v,)
-        value_map = torch.cat((w_val.t(), b_val.unsqueeze(0)))  # (I + 1, d_v)
-        x_gates = per_unit(value_map, self.cell.weight_ih)  # (N, I + 1, G)
-        return _InputSide(score.view(n, steps, batch, hid), null_score, x_gates)
+        # Either fold W_val into the gate weights (rows = x, cheap when I is small) or
+        # project the values once for the whole sequence (rows = x W_val^T, when I is large
+        # or the sequence is short); pick the order with fewer multiply-adds.
+        w_ih = self.cell.weight_ih  # (N, d_v, G)
+        width = w_ih.shape[-1]
+        fold = n * (size + 1) * width * (d_v + count)
+        project = count * size * d_v + count * n * (d_v + 1) * width
+        if fold <= project:
+            value_map = torch.cat((w_val.t(), b_val.unsqueeze(0)))  # (I + 1, d_v)
+            x_gates = per_unit(value_map, w_ih)  # (N, I + 1, G)
+            step_rows = x
+        else:
+            bias_gates = per_unit(b_val.unsqueeze(0), w_ih)  # (N, 1, G)
+            x_gates = torch.cat((w_ih, bias_gates), dim=1)  # (N, d_v + 1, G)
+            step_rows = (rows @ w_val.t()).view(steps, batch, d_v)
+        return _InputSide(score.view(n, steps, batch, hid), null_score, step_rows, x_gates)
 
     def _step(
         self,
