@@ -23,13 +23,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rim_cells.group import (
-    GroupGRUCell,
-    GroupLinear,
-    GroupLSTMCell,
-    gru_unit_major,
-    lstm_unit_major,
-)
+from rim_cells._fused import WeightTape, lstm_masked, unit_attention
+from rim_cells.group import GroupGRUCell, GroupLinear, GroupLSTMCell
 
 __all__ = ["ActivationRule", "RIMCell", "RIMStepInfo"]
 
@@ -68,12 +63,31 @@ class RIMStepInfo(NamedTuple):
 
 
 class _InputSide(NamedTuple):
-    """Input-side tensors for a whole sequence, unit-major."""
+    """Input-side tensors for one forward call, unit-major."""
 
     score: Tensor  # (N, T, B, H): s_real - s_null = <h, score[:, t]>
-    gates: Tensor  # (N, T, B, G): cell-gate contribution of the real value (without bias)
     null_score: Tensor  # (N, 1, H): s_null = <h, null_score>
-    null_gates: Tensor  # (N, 1, G): cell-gate contribution of the null value
+    rows: Tensor  # (T, B, R): per-step cell-input rows, x (R = I) or x W_val^T (R = d_v)
+    x_gates: Tensor  # (N, R + 1, G): [rows -> value map; value bias] @ cell W_ih
+
+
+class _Tapes(NamedTuple):
+    """Deferred-gradient handles of the recurrent weights for one forward call."""
+
+    cell: WeightTape  # LSTM: [read input, h] -> gates; GRU: read input -> gates
+    hidden: WeightTape | None  # GRU: h -> gates
+    qkv: WeightTape  # communication query/key/value
+    out: WeightTape  # communication output
+
+
+def _gru_step(gx: Tensor, h: Tensor, gh: Tensor) -> Tensor:
+    """GRU update from the input and hidden pre-activations, all ``(N, B, ·)``."""
+    hidden = h.shape[-1]
+    gx_rz, gx_n = gx.split([2 * hidden, hidden], dim=-1)
+    gh_rz, gh_n = gh.split([2 * hidden, hidden], dim=-1)
+    r, z = torch.sigmoid(gx_rz + gh_rz).chunk(2, dim=-1)
+    n = torch.tanh(torch.addcmul(gx_n, r, gh_n))
+    return torch.lerp(n, h, z)
 
 
 class RIMCell(nn.Module):
@@ -275,7 +289,18 @@ class RIMCell(nn.Module):
         side = self._input_side(x)
         # unbind once: indexing gates in the loop would make autograd allocate and
         # zero-fill a full-sequence gradient buffer for every step.
-        scores, gates = side.score.unbind(1), side.gates.unbind(1)
+        scores, inputs = side.score.unbind(1), side.rows.unbind(0)
+        if self.is_lstm:  # one product per step: [read input, h] @ [x_gates; W_hh]
+            cell_tape = WeightTape(torch.cat((side.x_gates, self.cell.weight_hh), dim=1))
+            hidden_tape = None
+        else:  # GRU needs the input and hidden pre-activations apart
+            cell_tape, hidden_tape = WeightTape(side.x_gates), WeightTape(self.cell.weight_hh)
+        tapes = _Tapes(
+            cell_tape,
+            hidden_tape,
+            WeightTape(self.comm_qkv.weight),
+            WeightTape(self.comm_out.weight),
+        )
 
         h = h0.transpose(0, 1)  # unit-major (N, B, H)
         c = c0.transpose(0, 1) if c0 is not None else None
@@ -285,7 +310,7 @@ class RIMCell(nn.Module):
         in_att: list[Tensor] = [h] * steps
         comm_att: list[Tensor] = [h] * steps
         for t in order:
-            h, c, step_info = self._step(scores[t], gates[t], side, h, c, return_info)
+            h, c, step_info = self._step(scores[t], inputs[t], side, tapes, h, c, return_info)
             outs[t] = h
             if step_info is not None:
                 masks[t], in_att[t], comm_att[t] = step_info
@@ -347,32 +372,38 @@ class RIMCell(nn.Module):
         null_score = per_unit(self.input_key.bias.unsqueeze(0), wq_t)  # (N, 1, H)
 
         # Values (averaged over heads) pushed through every unit's input->gate weights.
+        # The read value is w_real·(x W_val^T + b_val) + w_null·b_val, so its gate
+        # contribution is [w_real·x, w_real + w_null] @ [W_val^T W_ih[n]; b_val W_ih[n]].
         w_val = self.input_value.weight.view(heads, d_v, size).mean(0)  # (d_v, I)
         b_val = self.input_value.bias.view(heads, d_v).mean(0)  # (d_v,)
+        # Either fold W_val into the gate weights (rows = x, cheap when I is small) or
+        # project the values once for the whole sequence (rows = x W_val^T, when I is large
+        # or the sequence is short); pick the order with fewer multiply-adds.
         w_ih = self.cell.weight_ih  # (N, d_v, G)
         width = w_ih.shape[-1]
-        if n * size * width * (d_v + count) < count * d_v * (size + n * width):
-            gates = torch.bmm(rows.unsqueeze(0).expand(n, count, size), per_unit(w_val.t(), w_ih))
+        fold = n * (size + 1) * width * (d_v + count)
+        project = count * size * d_v + count * n * (d_v + 1) * width
+        if fold <= project:
+            value_map = torch.cat((w_val.t(), b_val.unsqueeze(0)))  # (I + 1, d_v)
+            x_gates = per_unit(value_map, w_ih)  # (N, I + 1, G)
+            step_rows = x
         else:
-            gates = per_unit(rows @ w_val.t(), w_ih)  # (N, T*B, G)
-        null_gates = per_unit(b_val.unsqueeze(0), w_ih)  # (N, 1, G)
-        return _InputSide(
-            score.view(n, steps, batch, hid),
-            gates.view(n, steps, batch, width),
-            null_score,
-            null_gates,
-        )
+            bias_gates = per_unit(b_val.unsqueeze(0), w_ih)  # (N, 1, G)
+            x_gates = torch.cat((w_ih, bias_gates), dim=1)  # (N, d_v + 1, G)
+            step_rows = (rows @ w_val.t()).view(steps, batch, d_v)
+        return _InputSide(score.view(n, steps, batch, hid), null_score, step_rows, x_gates)
 
     def _step(
         self,
         score: Tensor,
-        gates: Tensor,
+        x: Tensor,
         side: _InputSide,
+        tapes: _Tapes,
         h: Tensor,
         c: Tensor | None,
         want_info: bool,
     ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
-        """One RIM step in unit-major layout: h, c ``(N, B, H)``; score/gates of step t."""
+        """One RIM step in unit-major layout: h, c ``(N, B, H)``; score, x of step t."""
         # 1-3. input attention scores and the active set.
         diff = (h * score).sum(-1)  # s_real - s_null, (N, B)
         with torch.no_grad():
@@ -382,48 +413,41 @@ class RIMCell(nn.Module):
             top = torch.sort(rank, dim=0, descending=True, stable=True).indices[: self.k]
             active = torch.zeros_like(diff, dtype=torch.bool).scatter_(0, top, True)
             active3 = active.unsqueeze(-1)
-        # 4. read the input: softmax over [real, null] = sigmoid of the score difference.
+        # 4. read the input: softmax over [real, null] = sigmoid of the score difference;
+        # inactive units read an all-zero input (both weights zero).
         p_real = torch.sigmoid(diff)
+        keep = active.to(p_real.dtype)
         if self.training and self.input_dropout.p > 0:
             probs = self.input_dropout(torch.stack((p_real, 1.0 - p_real)))
-            w_real, w_null = probs[0].unsqueeze(-1), (probs[0] + probs[1]).unsqueeze(-1)
-            gx = torch.addcmul(w_null * side.null_gates, w_real, gates)
+            w_real, w_bias = probs[0] * keep, (probs[0] + probs[1]) * keep
         else:
-            gx = torch.addcmul(side.null_gates, p_real.unsqueeze(-1), gates)
-        gx = gx * active3.to(gx.dtype)  # inactive units read an all-zero input
-        # 5. every unit runs its own cell.
+            w_real, w_bias = p_real * keep, keep
+        read = torch.cat((x.unsqueeze(0) * w_real.unsqueeze(-1), w_bias.unsqueeze(-1)), dim=-1)
+        # 5.-6. every unit runs its own cell; no gradient into inactive units' fresh states.
+        c_out: Tensor | None = None
         if c is not None:
-            h_cell, c_cell = lstm_unit_major(gx, h, c, self.cell.weight_hh)
+            h_cell, c_out = lstm_masked(tapes.cell.bmm(torch.cat((read, h), dim=-1)), c, active3)
         else:
-            h_cell, c_cell = gru_unit_major(gx, h, self.cell.weight_hh), None
-        # 6. no gradient into inactive units' fresh states.
-        h_cell = torch.where(active3, h_cell, h_cell.detach())
+            assert tapes.hidden is not None
+            h_cell = _gru_step(tapes.cell.bmm(read), h, tapes.hidden.bmm(h))
+            h_cell = torch.where(active3, h_cell, h_cell.detach())
         # 7. communication: multi-head attention among all units, residual.
-        comm, att = self._communicate(h_cell)
-        h_new = comm + h_cell
+        h_new, att = self._communicate(h_cell, tapes)
         # 8. only active units keep the update.
         h_out = torch.where(active3, h_new, h)
-        c_out = torch.where(active3, c_cell, c) if c is not None and c_cell is not None else None
         info = None
         if want_info:
             att = att.detach() * active.t()[:, None, :, None].to(att.dtype)
             info = (active, p_real.detach(), att)
         return h_out, c_out, info
 
-    def _communicate(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Multi-head attention among units; h ``(N, B, H)`` → context ``(N, B, H)``."""
+    def _communicate(self, h: Tensor, tapes: _Tapes) -> tuple[Tensor, Tensor]:
+        """Multi-head attention among units, residual: h ``(N, B, H)`` → ``h + context``."""
         n, batch, _ = h.shape
         heads, d_k, d_v = self.num_comm_heads, self.comm_key_size, self.comm_value_size
-        q, k, v = torch.bmm(h, self.comm_qkv.weight).split(
-            [heads * d_k, heads * d_k, heads * d_v], dim=-1
-        )
-        q = q.reshape(n, batch, heads, d_k)
-        k = k.reshape(n, batch, heads, d_k)
-        v = v.reshape(n, batch, heads, d_v)
-        scores = torch.einsum("nbhd,mbhd->bhnm", q, k) * (1.0 / math.sqrt(d_k))
-        att = torch.softmax(scores, dim=-1)  # (B, heads, N query, N key)
-        # Rows of inactive query units are discarded by the final keep-active step, so the
-        # original's explicit row masking does not change outputs or gradients.
-        context = torch.einsum("bhnm,mbhe->nbhe", self.comm_dropout(att), v)
-        out = torch.bmm(context.reshape(n, batch, heads * d_v), self.comm_out.weight)
+        keep = None
+        if self.training and self.comm_dropout.p > 0:
+            keep = self.comm_dropout(h.new_ones(batch * heads, n, n))
+        context, att = unit_attention(tapes.qkv.bmm(h), heads, d_k, d_v, keep)
+        out = tapes.out.bmm(context.reshape(n, batch, heads * d_v), add=h)  # residual
         return out, att
