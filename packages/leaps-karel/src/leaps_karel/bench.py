@@ -17,19 +17,16 @@ from typing import Any
 import numpy as np
 
 from leaps_karel.dsl import (
-    Action,
-    Cond,
-    If,
-    IfElse,
-    Not,
     Program,
-    Repeat,
-    Stmt,
-    While,
     is_valid,
     parse,
 )
-from leaps_karel.interpreter import DEFAULT_BUDGET, _compile_text, compile_program
+from leaps_karel.interpreter import (
+    DEFAULT_BUDGET,
+    _compile_text,
+    compile_program,
+    walk_no_crash,
+)
 from leaps_karel.tasks.base import Task, program_text
 from leaps_karel.tasks.registry import get_spec
 from leaps_karel.world import DELTAS, World
@@ -161,56 +158,12 @@ def run_reference(
 ) -> tuple[int, bool]:
     """Tree-walking §6.2 interpreter on a `TensorKarel`; returns (final counter, finished)."""
 
-    def cond(c: Cond) -> bool:
-        return not cond(c.cond) if isinstance(c, Not) else karel.cond(c.name)
+    def act(name: str) -> None:
+        a = karel.act(name)
+        if on_action is not None:
+            on_action(karel, a)
 
-    def block(stmts: tuple[Stmt, ...], n: int) -> tuple[int, bool]:
-        if len(stmts) == 1:
-            return wrap(stmts[0], n)
-        if n > budget:
-            return n, False
-        n += 1
-        if n > budget:
-            return n, False
-        n, ok = block(stmts[:-1], n + 1)
-        if not ok or n > budget:
-            return n, False
-        return wrap(stmts[-1], n)
-
-    def wrap(s: Stmt, n: int) -> tuple[int, bool]:
-        if n > budget:
-            return n, False
-        return node(s, n + 1)
-
-    def node(s: Stmt, n: int) -> tuple[int, bool]:
-        if n > budget:
-            return n, False
-        if isinstance(s, Action):
-            a = karel.act(s.name)
-            if on_action is not None:
-                on_action(karel, a)
-            return n, True
-        n += 1
-        if isinstance(s, Repeat):
-            for _ in range(s.times):
-                n, ok = block(s.body, n)
-                if not ok:
-                    return n, False
-            return n, True
-        if n > budget:
-            return n, False
-        if isinstance(s, If):
-            return block(s.body, n) if cond(s.cond) else (n, True)
-        if isinstance(s, IfElse):
-            return block(s.then if cond(s.cond) else s.orelse, n)
-        assert isinstance(s, While)
-        while cond(s.cond):
-            n, ok = block(s.body, n)
-            if not ok or n > budget:
-                return n, False
-        return n, True
-
-    return block(program.body, 1)
+    return walk_no_crash(program, budget, karel.cond, act)
 
 
 def _tensor_reward(task: str, karel: TensorKarel, ctx: dict[str, Any]) -> float:

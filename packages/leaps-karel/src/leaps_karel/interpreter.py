@@ -637,6 +637,81 @@ def execute_reference(
     return ExecutionResult(actions, w, n, st == 0, _STATUS_NAMES[(mode, st)])
 
 
+def walk_no_crash(
+    program: Program,
+    budget: int,
+    perceive: Callable[[str], bool],
+    act: Callable[[str], None],
+) -> tuple[int, bool]:
+    """The §6.2 budget accounting as a plain tree walk (no-crash semantics).
+
+    The slow, obviously-correct form of the compiled interpreter: the fallback for programs
+    nested too deeply to compile, and the benchmark's reference. ``perceive(name)`` answers a
+    perception (``"frontIsClear"`` …), ``act(name)`` performs an action.
+
+    Returns:
+        ``(final call counter, finished within the budget)``.
+    """
+
+    def cond(c: Cond) -> bool:
+        return not cond(c.cond) if isinstance(c, Not) else perceive(c.name)
+
+    def block(stmts: tuple[Stmt, ...], n: int) -> tuple[int, bool]:
+        if len(stmts) == 1:
+            return wrap(stmts[0], n)
+        if n > budget:  # S
+            return n, False
+        n += 1
+        if n > budget:  # SEQ
+            return n, False
+        n, ok = block(stmts[:-1], n + 1)
+        if not ok or n > budget:
+            return n, False
+        return wrap(stmts[-1], n)
+
+    def wrap(s: Stmt, n: int) -> tuple[int, bool]:
+        if n > budget:
+            return n, False
+        return node(s, n + 1)
+
+    def node(s: Stmt, n: int) -> tuple[int, bool]:
+        if n > budget:
+            return n, False
+        match s:
+            case Action(name):
+                act(name)
+                return n, True
+            case Repeat(times, body):
+                n += 1
+                for _ in range(times):
+                    n, ok = block(body, n)
+                    if not ok:
+                        return n, False
+                return n, True
+            case If(c, body):
+                n += 1
+                if n > budget:
+                    return n, False
+                return block(body, n) if cond(c) else (n, True)
+            case IfElse(c, then, orelse):
+                n += 1
+                if n > budget:
+                    return n, False
+                return block(then if cond(c) else orelse, n)
+            case While(c, body):
+                n += 1
+                if n > budget:
+                    return n, False
+                while cond(c):
+                    n, ok = block(body, n)
+                    if not ok or n > budget:
+                        return n, False
+                return n, True
+        raise AssertionError(s)
+
+    return block(program.body, 1)
+
+
 def _reference_raw(
     program: Program, mode: Mode, budget: int, record: bool, world: World
 ) -> RawResult:
@@ -652,16 +727,19 @@ def _reference_trace(program: Program, mode: Mode, budget: int, world: World) ->
     crash = mode == "crash"
     codes = {"move": 0, "turnLeft": 1, "turnRight": 2, "pickMarker": 3, "putMarker": 4}
 
+    perceptions = {
+        "frontIsClear": world.front_is_clear,
+        "leftIsClear": world.left_is_clear,
+        "rightIsClear": world.right_is_clear,
+        "markersPresent": world.markers_present,
+        "noMarkersPresent": world.no_markers_present,
+    }
+
+    def perceive(name: str) -> bool:
+        return perceptions[name]()
+
     def cond_value(c: Cond) -> bool:
-        if isinstance(c, Not):
-            return not cond_value(c.cond)
-        return {
-            "frontIsClear": world.front_is_clear,
-            "leftIsClear": world.left_is_clear,
-            "rightIsClear": world.right_is_clear,
-            "markersPresent": world.markers_present,
-            "noMarkersPresent": world.no_markers_present,
-        }[c.name]()
+        return not cond_value(c.cond) if isinstance(c, Not) else perceive(c.name)
 
     def act(name: str) -> None:
         a = codes[name]
@@ -671,67 +749,9 @@ def _reference_trace(program: Program, mode: Mode, budget: int, world: World) ->
         actions.append(a)
 
     if not crash:
-        # run(node, n) -> (n, ok) of §6.2, nodes built on the fly.
-        def seq(stmts: tuple[Stmt, ...], n: int) -> tuple[int, bool]:
-            if len(stmts) == 1:
-                return wrap(stmts[0], n)
-            if n > budget:  # S
-                return n, False
-            n += 1
-            if n > budget:  # SEQ
-                return n, False
-            n, ok = seq(stmts[:-1], n + 1)
-            if not ok:
-                return n, False
-            if n > budget:
-                return n, False
-            return wrap(stmts[-1], n)
-
-        def wrap(s: Stmt, n: int) -> tuple[int, bool]:
-            if n > budget:
-                return n, False
-            return node(s, n + 1)
-
-        def node(s: Stmt, n: int) -> tuple[int, bool]:
-            if n > budget:
-                return n, False
-            match s:
-                case Action(name):
-                    act(name)
-                    return n, True
-                case If(c, body):
-                    n += 1
-                    if n > budget:
-                        return n, False
-                    if cond_value(c):
-                        return seq(body, n)
-                    return n, True
-                case IfElse(c, then, orelse):
-                    n += 1
-                    if n > budget:
-                        return n, False
-                    return seq(then if cond_value(c) else orelse, n)
-                case While(c, body):
-                    n += 1
-                    if n > budget:
-                        return n, False
-                    while cond_value(c):
-                        n, ok = seq(body, n)
-                        if not ok or n > budget:
-                            return n, False
-                    return n, True
-                case Repeat(k, body):
-                    n += 1
-                    for _ in range(k):
-                        n, ok = seq(body, n)
-                        if not ok:
-                            return n, False
-                    return n, True
-            raise AssertionError(s)
-
         if budget < 0:
             return actions, 0, 1, delta[0]
-        n, ok = seq(program.body, 1)
+        n, ok = walk_no_crash(program, budget, perceive, act)
         return actions, n, 0 if ok else 1, delta[0]
 
     counter = [0]
