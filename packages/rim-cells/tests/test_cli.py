@@ -110,7 +110,7 @@ def test_seeded_runs_are_identical(tmp_path):
     ("argv", "message"),
     [
         (["seqmnist", "train", "--data.dataset", "digits", "--model.k-active", "9"], "k-active 9"),
-        (["seqmnist", "train", "--smoke", "--resume"], "--resume needs --run-name"),
+        (["seqmnist", "train", "--smoke", "--resume"], "--resume: no train run"),
         (["seqmnist", "evaluate"], "--checkpoint is required"),
         (["seqmnist", "evaluate", "--checkpoint", "/nonexistent/last.pt"], "not found"),
         (["plot-activations", "--checkpoint", "/nonexistent.pt"], "not found"),

@@ -96,3 +96,22 @@ def test_config_module_does_not_import_torch() -> None:
     code = "import compkit_utils.config, compkit_utils.runs, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_resume_run_dir(tmp_path: Path) -> None:
+    from compkit_utils.runs import resume_run_dir
+
+    with pytest.raises(UserError, match="no train run"):
+        resume_run_dir("pkg", "train", tmp_path)
+    older = tmp_path / "pkg" / "train__0__a" / "checkpoints"
+    newer = tmp_path / "pkg" / "train__1__b" / "checkpoints"
+    for folder in (older, newer):
+        folder.mkdir(parents=True)
+        (folder / "last.pt").write_bytes(b"x")
+    import os
+
+    os.utime(older / "last.pt", (1, 1))
+    assert resume_run_dir("pkg", "train", tmp_path) == newer.parent
+    assert resume_run_dir("pkg", "train", tmp_path, "train__0__a") == older.parent
+    with pytest.raises(UserError, match=r"nope/checkpoints/last\.pt not found"):
+        resume_run_dir("pkg", "train", tmp_path, "nope")

@@ -77,28 +77,6 @@ def _trajectory_fields(cfg: TrainConfig) -> dict[str, Any]:
     return {key: full[key] for key in ("seed", "data", "model", "optim", "loss")}
 
 
-def _find_resume_dir(cfg: TrainConfig) -> Path:
-    from compkit_utils.errors import UserError
-    from compkit_utils.runs import resolve_runs_dir
-
-    root = resolve_runs_dir(cfg.runs_dir) / PACKAGE
-    if cfg.run_name is not None:
-        run_dir = root / cfg.run_name
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise UserError(
-                f"--resume: {run_dir}/checkpoints/last.pt not found; check --run-name and "
-                "--runs-dir, or drop --resume to start a new run"
-            )
-        return run_dir
-    candidates = sorted(root.glob("train__*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise UserError(
-            f"--resume: no train run with checkpoints/last.pt under {root}; pass --run-name "
-            "and --runs-dir of the run to continue"
-        )
-    return candidates[-1].parent.parent
-
-
 def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring for the output.
 
@@ -112,7 +90,7 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
     from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_state, restore
     from compkit_utils.errors import UserError
     from compkit_utils.logging import RunLogger
-    from compkit_utils.runs import make_run_dir, write_config
+    from compkit_utils.runs import make_run_dir, resume_run_dir, write_config
     from compkit_utils.seeding import seed_everything
 
     if cfg.smoke:
@@ -126,7 +104,7 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
 
     resume_state = None
     if cfg.resume:
-        run_dir = _find_resume_dir(cfg)
+        run_dir = resume_run_dir(PACKAGE, "train", cfg.runs_dir, cfg.run_name)
         resume_state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         saved = resume_state.get("config", {})
         wanted = _trajectory_fields(cfg)

@@ -56,6 +56,46 @@ def make_run_dir(
     return path
 
 
+def resume_run_dir(
+    package: str,
+    command: str,
+    runs_dir: str | os.PathLike[str] | None = None,
+    run_name: str | None = None,
+) -> Path:
+    """The run directory a ``--resume`` continues; it holds ``checkpoints/last.pt``.
+
+    Args:
+        package: distribution name, e.g. ``"compile-seg"``.
+        command: the CLI subcommand whose runs are candidates, e.g. ``"train"``.
+        runs_dir: runs root (see :func:`resolve_runs_dir`).
+        run_name: the run to continue; default: the ``<command>__*`` run whose ``last.pt`` is
+            newest.
+
+    Raises:
+        UserError: the named run has no ``last.pt``, or there is no run to continue.
+    """
+    from compkit_utils.errors import UserError
+
+    root = resolve_runs_dir(runs_dir) / package
+    if run_name is not None:
+        run_dir = root / run_name
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise UserError(
+                f"--resume: {run_dir}/checkpoints/last.pt not found; check --run-name and "
+                "--runs-dir, or drop --resume to start a new run"
+            )
+        return run_dir
+    candidates = sorted(
+        root.glob(f"{command}__*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime
+    )
+    if not candidates:
+        raise UserError(
+            f"--resume: no {command} run with checkpoints/last.pt under {root}; pass "
+            "--run-name and --runs-dir of the run to continue"
+        )
+    return candidates[-1].parent.parent
+
+
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
     """The current git commit of the checkout containing ``path``, or ``None``."""
     try:

@@ -14,7 +14,7 @@ from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_s
 from compkit_utils.config import from_dict, to_dict
 from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.logging import RunLogger
-from compkit_utils.runs import make_run_dir, package_version, write_config
+from compkit_utils.runs import make_run_dir, package_version, resume_run_dir, write_config
 from compkit_utils.seeding import seed_everything
 from rim_cells.minigrid.config import MiniGridTrainConfig, smoke_config, validate_train
 from rim_cells.minigrid.envs import make_vector_env
@@ -42,27 +42,26 @@ def train(cfg: MiniGridTrainConfig) -> Path:
     if cfg.smoke:
         cfg = smoke_config(cfg)
     validate_train(cfg)
-    run_dir = make_run_dir(PACKAGE, COMMAND, cfg.seed, cfg.runs_dir, cfg.run_name)
-    manager = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.log.keep_last)
     state = None
     if cfg.resume:
-        latest = manager.latest()
-        if latest is None:
-            _log.warning("%s has no checkpoint yet; starting a new run there", run_dir)
-        else:
-            state = load_checkpoint(latest)
-            saved = from_dict(MiniGridTrainConfig, state["config"], source=f"{latest} (config)")
-            cfg = dataclasses.replace(
-                saved,
-                frames=cfg.frames,
-                device=cfg.device,
-                threads=cfg.threads,
-                log=cfg.log,
-                runs_dir=cfg.runs_dir,
-                run_name=cfg.run_name,
-                resume=True,
-            )
-            validate_train(cfg)
+        run_dir = resume_run_dir(PACKAGE, COMMAND, cfg.runs_dir, cfg.run_name)
+        latest = run_dir / "checkpoints" / "last.pt"
+        state = load_checkpoint(latest)
+        saved = from_dict(MiniGridTrainConfig, state["config"], source=f"{latest} (config)")
+        cfg = dataclasses.replace(
+            saved,
+            frames=cfg.frames,
+            device=cfg.device,
+            threads=cfg.threads,
+            log=cfg.log,
+            runs_dir=cfg.runs_dir,
+            run_name=run_dir.name,
+            resume=True,
+        )
+        validate_train(cfg)
+    else:
+        run_dir = make_run_dir(PACKAGE, COMMAND, cfg.seed, cfg.runs_dir, cfg.run_name)
+    manager = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.log.keep_last)
     previous_threads = torch.get_num_threads()
     set_threads(cfg.threads)
     try:

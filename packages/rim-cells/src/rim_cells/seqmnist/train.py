@@ -15,7 +15,7 @@ from compkit_utils.config import to_dict
 from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.errors import UserError
 from compkit_utils.logging import RunLogger, progress
-from compkit_utils.runs import make_run_dir, package_version, write_config
+from compkit_utils.runs import make_run_dir, package_version, resume_run_dir, write_config
 from compkit_utils.seeding import seed_everything
 from rim_cells.config import SeqDataConfig, SeqMnistTrainConfig, SeqModelConfig, SeqOptimConfig
 from rim_cells.seqmnist.data import load_sequences
@@ -62,8 +62,6 @@ def validate(cfg: SeqMnistTrainConfig) -> None:
         raise UserError("--optim.lr must be > 0 and batch sizes >= 1")
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.resume and not cfg.run_name:
-        raise UserError("--resume needs --run-name (the run directory to continue)")
     d: SeqDataConfig = cfg.data
     if d.train_limit is not None and d.train_limit < 1:
         raise UserError("--data.train-limit must be >= 1")
@@ -86,7 +84,11 @@ def train(cfg: SeqMnistTrainConfig) -> None:
     validate(cfg)
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
-    run_dir = make_run_dir(PACKAGE, "train", cfg.seed, cfg.runs_dir, cfg.run_name)
+    run_dir = (
+        resume_run_dir(PACKAGE, "train", cfg.runs_dir, cfg.run_name)
+        if cfg.resume
+        else make_run_dir(PACKAGE, "train", cfg.seed, cfg.runs_dir, cfg.run_name)
+    )
     manager = CheckpointManager(run_dir / "checkpoints", keep_last=2)
     seed_everything(cfg.seed)
     data = load_sequences(cfg.data, cfg.seed)
@@ -94,9 +96,7 @@ def train(cfg: SeqMnistTrainConfig) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     start_epoch, step, history = 0, 0, []
     if cfg.resume:
-        latest = manager.latest()
-        if latest is None:
-            raise UserError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+        latest = manager.last_path
         state = load_checkpoint(latest, map_location=device)
         if state["config"] != {**to_dict(cfg), "resume": False}:
             raise UserError(
