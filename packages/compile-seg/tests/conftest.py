@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from compkit_utils.testing import _one_torch_thread  # noqa: F401  (autouse fixture)
 
 # Small, fast settings for in-process runs (flags of `compile-seg train`).
 TINY = [
@@ -16,15 +17,6 @@ TINY = [
     "--device",
     "cpu",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tests use one CPU thread: deterministic and no over-subscription on small machines."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -37,14 +37,6 @@ def tiny_model_cfg(memory: str, **kw: object) -> ModelConfig:
     return ModelConfig(memory=memory, **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --- environments -------------------------------------------------------------------------
 
 

@@ -9,21 +9,12 @@ The test configuration differs from the faithful defaults only in the learning r
 from __future__ import annotations
 
 import pytest
-import torch
 
 from compkit_utils.logging import read_metrics
 from compkit_utils.testing import only_run_dir
 from rim_cells.cli import main
 
 FAST = ["--ppo.lr", "1e-3", "--frames", "32768", "--eval-episodes", "100", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _train(tmp_path, memory: str) -> float:

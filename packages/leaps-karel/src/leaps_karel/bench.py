@@ -28,7 +28,7 @@ from leaps_karel.interpreter import (
     walk_no_crash,
 )
 from leaps_karel.tasks.base import Task, program_text
-from leaps_karel.tasks.registry import get_spec
+from leaps_karel.tasks.registry import TASKS, get_spec
 from leaps_karel.world import DELTAS, World
 
 #: Programs used by the benchmark: the spec's first sampler draws, budget test vectors, the six
@@ -312,14 +312,7 @@ def measure_interpreter(seconds: float, seed: int = 0) -> tuple[BenchRow, BenchR
 
 def measure_tasks(seconds: float, seed: int = 0, tasks: Sequence[str] = ()) -> list[BenchRow]:
     """Task evaluations/s (10 rollouts each), compilation included (cache cleared)."""
-    names = list(tasks) or [
-        "stairclimber",
-        "fourcorner",
-        "topoff",
-        "maze",
-        "cleanhouse",
-        "harvester",
-    ]
+    names = list(tasks) or list(TASKS)
     bound = [Task(get_spec(n), seed=seed, num_worlds=10) for n in names]
     per = seconds / 2
 

@@ -24,6 +24,20 @@ def requires_gpu(func: Any) -> Any:
     return pytest.mark.gpu(pytest.mark.skipif(not _cuda_available(), reason="needs CUDA")(func))
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Any:
+    """One torch CPU thread per test: reproducible, and no over-subscription on small machines.
+
+    Import it into a package's ``conftest.py`` to apply it to every test of that package.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def only_run_dir(root: str | os.PathLike[str], package: str) -> Path:
     """The single run directory under ``<root>/<package>/`` (fails if not exactly one)."""
     runs = [p for p in (Path(root) / package).iterdir() if p.is_dir()]
