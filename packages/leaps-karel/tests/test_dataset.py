@@ -20,8 +20,9 @@ from leaps_karel import dataset as ds
 from leaps_karel import dsl
 from leaps_karel.cli import main
 from leaps_karel.config import DatasetConfig, GenerateDatasetConfig
-from leaps_karel.dataset import KarelProgramDataset, generate_dataset, sample_worlds
+from leaps_karel.dataset import generate_dataset, sample_worlds
 from leaps_karel.interpreter import compile_program, execute
+from leaps_karel.reader import KarelProgramDataset
 from leaps_karel.sampler import ProgramSampler
 from leaps_karel.world import World
 
