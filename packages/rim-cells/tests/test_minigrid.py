@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from rim_cells.minigrid.config import (
     MiniGridTrainConfig,
     ModelConfig,
     PPOConfig,
-    smoke_config,
     validate_train,
     zero_shot_envs,
 )
@@ -332,7 +330,7 @@ def test_bad_inputs_are_user_errors(tmp_path, capsys):
     argv = ["minigrid", "train", "--runs-dir", str(tmp_path), "--ppo.recurrence", "5"]
     assert main(argv) == 2
     assert "--ppo.frames-per-proc (128) must be a multiple" in capsys.readouterr().err
-    with pytest.raises(UserError, match="--resume needs --run-name"):
-        validate_train(dataclasses.replace(smoke_config(MiniGridTrainConfig()), resume=True))
+    assert main(["minigrid", "train", "--smoke", "--runs-dir", str(tmp_path), "--resume"]) == 2
+    assert "--resume: no minigrid-train run" in capsys.readouterr().err
     with pytest.raises(UserError, match="k-active"):
         validate_train(MiniGridTrainConfig(model=ModelConfig(k_active=5)))

@@ -266,7 +266,6 @@ def validate_train(cfg: MiniGridTrainConfig) -> None:
             f"({model.num_units})",
         ),
         (cfg.log.save_every >= 1, "--log.save-every must be at least 1"),
-        (not cfg.resume or cfg.run_name is not None, "--resume needs --run-name of the run"),
     ]
     for ok, message in checks:
         if not ok:
