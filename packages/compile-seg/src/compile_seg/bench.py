@@ -31,6 +31,7 @@ from compile_seg.losses import compute_losses
 from compile_seg.metrics import evaluate_batch
 from compile_seg.model import EPS, NEG_INF, CompILE, CompILEOutput, gumbel_noise
 from compile_seg.perf import tune_allocator
+from compkit_utils.errors import UserError
 
 ORIGINAL_MS_PER_STEP = 75.0
 """The original's training step, as published in the method spec (2-core CPU, 2 threads)."""
@@ -185,12 +186,17 @@ def run_bench(cfg: BenchConfig, print_fn: Callable[[str], None] = print) -> dict
         Medians in milliseconds: ``ours_step``, ``ours_eval``, ``ours_data``, and with the
         reference also ``ref_step``, ``ref_eval``, ``ref_data``.
     """
+    from compile_seg import lstm
     from compkit_utils.devices import pick_device, set_threads
     from compkit_utils.seeding import seed_everything
 
     threads = set_threads(cfg.threads)
     tune_allocator()
     device = pick_device(cfg.device)
+    try:
+        lstm.set_backend(cfg.kernels)
+    except RuntimeError as exc:
+        raise UserError(f"--kernels native: {exc}") from exc
     rng = seed_everything(cfg.seed)
     ours = CompILE(latent_dist=cfg.latent_dist).to(device)
     ref = ReferenceCompILE(latent_dist=cfg.latent_dist).to(device)
@@ -250,9 +256,11 @@ def run_bench(cfg: BenchConfig, print_fn: Callable[[str], None] = print) -> dict
                 samples[name].append(time.perf_counter() - start)
     result = {name: _median_ms(values) for name, values in samples.items()}
 
+    kernels = lstm.active_backend(torch.empty(1, 1, 4 * ours.hidden_dim, device=device))
     print_fn(
         f"compile-seg bench: batch {cfg.batch_size}, {cfg.latent_dist} latents, device "
-        f"{device.type}, {threads} thread(s), median of {cfg.repeats} (after {cfg.warmup} warm-up)"
+        f"{device.type}, {threads} thread(s), {kernels} encoder kernels, median of "
+        f"{cfg.repeats} (after {cfg.warmup} warm-up)"
     )
     header = f"{'':<26}{'ours':>10}"
     if not cfg.skip_reference:

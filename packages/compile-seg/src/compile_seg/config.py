@@ -168,6 +168,9 @@ class BenchConfig:
     """Seed of the models and data."""
     skip_reference: bool = False
     """Time only this implementation (no baseline, no ratios)."""
+    kernels: Literal["auto", "torch", "native"] = "auto"
+    """Encoder LSTM kernels: the compiled native ones when available (auto), the PyTorch
+    path, or native only (error if they cannot be built)."""
 
 
 def smoke_train_config(cfg: TrainConfig) -> TrainConfig:

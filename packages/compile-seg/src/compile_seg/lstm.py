@@ -23,9 +23,179 @@ Gate order is PyTorch's (input, forget, cell, output), so the weights are those 
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import importlib.resources
 from typing import Any
 
 import torch
+
+BACKENDS = ("auto", "torch", "native")
+_backend = "auto"
+
+
+def set_backend(name: str) -> None:
+    """Choose how :func:`masked_lstm` runs on CPU float32 tensors.
+
+    ``"auto"`` (default) uses the native kernels when they are available (see
+    :mod:`compkit_utils.native`: compiled on first use, disabled by ``COMPKIT_NATIVE=0``) and
+    the PyTorch path otherwise; ``"torch"`` always uses the PyTorch path; ``"native"``
+    requires the kernels (RuntimeError if they cannot be built). Other devices and dtypes
+    always take the PyTorch path.
+    """
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "native" and native_library() is None:
+        raise RuntimeError(
+            "the native masked-LSTM kernels are not available (no C compiler, a failed "
+            "build, or COMPKIT_NATIVE=0); use backend 'auto' or 'torch'"
+        )
+    _backend = name
+
+
+@functools.cache
+def native_library() -> ctypes.CDLL | None:
+    """The compiled ``masked_lstm.c`` kernels, or ``None`` when unavailable."""
+    from compkit_utils.native import load_library
+
+    source = importlib.resources.files("compile_seg").joinpath("masked_lstm.c").read_text()
+    lib = load_library("compile_seg_masked_lstm", source, openmp=True)
+    if lib is None:
+        return None
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.lstm_forward.argtypes = [i64] * 5 + [ptr] * 10 + [i64]
+    lib.lstm_forward.restype = ctypes.c_int
+    lib.lstm_backward.argtypes = [i64] * 6 + [ptr] * 13 + [i64]
+    lib.lstm_backward.restype = ctypes.c_int
+    return lib
+
+
+def active_backend(xs: torch.Tensor) -> str:
+    """``"native"`` or ``"torch"``: the path :func:`masked_lstm` takes for ``xs``.
+
+    The native kernels take CPU float32 inputs with a hidden size that is a multiple of 32.
+    """
+    if (
+        _backend != "torch"
+        and xs.device.type == "cpu"
+        and xs.dtype == torch.float32
+        and xs.dim() == 3
+        and xs.shape[-1] % 128 == 0  # the kernels' column blocks: H a multiple of 32
+        and native_library() is not None
+    ):
+        return "native"
+    return "torch"
+
+
+def _ptr(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+class _NativeMaskedLSTM(torch.autograd.Function):
+    """The masked LSTM in two native calls (forward, backward); inputs as a table + index.
+
+    ``x[t, b] = table[index[b, t]]``: ``index`` is ``(B, T)`` int64; ``unique`` says every
+    ``(b, t)`` has its own row (a plain ``(T * B, 4H)`` tensor of projections).
+    """
+
+    @staticmethod
+    def forward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any,
+        table: torch.Tensor,
+        index: torch.Tensor,
+        unique: bool,
+        w: torch.Tensor | None,
+        whh: torch.Tensor,
+        steps: int,
+    ) -> torch.Tensor:
+        lib = native_library()
+        assert lib is not None
+        batch, total = index.shape
+        gates = table.shape[1]
+        hidden = gates // 4
+        save = any(ctx.needs_input_grad)
+        out = table.new_empty(total, batch, hidden)
+        if steps < total:
+            out[steps:].zero_()
+        keep = total if save else 2
+        s_all = table.new_empty(keep, batch, gates)
+        c_all, k_all, ht_all, cm_all = table.new_empty(4, keep, batch, hidden).unbind(0)
+        if w is None:
+            cm_all = c_all
+        whh_t = whh.t().contiguous()
+        tensors = (table, index, w, whh_t, out, s_all, c_all, k_all, ht_all, cm_all)
+        status = lib.lstm_forward(
+            steps, batch, total, hidden, keep, *map(_ptr, tensors), torch.get_num_threads()
+        )
+        if status != 0:
+            raise MemoryError("masked_lstm: the native forward pass ran out of memory")
+        ctx.steps, ctx.unique, ctx.table_rows = steps, unique, table.shape[0]
+        if save:
+            ctx.save_for_backward(index, w, whh, out, s_all, c_all, k_all, ht_all, cm_all)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any, *grad_outputs: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        lib = native_library()
+        assert lib is not None
+        index, w, whh, out, s_all, c_all, k_all, ht_all, cm_all = ctx.saved_tensors
+        steps = ctx.steps
+        batch, total = index.shape
+        hidden = out.shape[2]
+        grad_out = grad_outputs[0].contiguous()
+        grad_table = out.new_empty(ctx.table_rows, 4 * hidden)
+        grad_w = None
+        if w is not None:
+            grad_w = out.new_empty(total, batch)
+            if steps < total:
+                grad_w[steps:].zero_()
+        grad_whh_t = out.new_empty(hidden, 4 * hidden)
+        tensors = (
+            index,
+            s_all,
+            c_all,
+            k_all,
+            ht_all,
+            cm_all,
+            w,
+            whh.contiguous(),
+            out,
+            grad_out,
+            grad_table,
+            grad_w,
+            grad_whh_t,
+        )
+        status = lib.lstm_backward(
+            steps,
+            batch,
+            total,
+            hidden,
+            ctx.table_rows,
+            int(ctx.unique),
+            *map(_ptr, tensors),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise MemoryError("masked_lstm: the native backward pass ran out of memory")
+        needs = ctx.needs_input_grad
+        return (
+            grad_table if needs[0] else None,
+            None,
+            None,
+            grad_w if needs[3] else None,
+            grad_whh_t.t() if needs[4] else None,
+            None,
+        )
+
+
+@functools.cache
+def _plain_index(total: int, batch: int) -> torch.Tensor:
+    """``(B, T)`` index of row ``t * B + b`` of a ``(T * B, 4H)`` table."""
+    return torch.arange(total * batch).view(total, batch).t().contiguous()
 
 
 def _forward(
@@ -196,4 +366,74 @@ def masked_lstm(
             f"{None if w is None else tuple(w.shape)}, whh {tuple(whh.shape)}, steps {steps} "
             "do not fit (T, B, 4H), (T, B), (4H, H), 1 <= steps <= T"
         )
+    if active_backend(xs) == "native" and _native_inputs_ok(w, whh):
+        total, batch, gates = xs.shape
+        table = xs.contiguous().view(total * batch, gates)
+        index = _plain_index(total, batch)
+        w = w.contiguous() if w is not None else None
+        out = _NativeMaskedLSTM.apply(table, index, True, w, whh, steps)
+        return out  # type: ignore[no-any-return]
     return _MaskedLSTM.apply(xs, w, whh, steps)  # type: ignore[no-any-return]
+
+
+def masked_lstm_tokens(
+    table: torch.Tensor,
+    tokens: torch.Tensor,
+    w: torch.Tensor | None,
+    whh: torch.Tensor,
+    steps: int | None = None,
+) -> torch.Tensor:
+    """:func:`masked_lstm` of ``xs[t, b] = table[tokens[b, t]]`` (an embedded sequence).
+
+    With the native kernels the ``(T, B, 4H)`` projections are never materialised: each
+    step gathers its rows from the table, and the backward pass sums the gradients into
+    the table's rows. The PyTorch path gathers first.
+
+    Args:
+        table: ``(V, 4H)`` per-token projections ``embed @ W_ih^T + b_ih + b_hh``, cell-gate
+            block doubled.
+        tokens: ``(B, T)`` int64 tokens in ``[0, V)``.
+        w: ``(T, B)`` mask or ``None``.
+        whh: ``(4H, H)`` recurrent weight, cell-gate rows doubled (as in :func:`masked_lstm`).
+        steps: run only positions ``0..steps-1`` (default all T).
+
+    Returns:
+        ``(T, B, H)`` masked hidden states.
+    """
+    if table.dim() != 2 or tokens.dim() != 2 or tokens.dtype != torch.int64:
+        raise ValueError(
+            f"masked_lstm_tokens: table {tuple(table.shape)} must be (V, 4H) and tokens "
+            f"{tuple(tokens.shape)} (B, T) int64, got {tokens.dtype}"
+        )
+    batch, total = tokens.shape
+    steps = total if steps is None else steps
+    if (
+        (w is not None and w.shape != (total, batch))
+        or whh.shape
+        != (
+            table.shape[1],
+            table.shape[1] // 4,
+        )
+        or not 1 <= steps <= total
+    ):
+        raise ValueError(
+            f"masked_lstm_tokens: shapes table {tuple(table.shape)}, tokens "
+            f"{tuple(tokens.shape)}, w {None if w is None else tuple(w.shape)}, whh "
+            f"{tuple(whh.shape)}, steps {steps} do not fit (V, 4H), (B, T), (T, B), (4H, H)"
+        )
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= table.shape[0]):
+        raise ValueError(f"masked_lstm_tokens: tokens must lie in [0, {table.shape[0]})")
+    if active_backend(table.unsqueeze(0)) == "native" and _native_inputs_ok(w, whh):
+        w = w.contiguous() if w is not None else None
+        out = _NativeMaskedLSTM.apply(table.contiguous(), tokens.contiguous(), False, w, whh, steps)
+        return out  # type: ignore[no-any-return]
+    xs = torch.nn.functional.embedding(tokens.t(), table)
+    return masked_lstm(xs, w, whh, steps)
+
+
+def _native_inputs_ok(w: torch.Tensor | None, whh: torch.Tensor) -> bool:
+    return (
+        whh.dtype == torch.float32
+        and whh.device.type == "cpu"
+        and (w is None or (w.dtype == torch.float32 and w.device.type == "cpu"))
+    )

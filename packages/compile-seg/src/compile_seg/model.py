@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compile_seg.config import DataConfig, ModelConfig
-from compile_seg.lstm import masked_lstm
+from compile_seg.lstm import masked_lstm_tokens
 
 EPS = 1e-17
 """The original's epsilon inside logs (Gumbel noise, masks, KL terms)."""
@@ -123,25 +123,33 @@ class CompILE(nn.Module):
         gate_scale[2 * hidden_dim : 3 * hidden_dim] = 2.0
         self.register_buffer("gate_scale", gate_scale, persistent=False)
 
-    def input_projections(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(T, B, 4H)`` LSTM input projections of ``(B, T)`` tokens, cell gate doubled.
+    def projection_table(self) -> torch.Tensor:
+        """``(V, 4H)`` LSTM input projection of every token, cell-gate block doubled.
 
         Embedding followed by the input-to-hidden product is linear in the one-hot token, so
-        it is a row lookup in the ``(V, 4H)`` table ``embed.weight @ W_ih^T + b_ih + b_hh``;
+        the projections of a sequence are rows of ``embed.weight @ W_ih^T + b_ih + b_hh``;
         computed once per forward and shared by all M encoder passes.
         """
         cell = self.lstm_cell
         table = torch.addmm(cell.bias_ih + cell.bias_hh, self.embed.weight, cell.weight_ih.t())
-        # A gather (a copy of T * B rows) costs a third of the equivalent one-hot product.
-        return F.embedding(inputs.t(), table * self.gate_scale)
+        return table * self.gate_scale
+
+    def input_projections(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(T, B, 4H)`` LSTM input projections of ``(B, T)`` tokens, cell gate doubled."""
+        return F.embedding(inputs.t(), self.projection_table())
 
     def encode(
-        self, projections: torch.Tensor, mask: torch.Tensor | None, steps: int | None = None
+        self,
+        table: torch.Tensor,
+        inputs: torch.Tensor,
+        mask: torch.Tensor | None,
+        steps: int | None = None,
     ) -> torch.Tensor:
         """One masked encoder pass.
 
         Args:
-            projections: ``(T, B, 4H)`` from :meth:`input_projections`.
+            table: ``(V, 4H)`` from :meth:`projection_table`.
+            inputs: ``(B, T)`` tokens.
             mask: ``(T, B)`` soft mask w_m, or ``None`` for w = 1 (the first segment).
             steps: encode only positions ``0..steps-1`` (later rows are zero).
 
@@ -149,7 +157,7 @@ class CompILE(nn.Module):
             ``(T, B, H)`` masked hidden states.
         """
         whh = self.lstm_cell.weight_hh * self.gate_scale.unsqueeze(1)
-        return masked_lstm(projections, mask, whh, steps)
+        return masked_lstm_tokens(table, inputs, mask, whh, steps)
 
     def boundary_logits(self, encodings: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` boundary logits from ``(T, B, H)`` encodings; position 0 forbidden."""
@@ -190,20 +198,19 @@ class CompILE(nn.Module):
                 f"{tuple(lengths.shape)}"
             )
         batch, steps = inputs.shape
-        projections = self.input_projections(inputs)
-        mask = projections.new_ones(batch, steps)
+        table = self.projection_table()
+        mask = table.new_ones(batch, steps)
         log_mask = None
         out = CompILEOutput([], [], [], [], [], [], [])
         for m in range(self.max_num_segments):
             last = m == self.max_num_segments - 1
             # The last segment's readout is at position L - 2 <= T - 2, and it has no boundary
             # logits, so its pass stops one position early (its row T - 1 is zero).
-            encodings = self.encode(
-                projections, None if m == 0 else mask.t().contiguous(), steps - 1 if last else None
-            )  # (T, B, H)
+            mask_t = None if m == 0 else mask.t().contiguous()
+            encodings = self.encode(table, inputs, mask_t, steps - 1 if last else None)  # (T, B, H)
             if last:
                 logits_b = None
-                b = F.one_hot(lengths - 1, steps).to(projections.dtype)
+                b = F.one_hot(lengths - 1, steps).to(table.dtype)
             else:
                 logits_b = self.boundary_logits(encodings, lengths)
                 if self.training:

@@ -1,0 +1,414 @@
+/* Fused masked LSTM passes of compile_seg (see lstm.py for the maths).
+ *
+ * Plain C11 (GNU vector extensions), no Python or torch headers: compiled on first use by
+ * compkit_utils.native and called through ctypes once per pass. Row-major float32 buffers;
+ * B rows, H hidden units (H % 32 == 0), G = 4H gates in PyTorch's order (i, f, g', o) where
+ * the g' pre-activation is doubled so that tanh(z_g) = 2 sigmoid(2 z_g) - 1.
+ *
+ * Batch rows are independent in the recurrence, so a pass splits the rows into one block
+ * per thread and each thread runs every time step of its block with no synchronisation;
+ * the matrix products are small register-blocked kernels (the recurrent product is
+ * (rows, H) x (H, G) per step, where a BLAS call costs more in dispatch than in work).
+ * Results do not depend on the number of threads, except the recurrent weight's gradient,
+ * whose per-thread partial sums are added in thread order.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+/* Subnormal floats (the soft masks reach 1e-34, and gradients through them go lower) take
+ * a slow microcode path on x86; each pass flushes them to zero (FTZ and DAZ) on its
+ * threads and restores the caller's setting. */
+#define FTZ_BEGIN const unsigned int saved_csr = _mm_getcsr(); _mm_setcsr(saved_csr | 0x8040u);
+#define FTZ_END _mm_setcsr(saved_csr);
+#else
+#define FTZ_BEGIN
+#define FTZ_END
+#endif
+
+#if defined(__AVX512F__)
+#define VL 16 /* floats per vector */
+#define MR 8  /* rows per micro-kernel block: 2 MR accumulators + 2 operands in 32 registers */
+#else
+#define VL 8
+#define MR 4 /* 16 vector registers */
+#endif
+typedef float vf __attribute__((vector_size(VL * 4), aligned(4)));
+#define NB (2 * VL) /* columns per micro-kernel block */
+
+#define LD(p) (*(const vf *)(p))
+#define ST(p, v) (*(vf *)(p) = (v))
+
+/* C[M, N] = Cin[M, N] + A[M, K] B[K, N] (row-major, leading dimensions lda/ldb/ldc;
+ * N % NB == 0). Cin may equal C. */
+static void gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                    const float *B, int64_t ldb, const float *Cin, float *C, int64_t ldc) {
+    for (int64_t n = 0; n < N; n += NB) {
+        int64_t m = 0;
+        for (; m + MR <= M; m += MR) {
+            vf c[MR][2];
+            for (int r = 0; r < MR; ++r) {
+                c[r][0] = LD(Cin + (m + r) * ldc + n);
+                c[r][1] = LD(Cin + (m + r) * ldc + n + VL);
+            }
+            const float *a = A + m * lda;
+            for (int64_t k = 0; k < K; ++k) {
+                const vf b0 = LD(B + k * ldb + n), b1 = LD(B + k * ldb + n + VL);
+                for (int r = 0; r < MR; ++r) {
+                    const float ar = a[r * lda + k];
+                    c[r][0] += ar * b0;
+                    c[r][1] += ar * b1;
+                }
+            }
+            for (int r = 0; r < MR; ++r) {
+                ST(C + (m + r) * ldc + n, c[r][0]);
+                ST(C + (m + r) * ldc + n + VL, c[r][1]);
+            }
+        }
+        for (; m < M; ++m) {
+            vf c0 = LD(Cin + m * ldc + n), c1 = LD(Cin + m * ldc + n + VL);
+            for (int64_t k = 0; k < K; ++k) {
+                const float a = A[m * lda + k];
+                c0 += a * LD(B + k * ldb + n);
+                c1 += a * LD(B + k * ldb + n + VL);
+            }
+            ST(C + m * ldc + n, c0);
+            ST(C + m * ldc + n + VL, c1);
+        }
+    }
+}
+
+/* C[M, N] += A^T B with A stored (K, M) (row-major, leading dimension lda) and B (K, N). */
+static void gemm_tn_acc(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float *C, int64_t ldc) {
+    for (int64_t n = 0; n < N; n += NB) {
+        int64_t m = 0;
+        for (; m + MR <= M; m += MR) {
+            vf c[MR][2];
+            for (int r = 0; r < MR; ++r) {
+                c[r][0] = LD(C + (m + r) * ldc + n);
+                c[r][1] = LD(C + (m + r) * ldc + n + VL);
+            }
+            for (int64_t k = 0; k < K; ++k) {
+                const vf b0 = LD(B + k * ldb + n), b1 = LD(B + k * ldb + n + VL);
+                const float *a = A + k * lda + m;
+                for (int r = 0; r < MR; ++r) {
+                    c[r][0] += a[r] * b0;
+                    c[r][1] += a[r] * b1;
+                }
+            }
+            for (int r = 0; r < MR; ++r) {
+                ST(C + (m + r) * ldc + n, c[r][0]);
+                ST(C + (m + r) * ldc + n + VL, c[r][1]);
+            }
+        }
+        for (; m < M; ++m) {
+            vf c0 = LD(C + m * ldc + n), c1 = LD(C + m * ldc + n + VL);
+            for (int64_t k = 0; k < K; ++k) {
+                const float a = A[k * lda + m];
+                c0 += a * LD(B + k * ldb + n);
+                c1 += a * LD(B + k * ldb + n + VL);
+            }
+            ST(C + m * ldc + n, c0);
+            ST(C + m * ldc + n + VL, c1);
+        }
+    }
+}
+
+/* exp(x) for float: Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial,
+ * relative error about 2 ulp; written with selects and bit operations only so the
+ * compiler vectorises it. Inputs are clamped to [-87, 88]. */
+static inline float exp_f(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float fx = x * 1.44269504088896341f;
+    /* round to nearest by the 1.5 * 2^23 trick (|fx| < 2^22) */
+    float n = (fx + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+
+/* The elementwise part of one forward step for B rows.
+ *   pre   (B, 4H) gate pre-activations x_t W_ih^T + b + h_{t-1} W_hh^T (g' rows doubled)
+ *   cprev (B, H)  masked cell state c_{t-1}, or NULL at t = 0
+ *   w     (B,)    mask w_t, or NULL for no mask
+ * Outputs: s (B, 4H) gate sigmoids; c (B, H) unmasked cell c~; k = tanh(c~);
+ *   ht = o * k (only written with a mask); h = w * ht; cm = w * c~ (only with a mask). */
+static void fwd_rows(int64_t B, int64_t H, const float *restrict pre,
+                   const float *restrict cprev, const float *restrict w,
+                   float *restrict s, float *restrict c, float *restrict k,
+                   float *restrict ht, float *restrict h, float *restrict cm) {
+    const int64_t G = 4 * H;
+    for (int64_t b = 0; b < B; ++b) {
+        const float *z = pre + b * G;
+        float *sb = s + b * G;
+#pragma omp simd
+        for (int64_t j = 0; j < G; ++j) sb[j] = sigmoid_f(z[j]);
+        const float *si = sb, *sf = sb + H, *sg = sb + 2 * H, *so = sb + 3 * H;
+        float *cb = c + b * H, *kb = k + b * H, *hb = h + b * H;
+        if (cprev) {
+            const float *cp = cprev + b * H;
+#pragma omp simd
+            for (int64_t j = 0; j < H; ++j)
+                cb[j] = 2.0f * si[j] * sg[j] - si[j] + sf[j] * cp[j];
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < H; ++j) cb[j] = 2.0f * si[j] * sg[j] - si[j];
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) kb[j] = 2.0f * sigmoid_f(2.0f * cb[j]) - 1.0f;
+        if (w) {
+            const float wb = w[b];
+            float *htb = ht + b * H, *cmb = cm + b * H;
+#pragma omp simd
+            for (int64_t j = 0; j < H; ++j) {
+                htb[j] = so[j] * kb[j];
+                hb[j] = htb[j] * wb;
+                cmb[j] = cb[j] * wb;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < H; ++j) hb[j] = so[j] * kb[j];
+        }
+    }
+}
+
+/* The elementwise part of one backward step for B rows (the chain rule of fwd_rows).
+ *   s, k, c, ht   saved forward values at step t (ht only read with a mask)
+ *   cmprev (B, H) masked cell state c_{t-1}, or NULL at t = 0
+ *   w      (B,)   mask w_t or NULL
+ *   dh     (B, H) total gradient of the masked hidden state h_t
+ *   dc     (B, H) gradient of the masked cell state c_t from step t + 1, or NULL (last step)
+ * Outputs: dz (B, 4H) gradient of the pre-activations; dcprev (B, H) gradient of c_{t-1}
+ *   (not written when cmprev is NULL); gw (B,) gradient of w_t (only with a mask). */
+static void bwd_rows(int64_t B, int64_t H, const float *restrict s,
+                   const float *restrict k, const float *restrict c,
+                   const float *restrict ht, const float *restrict cmprev,
+                   const float *restrict w, const float *restrict dh,
+                   const float *restrict dc, float *restrict dz,
+                   float *restrict dcprev, float *restrict gw) {
+    const int64_t G = 4 * H;
+    for (int64_t b = 0; b < B; ++b) {
+        const float *si = s + b * G, *sf = si + H, *sg = si + 2 * H, *so = si + 3 * H;
+        const float *kb = k + b * H, *dhb = dh + b * H;
+        const float *dcb = dc ? dc + b * H : NULL;
+        float *dzi = dz + b * G, *dzf = dzi + H, *dzg = dzi + 2 * H, *dzo = dzi + 3 * H;
+        const float wb = w ? w[b] : 1.0f;
+        if (w) {
+            const float *cb = c + b * H, *htb = ht + b * H;
+            float acc = 0.0f;
+            if (dcb) {
+#pragma omp simd reduction(+ : acc)
+                for (int64_t j = 0; j < H; ++j) acc += dhb[j] * htb[j] + dcb[j] * cb[j];
+            } else {
+#pragma omp simd reduction(+ : acc)
+                for (int64_t j = 0; j < H; ++j) acc += dhb[j] * htb[j];
+            }
+            gw[b] = acc;
+        }
+        const float *cp = cmprev ? cmprev + b * H : NULL;
+        float *dcp = cmprev ? dcprev + b * H : NULL;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+            const float i = si[j], f = sf[j], g = sg[j], o = so[j], kk = kb[j];
+            const float dht = dhb[j] * wb;
+            float dct = dcb ? dcb[j] * wb : 0.0f;
+            dct += dht * o * (1.0f - kk * kk);
+            dzi[j] = dct * (2.0f * g - 1.0f) * (i - i * i);
+            dzg[j] = 2.0f * dct * i * (g - g * g);
+            dzo[j] = dht * kk * (o - o * o);
+            if (cp) {
+                dzf[j] = dct * cp[j] * (f - f * f);
+                dcp[j] = dct * f;
+            } else {
+                dzf[j] = 0.0f;
+            }
+        }
+    }
+}
+
+/* ---- whole passes, one block of batch rows per thread ---------------------------------- *
+ * The input projections are rows of a table: x[t, b] = table[index[b, t]] (index (B, T)).
+ * For a plain (T, B, G) tensor of projections the table is that tensor and
+ * index[b, t] = t * B + b; for CompILE's embedding the table is the (V, G) product of the
+ * embedding and the input weights and the index is the token, so the (T, B, G) tensor of
+ * projections is never written out. */
+
+typedef struct {
+    int64_t steps, B, T, H, keep, r0, r1;
+    const float *table;
+    const int64_t *index;
+    const float *w, *whh_t;
+    float *out, *s, *c, *k, *ht, *cm;
+    int failed;
+} fwd_job;
+
+static void *fwd_run(void *arg) {
+    fwd_job *j = arg;
+    const int64_t B = j->B, T = j->T, H = j->H, G = 4 * H, r0 = j->r0, rows = j->r1 - j->r0;
+    float *pre = malloc((size_t)(rows * G) * sizeof(float));
+    if (!pre) {
+        j->failed = 1;
+        return NULL;
+    }
+    FTZ_BEGIN
+    for (int64_t t = 0; t < j->steps; ++t) {
+        const int64_t slot = j->keep == 2 ? t % 2 : t;
+        const int64_t prev = j->keep == 2 ? 1 - slot : t - 1;
+        for (int64_t r = 0; r < rows; ++r)
+            memcpy(pre + r * G, j->table + j->index[(r0 + r) * T + t] * G, (size_t)G * sizeof(float));
+        if (t > 0)
+            gemm_nn(rows, G, H, j->out + ((t - 1) * B + r0) * H, H, j->whh_t, G, pre, pre, G);
+        const int64_t at = (slot * B + r0) * H;
+        fwd_rows(rows, H, pre, t > 0 ? j->cm + (prev * B + r0) * H : NULL,
+                 j->w ? j->w + t * B + r0 : NULL, j->s + (slot * B + r0) * G, j->c + at,
+                 j->k + at, j->ht + at, j->out + (t * B + r0) * H, j->cm + at);
+    }
+    FTZ_END
+    free(pre);
+    return NULL;
+}
+
+typedef struct {
+    int64_t steps, B, T, H, r0, r1, unique;
+    const int64_t *index;
+    const float *s, *c, *k, *ht, *cm, *w, *whh, *out, *gout;
+    float *gtable, *gw, *gwhh_t;
+    int failed;
+} bwd_job;
+
+static void *bwd_run(void *arg) {
+    bwd_job *j = arg;
+    const int64_t B = j->B, T = j->T, H = j->H, G = 4 * H, r0 = j->r0, rows = j->r1 - j->r0;
+    float *buf = malloc((size_t)(rows * (3 * H + G)) * sizeof(float));
+    if (!buf) {
+        j->failed = 1;
+        return NULL;
+    }
+    FTZ_BEGIN
+    float *dh = buf, *dc_in = buf + rows * H, *dc_out = buf + 2 * rows * H;
+    float *dz = buf + 3 * rows * H;
+    if (j->unique) /* rows of steps that do not run get a zero gradient */
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t t = j->steps; t < T; ++t)
+                memset(j->gtable + j->index[(r0 + r) * T + t] * G, 0, (size_t)G * sizeof(float));
+    const float *dh_t = j->gout + ((j->steps - 1) * B + r0) * H;
+    for (int64_t t = j->steps - 1; t >= 0; --t) {
+        const int64_t at = (t * B + r0) * H;
+        bwd_rows(rows, H, j->s + (t * B + r0) * G, j->k + at, j->c + at, j->ht + at,
+                 t > 0 ? j->cm + at - B * H : NULL, j->w ? j->w + t * B + r0 : NULL, dh_t,
+                 t < j->steps - 1 ? dc_in : NULL, dz, t > 0 ? dc_out : NULL,
+                 j->w ? j->gw + t * B + r0 : NULL);
+        for (int64_t r = 0; r < rows; ++r) {
+            float *dst = j->gtable + j->index[(r0 + r) * T + t] * G;
+            const float *src = dz + r * G;
+            if (j->unique) {
+                memcpy(dst, src, (size_t)G * sizeof(float));
+            } else {
+#pragma omp simd
+                for (int64_t e = 0; e < G; ++e) dst[e] += src[e];
+            }
+        }
+        if (t > 0) {
+            gemm_tn_acc(H, G, rows, j->out + at - B * H, H, dz, G, j->gwhh_t, G);
+            gemm_nn(rows, H, G, dz, G, j->whh, H, j->gout + at - B * H, dh, H);
+            dh_t = dh;
+            float *swap = dc_in;
+            dc_in = dc_out;
+            dc_out = swap;
+        }
+    }
+    FTZ_END
+    free(buf);
+    return NULL;
+}
+
+/* Run the jobs on OpenMP threads. The library is linked against the OpenMP runtime the
+ * process already has (torch's), so these are torch's own intra-op threads: no second
+ * thread pool competes with them for the cores. */
+static void run_jobs(void *jobs, size_t size, int64_t n, void *(*fn)(void *)) {
+#pragma omp parallel for num_threads(n) schedule(static, 1)
+    for (int64_t i = 0; i < n; ++i) fn((char *)jobs + i * size);
+}
+
+static int64_t clamp_threads(int64_t nthreads, int64_t B) {
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > 64) nthreads = 64;
+    if (nthreads > B / MR) nthreads = B / MR > 0 ? B / MR : 1;
+    return nthreads;
+}
+
+/* The forward pass over steps 0..steps-1 (see lstm.py): returns 0, or 1 when out of memory.
+ *   table (rows, G) and index (B, T): the input projections (see above);
+ *   w (T, B) or NULL; whh_t (H, G);
+ *   out (T, B, H); s (keep, B, G); c, k, ht, cm (keep, B, H) with keep = T when the
+ *   intermediates are saved for the backward pass, else 2 (alternating slots); cm may be
+ *   the same buffer as c when there is no mask. */
+int lstm_forward(int64_t steps, int64_t B, int64_t T, int64_t H, int64_t keep,
+                 const float *table, const int64_t *index, const float *w,
+                 const float *whh_t, float *out, float *s, float *c, float *k, float *ht,
+                 float *cm, int64_t nthreads) {
+    nthreads = clamp_threads(nthreads, B);
+    fwd_job jobs[64];
+    for (int64_t i = 0; i < nthreads; ++i) {
+        jobs[i] = (fwd_job){steps, B, T, H, keep, B * i / nthreads, B * (i + 1) / nthreads,
+                            table, index, w, whh_t, out, s, c, k, ht, cm, 0};
+    }
+    run_jobs(jobs, sizeof(fwd_job), nthreads, fwd_run);
+    for (int64_t i = 0; i < nthreads; ++i)
+        if (jobs[i].failed) return 1;
+    return 0;
+}
+
+/* The backward pass of lstm_forward (saved with keep = T): returns 0, or 1 when out of
+ * memory.
+ *   gout (T, B, H) gradient of the output; whh (G, H); table_rows rows in the table;
+ *   unique: whether every (b, t) has its own table row (then each is written once).
+ * Outputs (all fully written): gtable (table_rows, G) gradient of the table; gw (T, B)
+ *   gradient of w (only with a mask; rows from steps on untouched); gwhh_t (H, G) the
+ *   transposed gradient of the recurrent weight. Partial sums over batch rows are added
+ *   in thread order. */
+int lstm_backward(int64_t steps, int64_t B, int64_t T, int64_t H, int64_t table_rows,
+                  int64_t unique, const int64_t *index, const float *s, const float *c,
+                  const float *k, const float *ht, const float *cm, const float *w,
+                  const float *whh, const float *out, const float *gout, float *gtable,
+                  float *gw, float *gwhh_t, int64_t nthreads) {
+    nthreads = clamp_threads(nthreads, B);
+    const int64_t G = 4 * H;
+    const int64_t tsize = unique ? 0 : table_rows * G; /* per-thread table partials */
+    float *partial = calloc((size_t)(nthreads * (H * G + tsize)), sizeof(float));
+    if (!partial) return 1;
+    bwd_job jobs[64];
+    for (int64_t i = 0; i < nthreads; ++i) {
+        float *mine = partial + i * (H * G + tsize);
+        jobs[i] = (bwd_job){steps, B, T, H, B * i / nthreads, B * (i + 1) / nthreads, unique,
+                            index, s, c, k, ht, cm, w, whh, out, gout,
+                            unique ? gtable : mine + H * G, gw, mine, 0};
+    }
+    run_jobs(jobs, sizeof(bwd_job), nthreads, bwd_run);
+    int failed = 0;
+    for (int64_t i = 0; i < nthreads; ++i) failed |= jobs[i].failed;
+    memcpy(gwhh_t, partial, (size_t)(H * G) * sizeof(float));
+    if (!unique) memcpy(gtable, partial + H * G, (size_t)tsize * sizeof(float));
+    for (int64_t i = 1; i < nthreads; ++i) {
+        const float *p = partial + i * (H * G + tsize);
+        for (int64_t e = 0; e < H * G; ++e) gwhh_t[e] += p[e];
+        for (int64_t e = 0; e < tsize; ++e) gtable[e] += p[H * G + e];
+    }
+    free(partial);
+    return failed;
+}

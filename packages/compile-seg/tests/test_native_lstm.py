@@ -1,0 +1,111 @@
+"""The native masked-LSTM kernels against the PyTorch path (values, gradients, threads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compile_seg import lstm
+from compile_seg.lstm import masked_lstm, masked_lstm_tokens, native_library
+
+needs_native = pytest.mark.skipif(native_library() is None, reason="native kernels unavailable")
+
+
+@pytest.fixture
+def backend():
+    yield lstm.set_backend
+    lstm.set_backend("auto")
+
+
+def _problem(seed: int, total: int = 7, batch: int = 19, hidden: int = 32, mask: bool = True):
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(total, batch, 4 * hidden, generator=gen).requires_grad_()
+    whh = (0.3 * torch.randn(4 * hidden, hidden, generator=gen)).requires_grad_()
+    w = torch.rand(total, batch, generator=gen).requires_grad_() if mask else None
+    grad = torch.randn(total, batch, hidden, generator=gen)
+    return xs, w, whh, grad
+
+
+def _run(xs, w, whh, grad, steps):
+    out = masked_lstm(xs, w, whh, steps)
+    inputs = [xs, whh] + ([w] if w is not None else [])
+    return (out, *torch.autograd.grad(out, inputs, grad))
+
+
+@needs_native
+@pytest.mark.parametrize("mask", [True, False])
+@pytest.mark.parametrize("steps", [7, 4])
+def test_native_matches_the_pytorch_path(backend, mask, steps):
+    problem = _problem(0, mask=mask)
+    backend("torch")
+    assert lstm.active_backend(problem[0]) == "torch"
+    expected = _run(*problem, steps)
+    backend("native")
+    assert lstm.active_backend(problem[0]) == "native"
+    got = _run(*problem, steps)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+    assert (got[0][steps:] == 0).all()
+    assert (got[1][steps:] == 0).all()  # positions that never ran get no gradient
+
+
+@needs_native
+def test_tokens_entry_point_matches_gathered_projections(backend):
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(6, 4 * 64, generator=gen).requires_grad_()
+    tokens = torch.randint(0, 6, (29, 9), generator=gen)
+    w = torch.rand(9, 29, generator=gen).requires_grad_()
+    whh = (0.2 * torch.randn(4 * 64, 64, generator=gen)).requires_grad_()
+    grad = torch.randn(9, 29, 64, generator=gen)
+    results = {}
+    for name in ("torch", "native"):
+        backend(name)
+        out = masked_lstm_tokens(table, tokens, w, whh, 8)
+        results[name] = (out, *torch.autograd.grad(out, [table, w, whh], grad))
+    for a, b in zip(results["native"], results["torch"], strict=True):
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5)
+
+
+@needs_native
+def test_results_do_not_depend_on_the_thread_count(backend):
+    backend("native")
+    xs, w, whh, grad = _problem(1, batch=64)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs.append(_run(xs, w, whh, grad, 7))
+    finally:
+        torch.set_num_threads(before)
+    for other in runs[1:]:
+        # Every batch row is computed by one thread in a fixed order: identical values.
+        for i in (0, 1, 3):  # output, input and mask gradients
+            assert torch.equal(other[i], runs[0][i])
+        # The recurrent weight's gradient adds per-thread partial sums.
+        torch.testing.assert_close(other[2], runs[0][2], atol=1e-5, rtol=1e-5)
+
+
+@needs_native
+def test_seeded_native_runs_are_identical(backend):
+    backend("native")
+    first = _run(*_problem(2), 7)
+    second = _run(*_problem(2), 7)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_other_sizes_and_dtypes_use_the_pytorch_path():
+    assert lstm.active_backend(torch.zeros(3, 2, 4 * 8)) == "torch"  # H not a multiple of 32
+    assert lstm.active_backend(torch.zeros(3, 2, 128, dtype=torch.float64)) == "torch"
+
+
+def test_backend_names_are_checked(backend):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backend("fast")
+
+
+def test_tokens_out_of_range_are_refused():
+    table = torch.zeros(6, 128)
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 6\)"):
+        masked_lstm_tokens(table, torch.full((2, 3), 6), None, torch.zeros(128, 32))
