@@ -40,78 +40,36 @@ typedef float vf __attribute__((vector_size(VL * 4), aligned(4)));
 #define LD(p) (*(const vf *)(p))
 #define ST(p, v) (*(vf *)(p) = (v))
 
-/* C[M, N] = Cin[M, N] + A[M, K] B[K, N] (row-major, leading dimensions lda/ldb/ldc;
- * N % NB == 0). Cin may equal C. */
-static void gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                    const float *B, int64_t ldb, const float *Cin, float *C, int64_t ldc) {
+/* C[M, N] = Cin[M, N] + A B with A's element (m, k) at A[m * a_row + k * a_col] (so either
+ * A or its transpose is stored row-major), B (K, N) and C row-major with leading dimensions
+ * ldb and ldc, N % NB == 0. Cin may equal C (accumulate in place). */
+static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t a_row,
+                 int64_t a_col, const float *B, int64_t ldb, const float *Cin, float *C,
+                 int64_t ldc) {
     for (int64_t n = 0; n < N; n += NB) {
-        int64_t m = 0;
-        for (; m + MR <= M; m += MR) {
+        for (int64_t m = 0; m < M; m += MR) {
+            const int64_t rows = M - m < MR ? M - m : MR;
             vf c[MR][2];
             for (int r = 0; r < MR; ++r) {
-                c[r][0] = LD(Cin + (m + r) * ldc + n);
-                c[r][1] = LD(Cin + (m + r) * ldc + n + VL);
+                const int64_t row = m + (r < rows ? r : rows - 1);
+                c[r][0] = LD(Cin + row * ldc + n);
+                c[r][1] = LD(Cin + row * ldc + n + VL);
             }
-            const float *a = A + m * lda;
+            /* a block past the last row repeats the last row (its results are dropped) */
+            int64_t a_off[MR];
+            for (int r = 0; r < MR; ++r) a_off[r] = (m + (r < rows ? r : rows - 1)) * a_row;
             for (int64_t k = 0; k < K; ++k) {
                 const vf b0 = LD(B + k * ldb + n), b1 = LD(B + k * ldb + n + VL);
                 for (int r = 0; r < MR; ++r) {
-                    const float ar = a[r * lda + k];
+                    const float ar = A[a_off[r] + k * a_col];
                     c[r][0] += ar * b0;
                     c[r][1] += ar * b1;
                 }
             }
-            for (int r = 0; r < MR; ++r) {
+            for (int r = 0; r < rows; ++r) {
                 ST(C + (m + r) * ldc + n, c[r][0]);
                 ST(C + (m + r) * ldc + n + VL, c[r][1]);
             }
-        }
-        for (; m < M; ++m) {
-            vf c0 = LD(Cin + m * ldc + n), c1 = LD(Cin + m * ldc + n + VL);
-            for (int64_t k = 0; k < K; ++k) {
-                const float a = A[m * lda + k];
-                c0 += a * LD(B + k * ldb + n);
-                c1 += a * LD(B + k * ldb + n + VL);
-            }
-            ST(C + m * ldc + n, c0);
-            ST(C + m * ldc + n + VL, c1);
-        }
-    }
-}
-
-/* C[M, N] += A^T B with A stored (K, M) (row-major, leading dimension lda) and B (K, N). */
-static void gemm_tn_acc(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                        const float *B, int64_t ldb, float *C, int64_t ldc) {
-    for (int64_t n = 0; n < N; n += NB) {
-        int64_t m = 0;
-        for (; m + MR <= M; m += MR) {
-            vf c[MR][2];
-            for (int r = 0; r < MR; ++r) {
-                c[r][0] = LD(C + (m + r) * ldc + n);
-                c[r][1] = LD(C + (m + r) * ldc + n + VL);
-            }
-            for (int64_t k = 0; k < K; ++k) {
-                const vf b0 = LD(B + k * ldb + n), b1 = LD(B + k * ldb + n + VL);
-                const float *a = A + k * lda + m;
-                for (int r = 0; r < MR; ++r) {
-                    c[r][0] += a[r] * b0;
-                    c[r][1] += a[r] * b1;
-                }
-            }
-            for (int r = 0; r < MR; ++r) {
-                ST(C + (m + r) * ldc + n, c[r][0]);
-                ST(C + (m + r) * ldc + n + VL, c[r][1]);
-            }
-        }
-        for (; m < M; ++m) {
-            vf c0 = LD(C + m * ldc + n), c1 = LD(C + m * ldc + n + VL);
-            for (int64_t k = 0; k < K; ++k) {
-                const float a = A[k * lda + m];
-                c0 += a * LD(B + k * ldb + n);
-                c1 += a * LD(B + k * ldb + n + VL);
-            }
-            ST(C + m * ldc + n, c0);
-            ST(C + m * ldc + n + VL, c1);
         }
     }
 }
@@ -310,7 +268,7 @@ static void *fwd_run(void *arg) {
         for (int64_t r = 0; r < rows; ++r)
             memcpy(pre + r * G, j->table + j->index[(r0 + r) * T + t] * G, (size_t)G * sizeof(float));
         if (t > 0)
-            gemm_nn(rows, G, H, j->out + ((t - 1) * B + r0) * H, H, j->whh_t, G, pre, pre, G);
+            gemm(rows, G, H, j->out + ((t - 1) * B + r0) * H, H, 1, j->whh_t, G, pre, pre, G);
         const int64_t at = (slot * B + r0) * H;
         fwd_rows(rows, H, pre, t > 0 ? j->cm + (prev * B + r0) * H : NULL,
                  j->w ? j->w + t * B + r0 : NULL, j->s + (slot * B + r0) * G, j->c + at,
@@ -362,8 +320,8 @@ static void *bwd_run(void *arg) {
             }
         }
         if (t > 0) {
-            gemm_tn_acc(H, G, rows, j->out + at - B * H, H, dz, G, j->gwhh_t, G);
-            gemm_nn(rows, H, G, dz, G, j->whh, H, j->gout + at - B * H, dh, H);
+            gemm(H, G, rows, j->out + at - B * H, 1, H, dz, G, j->gwhh_t, j->gwhh_t, G);
+            gemm(rows, H, G, dz, G, 1, j->whh, H, j->gout + at - B * H, dh, H);
             dh_t = dh;
             float *swap = dc_in;
             dc_in = dc_out;
