@@ -56,7 +56,7 @@ def test_smoke_train_evaluate_plot_and_resume(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
+def test_resume_continues_exactly(tmp_path, monkeypatch, capsys):
     import rim_cells.seqmnist.train as train_mod
 
     real = train_mod.smoke_config
@@ -71,9 +71,25 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     base = ["seqmnist", "train", "--smoke", "--runs-dir", str(runs)]
     assert main([*base, "--run-name", "full", "--epochs", "2"]) == 0
     assert main([*base, "--run-name", "part", "--epochs", "1"]) == 0
-    # extend the finished 1-epoch run to 2 epochs: same flags plus --resume is required ...
-    assert main([*base, "--run-name", "part", "--epochs", "2", "--resume"]) == 2
-    # ... so resume an interrupted 2-epoch run instead: make one by truncating "full"
+    # a run's model, optimiser, data or seed cannot change on resume (exit 2, names the field)
+    bad = [
+        *base,
+        "--run-name",
+        "part",
+        "--epochs",
+        "2",
+        "--resume",
+        "--model.activation",
+        "raw_score",
+    ]
+    assert main(bad) == 2
+    assert "'model'" in capsys.readouterr().err
+    # the epoch budget can: extending the finished 1-epoch run equals the 2-epoch run
+    assert main([*base, "--run-name", "part", "--epochs", "2", "--resume"]) == 0
+    assert _records(runs / "rim-cells" / "part")[-1] == _records(runs / "rim-cells" / "full")[
+        -1
+    ] | {"time/train_epoch_s": _records(runs / "rim-cells" / "part")[-1]["time/train_epoch_s"]}
+    # an interrupted 2-epoch run resumes too: make one by truncating "full"
     assert main([*base, "--run-name", "cut", "--epochs", "2"]) == 0
     cut = runs / "rim-cells" / "cut" / "checkpoints"
     first = sorted(cut.glob("step_*.pt"))[0]

@@ -57,10 +57,10 @@ def set_backend(name: str) -> None:
 @functools.cache
 def native_library() -> ctypes.CDLL | None:
     """The compiled ``masked_lstm.c`` kernels, or ``None`` when unavailable."""
-    from compkit_utils.native import load_library
+    from compkit_utils.native import common_source, load_library
 
     source = importlib.resources.files("compile_seg").joinpath("masked_lstm.c").read_text()
-    lib = load_library("compile_seg_masked_lstm", source, openmp=True)
+    lib = load_library("compile_seg_masked_lstm", common_source() + source, openmp=True)
     if lib is None:
         return None
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64

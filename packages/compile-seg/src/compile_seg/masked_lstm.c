@@ -11,133 +11,10 @@
  * (rows, H) x (H, G) per step, where a BLAS call costs more in dispatch than in work).
  * Results do not depend on the number of threads, except the recurrent weight's gradient,
  * whose per-thread partial sums are added in thread order.
+ *
+ * The shared primitives (gemm, sigmoid_n, FTZ_BEGIN/FTZ_END, run_jobs, MR) come from
+ * compkit_utils' native_common.h, which lstm.py prepends to this file.
  */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-/* Subnormal floats (the soft masks reach 1e-34, and gradients through them go lower) take
- * a slow microcode path on x86; each pass flushes them to zero (FTZ and DAZ) on its
- * threads and restores the caller's setting. */
-#define FTZ_BEGIN const unsigned int saved_csr = _mm_getcsr(); _mm_setcsr(saved_csr | 0x8040u);
-#define FTZ_END _mm_setcsr(saved_csr);
-#else
-#define FTZ_BEGIN
-#define FTZ_END
-#endif
-
-#if defined(__AVX512F__)
-#define VL 16 /* floats per vector */
-#define MR 8  /* rows per micro-kernel block: 2 MR accumulators + 2 operands in 32 registers */
-#else
-#define VL 8
-#define MR 4 /* 16 vector registers */
-#endif
-typedef float vf __attribute__((vector_size(VL * 4), aligned(4)));
-#define NB (2 * VL) /* columns per micro-kernel block */
-
-#define LD(p) (*(const vf *)(p))
-#define ST(p, v) (*(vf *)(p) = (v))
-
-/* C[M, N] = Cin[M, N] + A B with A's element (m, k) at A[m * a_row + k * a_col] (so either
- * A or its transpose is stored row-major), B (K, N) and C row-major with leading dimensions
- * ldb and ldc, N % NB == 0. Cin may equal C (accumulate in place). */
-static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t a_row,
-                 int64_t a_col, const float *B, int64_t ldb, const float *Cin, float *C,
-                 int64_t ldc) {
-    for (int64_t n = 0; n < N; n += NB) {
-        for (int64_t m = 0; m < M; m += MR) {
-            const int64_t rows = M - m < MR ? M - m : MR;
-            vf c[MR][2];
-            for (int r = 0; r < MR; ++r) {
-                const int64_t row = m + (r < rows ? r : rows - 1);
-                c[r][0] = LD(Cin + row * ldc + n);
-                c[r][1] = LD(Cin + row * ldc + n + VL);
-            }
-            /* a block past the last row repeats the last row (its results are dropped) */
-            int64_t a_off[MR];
-            for (int r = 0; r < MR; ++r) a_off[r] = (m + (r < rows ? r : rows - 1)) * a_row;
-            for (int64_t k = 0; k < K; ++k) {
-                const vf b0 = LD(B + k * ldb + n), b1 = LD(B + k * ldb + n + VL);
-                for (int r = 0; r < MR; ++r) {
-                    const float ar = A[a_off[r] + k * a_col];
-                    c[r][0] += ar * b0;
-                    c[r][1] += ar * b1;
-                }
-            }
-            for (int r = 0; r < rows; ++r) {
-                ST(C + (m + r) * ldc + n, c[r][0]);
-                ST(C + (m + r) * ldc + n + VL, c[r][1]);
-            }
-        }
-    }
-}
-
-/* exp(x) for float: Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial,
- * relative error about 2 ulp; written with selects and bit operations only so the
- * compiler vectorises it. Inputs are clamped to [-87, 88]. */
-static inline float exp_f(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float fx = x * 1.44269504088896341f;
-    /* round to nearest by the 1.5 * 2^23 trick (|fx| < 2^22) */
-    float n = (fx + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-/* y[j] = sigmoid(scale * x[j]) for n % 16 == 0, 16 lanes at a time: the same range
- * reduction and polynomial as exp_f, with the hardware's 2^n scaling (vscalefps) and a
- * reciprocal estimate refined by one Newton step (relative error below 1e-7) instead of a
- * division, which is the slowest instruction in the loop. */
-static void sigmoid_n(const float *restrict x, float *restrict y, int64_t n, float scale) {
-    const __m512 lo = _mm512_set1_ps(-87.0f), hi = _mm512_set1_ps(88.0f);
-    const __m512 neg_scale = _mm512_set1_ps(-scale), log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
-    for (int64_t j = 0; j < n; j += 16) {
-        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + j), neg_scale);
-        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        const __m512 m = _mm512_roundscale_ps(_mm512_mul_ps(v, log2e),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 r = _mm512_fnmadd_ps(m, ln2_hi, v);
-        r = _mm512_fnmadd_ps(m, ln2_lo, r);
-        __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-        p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, one));
-        const __m512 d = _mm512_add_ps(one, _mm512_scalef_ps(p, m));
-        __m512 q = _mm512_rcp14_ps(d);
-        q = _mm512_mul_ps(q, _mm512_fnmadd_ps(d, q, two));
-        _mm512_storeu_ps(y + j, q);
-    }
-}
-#else
-static void sigmoid_n(const float *restrict x, float *restrict y, int64_t n, float scale) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) y[j] = sigmoid_f(scale * x[j]);
-}
-#endif
-
 /* The elementwise part of one forward step for B rows.
  *   pre   (B, 4H) gate pre-activations x_t W_ih^T + b + h_{t-1} W_hh^T (g' rows doubled)
  *   cprev (B, H)  masked cell state c_{t-1}, or NULL at t = 0
@@ -331,14 +208,6 @@ static void *bwd_run(void *arg) {
     FTZ_END
     free(buf);
     return NULL;
-}
-
-/* Run the jobs on OpenMP threads. The library is linked against the OpenMP runtime the
- * process already has (torch's), so these are torch's own intra-op threads: no second
- * thread pool competes with them for the cores. */
-static void run_jobs(void *jobs, size_t size, int64_t n, void *(*fn)(void *)) {
-#pragma omp parallel for num_threads(n) schedule(static, 1)
-    for (int64_t i = 0; i < n; ++i) fn((char *)jobs + i * size);
 }
 
 static int64_t clamp_threads(int64_t nthreads, int64_t B) {

@@ -21,6 +21,7 @@ from torch import nn
 from compkit_utils.devices import pick_device
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
+from rim_cells import _native
 from rim_cells.cell import RIMCell
 from rim_cells.config import BenchConfig
 from rim_cells.rim import RIM
@@ -62,6 +63,20 @@ def _cell_loop(cell: nn.Module, x: torch.Tensor, lstm_cell: bool) -> Callable[[]
 def _sequence(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         model(x)[0].sum().backward()
+
+    return run
+
+
+def _torch_path(fn: Callable[[], None]) -> Callable[[], None]:
+    """Run ``fn`` with the RIM layers on the PyTorch path (native kernels off)."""
+
+    def run() -> None:
+        previous = _native._backend
+        _native.set_backend("torch")
+        try:
+            fn()
+        finally:
+            _native.set_backend(previous)
 
     return run
 
@@ -110,6 +125,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     if not 1 <= cfg.k_active <= cfg.num_units:
         raise UserError(f"--k-active {cfg.k_active} must be between 1 and --num-units")
     device = pick_device(cfg.device)
+    try:
+        _native.set_backend(cfg.kernels)
+    except RuntimeError as exc:
+        raise UserError(f"--kernels native: {exc}") from exc
     torch.set_num_threads(cfg.threads)
     repeats, warmup = (3, 1) if cfg.quick else (cfg.repeats, cfg.warmup)
     sweep = tuple(n for n in cfg.sweep_units if n <= 12) if cfg.quick else cfg.sweep_units
@@ -124,6 +143,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "RIMCell loop": _cell_loop(models["RIMCell loop"], x, lstm_cell=False),
         "RIM": _sequence(models["RIM"], x),
     }
+    probe = models["RIMCell loop"]
+    kernels = _native.active_backend(probe, x) if cfg.rnn_cell == "LSTM" else "torch"
+    if kernels == "native":
+        fns["RIM, PyTorch path"] = _torch_path(fns["RIM"])
+        models["RIM, PyTorch path"] = models["RIM"]
     main = _time_all(fns, repeats, warmup, device)
     base = main["nn.LSTM"]
     print(
@@ -132,11 +156,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         f"fwd+bwd per batch, train mode; device {device}, {cfg.threads} threads, "
         f"{repeats} repeats; load average {load_before[0]:.2f}"
     )
-    print(f"{'model':<18} {'params':>10} {'min ms':>9} {'median ms':>10} {'x nn.LSTM':>10}")
+    print(
+        "RIM time loop: "
+        + ("native kernels (rim_lstm.c)" if kernels == "native" else "PyTorch path")
+    )
+    print(f"{'model':<19} {'params':>10} {'min ms':>9} {'median ms':>10} {'x nn.LSTM':>10}")
     for name, t in main.items():
         params = sum(p.numel() for p in models[name].parameters())
         ratio = t["min_ms"] / base["min_ms"]
-        print(f"{name:<18} {params:>10,} {t['min_ms']:9.1f} {t['median_ms']:10.1f} {ratio:10.2f}")
+        print(f"{name:<19} {params:>10,} {t['min_ms']:9.1f} {t['median_ms']:10.1f} {ratio:10.2f}")
     print(f"(the original RIMCell measured {ORIGINAL_RATIO}x nn.LSTM; target here: <= 2.0x)")
 
     # The RIM step is a chain of small ops that gain little from a second thread, while
@@ -194,6 +222,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "device": str(device),
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "kernels": kernels,
         "load_average": [load_before[0], load_after[0]],
         "times": main,
         "ratios_min": {name: t["min_ms"] / base["min_ms"] for name, t in main.items()},

@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from rim_cells import _native
 from rim_cells._fused import WeightTape, lstm_masked, unit_attention
 from rim_cells.group import GroupGRUCell, GroupLinear, GroupLSTMCell
 
@@ -287,6 +288,8 @@ class RIMCell(nn.Module):
             raise ValueError("RIMCell: the sequence is empty (time = 0)")
         h0, c0 = self._check_state(hs, cs, batch, x)
         side = self._input_side(x)
+        if c0 is not None and _native.active_backend(self, x) == "native":
+            return self._forward_native(side, h0, c0, reverse, return_info)
         # unbind once: indexing gates in the loop would make autograd allocate and
         # zero-fill a full-sequence gradient buffer for every step.
         scores, inputs = side.score.unbind(1), side.rows.unbind(0)
@@ -327,6 +330,26 @@ class RIMCell(nn.Module):
         return outputs, h_final, c_final, info
 
     # ------------------------------------------------------------------ internals
+
+    def _forward_native(
+        self, side: _InputSide, h0: Tensor, c0: Tensor, reverse: bool, return_info: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None, RIMStepInfo | None]:
+        """`forward_sequence` with the native kernels (LSTM units, CPU float32)."""
+        out, h, c, active, p_real, att = _native.rim_lstm_sequence(
+            self,
+            side.score,
+            side.null_score,
+            side.rows,
+            side.x_gates,
+            h0.transpose(0, 1),
+            c0.transpose(0, 1),
+            reverse,
+        )
+        info = None
+        if return_info:
+            mask = active.transpose(1, 2) > 0  # (T, B, N)
+            info = RIMStepInfo(mask, p_real.transpose(1, 2), att * mask[:, :, None, :, None])
+        return out.transpose(1, 2), h.transpose(0, 1), c.transpose(0, 1), info
 
     def _check_state(
         self, hs: Tensor | None, cs: Tensor | None, batch: int, x: Tensor

@@ -186,6 +186,10 @@ class BenchConfig:
     """Numbers of units for the scaling table (k = 2N/3); empty to skip."""
     quick: bool = False
     """Fewer repetitions and a shorter sweep (finishes in well under a minute)."""
+    kernels: Literal["auto", "torch", "native"] = "auto"
+    """RIM time loop: `native` (the C kernels, LSTM units on CPU), `torch` (the PyTorch
+    path) or `auto` (native when available). With native kernels the PyTorch path is timed
+    too, as the row `RIM, PyTorch path`."""
     device: str = "cpu"
     """Device to benchmark on."""
     out: str | None = None

@@ -163,6 +163,19 @@ def _load_cached(name: str, source: str, flags: tuple[str, ...]) -> ctypes.CDLL 
         return None
 
 
+def common_source() -> str:
+    """The shared C primitives (``native_common.h``) to prepend to a kernel source.
+
+    Register-blocked ``gemm`` (``C = Cin + A B`` with strided ``A``), vectorisable
+    ``exp_f``/``sigmoid_f``/``sigmoid_n``, ``FTZ_BEGIN``/``FTZ_END`` (flush subnormals inside
+    a pass) and ``run_jobs`` (one job per OpenMP thread); see the file's comments.
+    Usage: ``load_library(name, common_source() + my_source, openmp=True)``.
+    """
+    from importlib.resources import files
+
+    return files("compkit_utils").joinpath("native_common.h").read_text()
+
+
 def load_library(
     name: str, source: str, flags: tuple[str, ...] = DEFAULT_FLAGS, *, openmp: bool = False
 ) -> ctypes.CDLL | None:

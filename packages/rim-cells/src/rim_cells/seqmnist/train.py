@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,19 @@ def validate(cfg: SeqMnistTrainConfig) -> None:
         raise UserError("--data.train-limit must be >= 1")
 
 
+def _trajectory_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The config fields that must match for ``--resume`` to continue the same run.
+
+    Where the data lives, the device, threads, epochs and output options may change.
+    """
+    data = {k: v for k, v in config.get("data", {}).items() if k not in ("data_dir", "download")}
+    return {
+        "seed": config.get("seed"),
+        "data": data,
+        **{k: config.get(k) for k in ("model", "optim")},
+    }
+
+
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, entropy_coef: float) -> torch.Tensor:
     """Cross-entropy, plus ``entropy_coef`` times the mean predictive entropy."""
     loss = F.cross_entropy(logits, labels)
@@ -98,11 +112,13 @@ def train(cfg: SeqMnistTrainConfig) -> None:
     if cfg.resume:
         latest = manager.last_path
         state = load_checkpoint(latest, map_location=device)
-        if state["config"] != {**to_dict(cfg), "resume": False}:
-            raise UserError(
-                f"--resume: {latest} was written with a different configuration; pass the "
-                "same flags as the original run (plus --resume)"
-            )
+        saved, wanted = _trajectory_fields(state["config"]), _trajectory_fields(to_dict(cfg))
+        for key, value in wanted.items():
+            if saved.get(key) != value:
+                raise UserError(
+                    f"--resume: {latest} was trained with a different {key!r} "
+                    f"({saved.get(key)!r}); pass the original run's flags (plus --resume)"
+                )
         step = restore(state, model, optimizer)
         start_epoch = int(state["extra"]["epoch"])
         history = [

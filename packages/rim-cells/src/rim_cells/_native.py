@@ -1,0 +1,250 @@
+"""Native (C) time loop of a RIM layer with LSTM units (internal; see ``rim_lstm.c``).
+
+On CPU a RIM step is ~70 small tensor ops, so the PyTorch path spends most of its time in
+per-op dispatch, not arithmetic. ``rim_lstm.c`` runs the whole recurrence — input
+attention, top-k selection, the units' LSTM cells, communication attention, masking — for
+every time step in one forward and one backward call, each thread owning a block of batch
+rows. It is compiled on first use by :mod:`compkit_utils.native` (cached; no build step at
+install time) and used automatically for CPU float32 LSTM layers; everything else, and any
+machine without a C compiler, takes the PyTorch path in ``cell.py``. Both paths compute
+the same function (tested to float32 rounding, including dropout, which draws its masks
+from torch's generator in the same order).
+
+Not supported by the native path: double backward (``create_graph=True``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.resources
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from rim_cells.cell import RIMCell
+
+__all__ = ["BACKENDS", "active_backend", "native_library", "rim_lstm_sequence", "set_backend"]
+
+BACKENDS = ("auto", "torch", "native")
+_backend = "auto"
+
+# index tables of rim_lstm.c
+_DIMS = 13
+_FWD = 23
+_BWD = 24
+
+
+def set_backend(name: str) -> None:
+    """Choose how RIM layers with LSTM units run on CPU float32 tensors.
+
+    ``"auto"`` (default) uses the native kernels when they are available (compiled on first
+    use; ``COMPKIT_NATIVE=0`` disables them) and the PyTorch path otherwise; ``"torch"``
+    always uses the PyTorch path; ``"native"`` requires the kernels (RuntimeError if they
+    cannot be built). GRU units, other devices and other dtypes always take the PyTorch path.
+    """
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "native" and native_library() is None:
+        raise RuntimeError(
+            "the native RIM kernels are not available (no C compiler, a failed build, or "
+            "COMPKIT_NATIVE=0); use backend 'auto' or 'torch'"
+        )
+    _backend = name
+
+
+@functools.cache
+def native_library() -> ctypes.CDLL | None:
+    """The compiled ``rim_lstm.c`` kernels, or ``None`` when unavailable."""
+    from compkit_utils.native import DEFAULT_FLAGS, common_source, load_library
+
+    source = importlib.resources.files("rim_cells").joinpath("rim_lstm.c").read_text()
+    flags = (*DEFAULT_FLAGS, "-ffp-contract=fast")  # fused multiply-adds in the products
+    lib = load_library("rim_cells_rim_lstm", common_source() + source, flags, openmp=True)
+    if lib is None:
+        return None
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    for fn in (lib.rim_forward, lib.rim_backward):
+        fn.argtypes = [ptr, ptr, i64]
+        fn.restype = ctypes.c_int
+    lib.rim_counts.argtypes = [i64]
+    lib.rim_counts.restype = i64
+    if (lib.rim_counts(0), lib.rim_counts(1), lib.rim_counts(2)) != (_DIMS, _FWD, _BWD):
+        raise RuntimeError("rim_lstm.c and _native.py disagree on the argument tables")
+    return lib
+
+
+def active_backend(cell: RIMCell, x: Tensor) -> str:
+    """``"native"`` or ``"torch"``: the path ``cell.forward_sequence(x)`` takes."""
+    if (
+        _backend != "torch"
+        and cell.is_lstm
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and native_library() is not None
+    ):
+        return "native"
+    return "torch"
+
+
+def _pointers(tensors: list[Tensor | None]) -> Any:
+    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
+
+
+class _RimLSTM(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        score: Tensor,
+        rows: Tensor,
+        wcell: Tensor,
+        wqkv: Tensor,
+        wout: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        meta: dict[str, Any],
+    ) -> tuple[Tensor, ...]:
+        lib = native_library()
+        assert lib is not None
+        n, steps, batch, hid = score.shape
+        heads, d_k, d_v = meta["heads"], meta["d_k"], meta["d_v"]
+        qkv_w, ctx_w, kp = heads * (2 * d_k + d_v), heads * d_v, wcell.shape[1]
+        save = meta["save"]
+        slots = steps if save else 1
+        dims = (ctypes.c_int64 * _DIMS)(
+            n, batch, steps, hid, rows.shape[-1], kp, heads, d_k, d_v, meta["k"], int(save),
+            int(meta["reverse"]), int(meta["null_score"] is not None),
+        )  # fmt: skip
+        new = functools.partial(torch.empty, dtype=score.dtype)
+        out, h_last, c_last = new(steps, n, batch, hid), new(n, batch, hid), new(n, batch, hid)
+        act, p_real = new(steps, n, batch), new(steps, n, batch)
+        att = new(steps, batch, heads, n, n)
+        u, gact = new(n, slots, batch, kp), new(n, slots, batch, 4 * hid)
+        cprev, tc, hcell = (new(n, slots, batch, hid) for _ in range(3))
+        qkv, context = new(n, slots, batch, qkv_w), new(n, slots, batch, ctx_w)
+        in_keep, comm_keep = meta["in_keep"], meta["comm_keep"]
+        ptrs = _pointers(
+            [score, meta["null_score"], rows, wcell, wqkv, wout, h0, c0, in_keep, comm_keep,
+             out, h_last, c_last, act, p_real, att, u, gact, cprev, tc, hcell, qkv, context]
+        )  # fmt: skip
+        if lib.rim_forward(dims, ptrs, torch.get_num_threads()):
+            raise MemoryError("RIM: the native forward pass ran out of memory")
+        if save:
+            ctx.save_for_backward(
+                score, rows, wcell, wqkv, wout, act, p_real, att, u, gact, cprev, tc, hcell,
+                qkv, context,
+            )  # fmt: skip
+            ctx.dims = dims
+            ctx.keeps = (in_keep, comm_keep)
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(act, p_real, att)
+        return out, h_last, c_last, act, p_real, att
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        lib = native_library()
+        assert lib is not None
+        g_out, g_h, g_c = grads[0], grads[1], grads[2]
+        (score, rows, wcell, wqkv, wout, act, p_real, att, u, gact, cprev, tc, hcell, qkv,
+         context) = ctx.saved_tensors  # fmt: skip
+        n, steps, batch, hid = score.shape
+        g_out = score.new_zeros(steps, n, batch, hid) if g_out is None else g_out.contiguous()
+        if g_h is not None:
+            last = 0 if ctx.dims[11] else steps - 1
+            g_out = g_out.clone() if grads[0] is not None else g_out
+            g_out[last] += g_h
+        g_c = g_c.contiguous() if g_c is not None else None
+        new = functools.partial(torch.empty, dtype=score.dtype)
+        d_score, dh0, dc0 = new(n, steps, batch, hid), new(n, batch, hid), new(n, batch, hid)
+        d_rows = torch.zeros_like(rows) if ctx.needs_input_grad[1] else None
+        d_gates, d_hnew = new(n, steps, batch, 4 * hid), new(n, steps, batch, hid)
+        d_qkv = new(n, steps, batch, qkv.shape[-1])
+        wcell_t, wqkv_t, wout_t = (w.transpose(1, 2).contiguous() for w in (wcell, wqkv, wout))
+        in_keep, comm_keep = ctx.keeps
+        ptrs = _pointers(
+            [score, rows, wcell_t, wqkv_t, wout_t, in_keep, comm_keep, act, p_real, att, u,
+             gact, cprev, tc, qkv, g_out, g_c, d_score, d_rows, dh0, dc0, d_gates, d_qkv,
+             d_hnew]
+        )  # fmt: skip
+        if lib.rim_backward(ctx.dims, ptrs, torch.get_num_threads()):
+            raise MemoryError("RIM: the native backward pass ran out of memory")
+
+        def weight_grad(inputs: Tensor, outputs: Tensor) -> Tensor:
+            """Sum over all steps and rows of inputs^T outputs, per unit: one batched product."""
+            flat_in = inputs.view(n, steps * batch, -1).transpose(1, 2)
+            return torch.bmm(flat_in, outputs.view(n, steps * batch, -1))
+
+        g_wcell = weight_grad(u, d_gates) if ctx.needs_input_grad[2] else None
+        g_wqkv = weight_grad(hcell, d_qkv) if ctx.needs_input_grad[3] else None
+        g_wout = weight_grad(context, d_hnew) if ctx.needs_input_grad[4] else None
+        return d_score, d_rows, g_wcell, g_wqkv, g_wout, dh0, dc0, None
+
+
+def rim_lstm_sequence(
+    cell: RIMCell,
+    score: Tensor,
+    null_score: Tensor,
+    rows: Tensor,
+    x_gates: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run a LSTM RIM layer over a sequence with the native kernels.
+
+    Args:
+        cell: the layer (weights, sizes, dropout, activation rule, training mode).
+        score: ``(N, T, B, H)`` input-attention score vectors (``s_real − s_null = <h, score>``).
+        null_score: ``(N, 1, H)`` null-slot score vectors (used by the raw-score rule only).
+        rows: ``(T, B, R)`` cell-input rows.
+        x_gates: ``(N, R + 1, 4H)`` the rows' (and the bias weight's) map to the gates.
+        h0: ``(N, B, H)`` initial hidden state, unit-major.
+        c0: ``(N, B, H)`` initial cell state, unit-major.
+        reverse: run the steps from last to first.
+
+    Returns:
+        ``(out, h, c, active, p_real, attention)``: the hidden state after every step
+        ``(T, N, B, H)``, the final states ``(N, B, H)``, the active mask and the real-input
+        attention ``(T, N, B)`` (float), and the communication attention before dropout
+        ``(T, B, heads, N, N)``.
+    """
+    n, steps, batch, _ = score.shape
+    heads = cell.num_comm_heads
+    in_keep = comm_keep = None
+    train_in = cell.training and cell.input_dropout.p > 0
+    train_comm = cell.training and cell.comm_dropout.p > 0
+    if train_in or train_comm:  # the PyTorch path's draws, in the same order
+        in_keep = score.new_empty(steps, 2, n, batch) if train_in else None
+        comm_keep = score.new_empty(steps, batch * heads, n, n) if train_comm else None
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            if in_keep is not None:
+                in_keep[t] = cell.input_dropout(score.new_ones(2, n, batch))
+            if comm_keep is not None:
+                comm_keep[t] = cell.comm_dropout(score.new_ones(batch * heads, n, n))
+    wcell = torch.cat((cell.cell.weight_hh, x_gates), dim=1)  # rows: [h | read | bias]
+    tensors = (
+        score.contiguous(),
+        rows.contiguous(),
+        wcell,
+        cell.comm_qkv.weight.contiguous(),
+        cell.comm_out.weight.contiguous(),
+        h0.contiguous(),
+        c0.contiguous(),
+    )
+    meta = {
+        "heads": heads,
+        "d_k": cell.comm_key_size,
+        "d_v": cell.comm_value_size,
+        "k": cell.k,
+        "reverse": reverse,
+        "null_score": (
+            null_score.reshape(n, -1).contiguous() if cell.activation == "raw_score" else None
+        ),
+        "in_keep": in_keep,
+        "comm_keep": comm_keep,
+        "save": torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
+    }
+    return _RimLSTM.apply(*tensors, meta)

@@ -1,0 +1,432 @@
+/* Fused RIM layer (LSTM units) over a whole sequence: forward and backward passes.
+ *
+ * The maths is RIMCell._step in cell.py (the PyTorch path), for every time step of a
+ * sequence in one call; _native.py wraps the two passes as one autograd node. The input
+ * side (input-attention score vectors, cell-input rows) is computed by PyTorch before the
+ * call and its gradient is returned to PyTorch; weight gradients are returned as per-step
+ * "tapes" that _native.py turns into three batched products after the call.
+ *
+ * Prepended at load time: compkit_utils' native_common.h (gemm, sigmoid_f, sigmoid_n,
+ * FTZ_BEGIN/FTZ_END, run_jobs, MR). Row-major float32 buffers. Sizes:
+ *   N units, B batch rows, T steps, H hidden, R cell-input row width, Kp >= H + R + 1 the
+ *   padded cell-input width, G = 4H gates [i | f | o | g], QKV = heads (2 dk + dv) and
+ *   C = heads dv the communication widths.
+ * Everything a RIM step computes for one batch row depends only on that row, so a pass
+ * gives each thread a block of batch rows and runs every step on it without
+ * synchronisation; results do not depend on the number of threads.
+ *
+ * Layouts: per-step saved tensors are unit-major (N, Ts, B, .) with Ts = T (saved for the
+ * backward pass) or 1 (inference: one slot, overwritten); per-step outputs are (T, N, B, .).
+ * The cell-input row of unit n is u = [h_prev (H) | w_real x_t (R) | w_bias | zeros].
+ */
+
+#include <math.h>
+
+enum { D_N, D_B, D_T, D_H, D_R, D_KP, D_HEADS, D_DK, D_DV, D_K, D_SAVE, D_REVERSE, D_RAW,
+       D_COUNT };
+
+typedef struct {
+    const int64_t *d;
+    void **p;
+    int64_t r0, r1;
+    int failed;
+} job;
+
+static float dot_f(const float *a, const float *b, int64_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
+    return acc;
+}
+
+/* active[n * stride] = 1 for the k largest rank[n] (ties to the lower index), else 0. */
+static void top_k(const float *rank, int64_t N, int64_t k, float *active, int64_t stride) {
+    for (int64_t n = 0; n < N; ++n) {
+        const float v = rank[n];
+        int64_t above = 0;
+        for (int64_t m = 0; m < N; ++m) {
+            const float w = rank[m];
+            above += (w > v) || (w == v && m < n);
+        }
+        active[n * stride] = above < k ? 1.0f : 0.0f;
+    }
+}
+
+/* Forward pointers (index into p):                                                         */
+enum { F_SCORE, F_NULL, F_ROWS, F_WCELL, F_WQKV, F_WOUT, F_H0, F_C0, F_INKEEP, F_COMMKEEP,
+       F_OUT, F_HLAST, F_CLAST, F_ACT, F_P, F_ATT, F_U, F_GACT, F_CPREV, F_TC, F_HCELL, F_QKV,
+       F_CTX, F_COUNT };
+
+static void *forward_run(void *arg) {
+    job *j = arg;
+    const int64_t *d = j->d;
+    const int64_t N = d[D_N], B = d[D_B], T = d[D_T], H = d[D_H], R = d[D_R], Kp = d[D_KP];
+    const int64_t heads = d[D_HEADS], dk = d[D_DK], dv = d[D_DV], K = d[D_K];
+    const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv;
+    const int64_t Ts = d[D_SAVE] ? T : 1, r0 = j->r0, rows = j->r1 - j->r0;
+    const float scale = 1.0f / sqrtf((float)dk);
+    const float *score = j->p[F_SCORE], *null_score = j->p[F_NULL], *xs = j->p[F_ROWS];
+    const float *wcell = j->p[F_WCELL], *wqkv = j->p[F_WQKV], *wout = j->p[F_WOUT];
+    const float *in_keep = j->p[F_INKEEP], *comm_keep = j->p[F_COMMKEEP];
+    float *out = j->p[F_OUT], *act = j->p[F_ACT], *pr = j->p[F_P], *att = j->p[F_ATT];
+    float *u = j->p[F_U], *gact = j->p[F_GACT], *cprev = j->p[F_CPREV], *tc = j->p[F_TC];
+    float *hcell = j->p[F_HCELL], *qkv = j->p[F_QKV], *ctx = j->p[F_CTX];
+
+    const int64_t state = N * rows * H;
+    float *buf = malloc((size_t)(2 * state + rows * G + rows * H + 2 * N * N) * sizeof(float));
+    if (!buf) {
+        j->failed = 1;
+        return NULL;
+    }
+    FTZ_BEGIN
+    float *hcur = buf, *ccur = buf + state, *gates = buf + 2 * state;
+    float *hnew = gates + rows * G, *s = hnew + rows * H;
+    const float *h0 = j->p[F_H0], *c0 = j->p[F_C0];
+    for (int64_t n = 0; n < N; ++n) {
+        memcpy(hcur + n * rows * H, h0 + (n * B + r0) * H, (size_t)(rows * H) * sizeof(float));
+        memcpy(ccur + n * rows * H, c0 + (n * B + r0) * H, (size_t)(rows * H) * sizeof(float));
+    }
+    for (int64_t step = 0; step < T; ++step) {
+        const int64_t t = d[D_REVERSE] ? T - 1 - step : step, slot = d[D_SAVE] ? t : 0;
+        float *act_t = act + t * N * B, *p_t = pr + t * N * B;
+        /* 1-3. input-attention score difference s_real - s_null, and the active set */
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t r = 0; r < rows; ++r) {
+                const float *h = hcur + (n * rows + r) * H;
+                const float diff = dot_f(h, score + ((n * T + t) * B + r0 + r) * H, H);
+                p_t[n * B + r0 + r] = diff;
+                act_t[n * B + r0 + r] =
+                    null_score ? diff + dot_f(h, null_score + n * H, H) : diff; /* rank */
+            }
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t n = 0; n < N; ++n) s[n] = act_t[n * B + r0 + r];
+            top_k(s, N, K, act_t + r0 + r, B);
+        }
+        /* 4. the read input w_real x + w_bias b (both weights zero for inactive units) */
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t at = n * B + r0 + r;
+                const float a = act_t[at], p = sigmoid_f(p_t[at]);
+                p_t[at] = p;
+                float w_real = p * a, w_bias = a;
+                if (in_keep) {
+                    const float kr = in_keep[(t * 2 + 0) * N * B + at];
+                    const float kn = in_keep[(t * 2 + 1) * N * B + at];
+                    w_real = p * kr * a;
+                    w_bias = (p * kr + (1.0f - p) * kn) * a;
+                }
+                float *row = u + ((n * Ts + slot) * B + r0 + r) * Kp;
+                memcpy(row, hcur + (n * rows + r) * H, (size_t)H * sizeof(float));
+                const float *x = xs + (t * B + r0 + r) * R;
+#pragma omp simd
+                for (int64_t e = 0; e < R; ++e) row[H + e] = w_real * x[e];
+                row[H + R] = w_bias;
+                for (int64_t e = H + R + 1; e < Kp; ++e) row[e] = 0.0f;
+            }
+        /* 5-6. every unit's LSTM cell; 7. communication query/key/value */
+        for (int64_t n = 0; n < N; ++n) {
+            const int64_t blk = (n * Ts + slot) * B + r0;
+            gemm(rows, G, H + R + 1, u + blk * Kp, Kp, 1, wcell + n * Kp * G, G, NULL, gates, G);
+            for (int64_t r = 0; r < rows; ++r) {
+                float *g = gates + r * G, *ga = gact + (blk + r) * G;
+                sigmoid_n(g, ga, 3 * H, 1.0f);
+                sigmoid_n(g + 3 * H, ga + 3 * H, H, 2.0f);
+                const float *gi = ga, *gf = ga + H, *go = ga + 2 * H;
+                float *gg = ga + 3 * H, *cp = cprev + (blk + r) * H, *th = tc + (blk + r) * H;
+                float *hc = hcell + (blk + r) * H, *cc = ccur + (n * rows + r) * H;
+                const float a = act_t[n * B + r0 + r];
+                memcpy(cp, cc, (size_t)H * sizeof(float));
+#pragma omp simd
+                for (int64_t e = 0; e < H; ++e) {
+                    gg[e] = 2.0f * gg[e] - 1.0f; /* tanh(z) = 2 sigmoid(2z) - 1 */
+                    th[e] = gf[e] * cp[e] + gi[e] * gg[e]; /* c_new, tanh below */
+                }
+                sigmoid_n(th, hc, H, 2.0f);
+#pragma omp simd
+                for (int64_t e = 0; e < H; ++e) {
+                    const float c_new = th[e];
+                    th[e] = 2.0f * hc[e] - 1.0f;
+                    hc[e] = go[e] * th[e];
+                    cc[e] = a != 0.0f ? c_new : cp[e];
+                }
+            }
+            gemm(rows, QKV, H, hcell + blk * H, H, 1, wqkv + n * H * QKV, QKV, NULL,
+                 qkv + blk * QKV, QKV);
+        }
+        /* 7. attention among units, per batch row and head */
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t b = r0 + r;
+            for (int64_t hd = 0; hd < heads; ++hd) {
+                float *a = att + ((t * B + b) * heads + hd) * N * N;
+                const float *keep =
+                    comm_keep ? comm_keep + ((t * B + b) * heads + hd) * N * N : NULL;
+                for (int64_t n = 0; n < N; ++n) {
+                    const float *q = qkv + ((n * Ts + slot) * B + b) * QKV + hd * dk;
+                    float mx = -INFINITY;
+                    for (int64_t m = 0; m < N; ++m) {
+                        const float *kv = qkv + ((m * Ts + slot) * B + b) * QKV + (heads + hd) * dk;
+                        s[m] = scale * dot_f(q, kv, dk);
+                        mx = s[m] > mx ? s[m] : mx;
+                    }
+                    float sum = 0.0f;
+                    for (int64_t m = 0; m < N; ++m) {
+                        s[m] = exp_f(s[m] - mx);
+                        sum += s[m];
+                    }
+                    float *c_n = ctx + ((n * Ts + slot) * B + b) * C + hd * dv;
+                    for (int64_t e = 0; e < dv; ++e) c_n[e] = 0.0f;
+                    for (int64_t m = 0; m < N; ++m) {
+                        a[n * N + m] = s[m] / sum;
+                        const float w = keep ? a[n * N + m] * keep[n * N + m] : a[n * N + m];
+                        const float *v = qkv + ((m * Ts + slot) * B + b) * QKV + 2 * heads * dk + hd * dv;
+#pragma omp simd
+                        for (int64_t e = 0; e < dv; ++e) c_n[e] += w * v[e];
+                    }
+                }
+            }
+        }
+        /* 7. residual output; 8. only active units keep the update */
+        for (int64_t n = 0; n < N; ++n) {
+            const int64_t blk = (n * Ts + slot) * B + r0;
+            gemm(rows, H, C, ctx + blk * C, C, 1, wout + n * C * H, H, hcell + blk * H, hnew, H);
+            for (int64_t r = 0; r < rows; ++r) {
+                float *h = hcur + (n * rows + r) * H;
+                if (act_t[n * B + r0 + r] != 0.0f)
+                    memcpy(h, hnew + r * H, (size_t)H * sizeof(float));
+                memcpy(out + ((t * N + n) * B + r0 + r) * H, h, (size_t)H * sizeof(float));
+            }
+        }
+    }
+    float *h_last = j->p[F_HLAST], *c_last = j->p[F_CLAST];
+    for (int64_t n = 0; n < N; ++n) {
+        memcpy(h_last + (n * B + r0) * H, hcur + n * rows * H, (size_t)(rows * H) * sizeof(float));
+        memcpy(c_last + (n * B + r0) * H, ccur + n * rows * H, (size_t)(rows * H) * sizeof(float));
+    }
+    FTZ_END
+    free(buf);
+    return NULL;
+}
+
+/* Backward pointers (index into p):                                                        */
+enum { B_SCORE, B_ROWS, B_WCELLT, B_WQKVT, B_WOUTT, B_INKEEP, B_COMMKEEP, B_ACT, B_P, B_ATT,
+       B_U, B_GACT, B_CPREV, B_TC, B_QKV, B_GOUT, B_GCLAST, B_DSCORE, B_DROWS, B_DH0, B_DC0,
+       B_DGATES, B_DQKV, B_DHNEW, B_COUNT };
+
+static void *backward_run(void *arg) {
+    job *j = arg;
+    const int64_t *d = j->d;
+    const int64_t N = d[D_N], B = d[D_B], T = d[D_T], H = d[D_H], R = d[D_R], Kp = d[D_KP];
+    const int64_t heads = d[D_HEADS], dk = d[D_DK], dv = d[D_DV];
+    const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv;
+    const int64_t r0 = j->r0, rows = j->r1 - j->r0;
+    const float scale = 1.0f / sqrtf((float)dk);
+    const float *score = j->p[B_SCORE], *xs = j->p[B_ROWS];
+    const float *wcell_t = j->p[B_WCELLT], *wqkv_t = j->p[B_WQKVT], *wout_t = j->p[B_WOUTT];
+    const float *in_keep = j->p[B_INKEEP], *comm_keep = j->p[B_COMMKEEP];
+    const float *act = j->p[B_ACT], *pr = j->p[B_P], *att = j->p[B_ATT], *u = j->p[B_U];
+    const float *gact = j->p[B_GACT], *cprev = j->p[B_CPREV], *tc = j->p[B_TC];
+    const float *qkv = j->p[B_QKV], *gout = j->p[B_GOUT], *gc_last = j->p[B_GCLAST];
+    float *dscore = j->p[B_DSCORE], *drows = j->p[B_DROWS];
+    float *dgates = j->p[B_DGATES], *dqkv = j->p[B_DQKV], *dhnew = j->p[B_DHNEW];
+
+    const int64_t state = N * rows * H;
+    float *buf = malloc((size_t)(4 * state + N * rows * C + rows * H + rows * Kp + 2 * N * N) *
+                        sizeof(float));
+    if (!buf) {
+        j->failed = 1;
+        return NULL;
+    }
+    FTZ_BEGIN
+    float *dh = buf, *dc = buf + state, *dh2 = buf + 2 * state, *dc2 = buf + 3 * state;
+    float *dctx = buf + 4 * state, *dhc = dctx + N * rows * C, *du = dhc + rows * H;
+    float *da = du + rows * Kp, *ds = da + N * N;
+    memset(dh, 0, (size_t)state * sizeof(float));
+    for (int64_t n = 0; n < N; ++n)
+        if (gc_last)
+            memcpy(dc + n * rows * H, gc_last + (n * B + r0) * H, (size_t)(rows * H) * sizeof(float));
+        else
+            memset(dc + n * rows * H, 0, (size_t)(rows * H) * sizeof(float));
+    for (int64_t step = T - 1; step >= 0; --step) {
+        const int64_t t = d[D_REVERSE] ? T - 1 - step : step;
+        const float *act_t = act + t * N * B;
+        /* 8. split the state gradients: inactive units pass them straight to step t - 1 */
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t i = (n * rows + r) * H, b = r0 + r;
+                const float *g = gout + ((t * N + n) * B + b) * H;
+                float *hn = dhnew + ((n * T + t) * B + b) * H;
+                if (act_t[n * B + b] != 0.0f) {
+#pragma omp simd
+                    for (int64_t e = 0; e < H; ++e) {
+                        hn[e] = g[e] + dh[i + e];
+                        dh2[i + e] = 0.0f;
+                        dc2[i + e] = 0.0f;
+                    }
+                } else {
+#pragma omp simd
+                    for (int64_t e = 0; e < H; ++e) {
+                        hn[e] = 0.0f;
+                        dh2[i + e] = g[e] + dh[i + e];
+                        dc2[i + e] = dc[i + e];
+                    }
+                }
+            }
+        /* 7. residual output: context gradient */
+        for (int64_t n = 0; n < N; ++n)
+            gemm(rows, C, H, dhnew + ((n * T + t) * B + r0) * H, H, 1, wout_t + n * H * C, C,
+                 NULL, dctx + n * rows * C, C);
+        /* 7. attention among units */
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t b = r0 + r;
+            for (int64_t n = 0; n < N; ++n)
+                memset(dqkv + ((n * T + t) * B + b) * QKV, 0, (size_t)QKV * sizeof(float));
+            for (int64_t hd = 0; hd < heads; ++hd) {
+                const float *a = att + ((t * B + b) * heads + hd) * N * N;
+                const float *keep =
+                    comm_keep ? comm_keep + ((t * B + b) * heads + hd) * N * N : NULL;
+                for (int64_t n = 0; n < N; ++n) {
+                    const float *dcn = dctx + (n * rows + r) * C + hd * dv;
+                    float rowsum = 0.0f;
+                    for (int64_t m = 0; m < N; ++m) {
+                        const int64_t mb = (m * T + t) * B + b;
+                        const float *v = qkv + mb * QKV + 2 * heads * dk + hd * dv;
+                        float *gv = dqkv + mb * QKV + 2 * heads * dk + hd * dv;
+                        const float w = keep ? a[n * N + m] * keep[n * N + m] : a[n * N + m];
+                        float g = dot_f(dcn, v, dv);
+#pragma omp simd
+                        for (int64_t e = 0; e < dv; ++e) gv[e] += w * dcn[e];
+                        if (keep) g *= keep[n * N + m];
+                        da[n * N + m] = g;
+                        rowsum += g * a[n * N + m];
+                    }
+                    for (int64_t m = 0; m < N; ++m)
+                        ds[n * N + m] = a[n * N + m] * (da[n * N + m] - rowsum) * scale;
+                }
+                for (int64_t n = 0; n < N; ++n) {
+                    const int64_t nb = (n * T + t) * B + b;
+                    const float *q = qkv + nb * QKV + hd * dk;
+                    float *gq = dqkv + nb * QKV + hd * dk;
+                    for (int64_t m = 0; m < N; ++m) {
+                        const int64_t mb = (m * T + t) * B + b;
+                        const float *k = qkv + mb * QKV + (heads + hd) * dk;
+                        float *gk = dqkv + mb * QKV + (heads + hd) * dk;
+                        const float w = ds[n * N + m];
+#pragma omp simd
+                        for (int64_t e = 0; e < dk; ++e) {
+                            gq[e] += w * k[e];
+                            gk[e] += w * q[e];
+                        }
+                    }
+                }
+            }
+        }
+        for (int64_t n = 0; n < N; ++n) {
+            const int64_t blk = (n * T + t) * B + r0;
+            /* 7. hidden-state gradient of the cell output: residual + query/key/value */
+            gemm(rows, H, QKV, dqkv + blk * QKV, QKV, 1, wqkv_t + n * QKV * H, H,
+                 dhnew + blk * H, dhc, H);
+            /* 6. gradient block for inactive units; 5. the LSTM cell */
+            for (int64_t r = 0; r < rows; ++r) {
+                float *dg = dgates + (blk + r) * G;
+                const int64_t i = (n * rows + r) * H;
+                if (act_t[n * B + r0 + r] == 0.0f) {
+                    memset(dg, 0, (size_t)G * sizeof(float));
+                    continue;
+                }
+                const float *ga = gact + (blk + r) * G, *cp = cprev + (blk + r) * H;
+                const float *th = tc + (blk + r) * H, *dhr = dhc + r * H;
+#pragma omp simd
+                for (int64_t e = 0; e < H; ++e) {
+                    const float gi = ga[e], gf = ga[H + e], go = ga[2 * H + e], gg = ga[3 * H + e];
+                    const float dct = dc[i + e] + dhr[e] * go * (1.0f - th[e] * th[e]);
+                    dg[e] = dct * gg * gi * (1.0f - gi);
+                    dg[H + e] = dct * cp[e] * gf * (1.0f - gf);
+                    dg[2 * H + e] = dhr[e] * th[e] * go * (1.0f - go);
+                    dg[3 * H + e] = dct * gi * (1.0f - gg * gg);
+                    dc2[i + e] = dct * gf;
+                }
+            }
+            gemm(rows, Kp, G, dgates + blk * G, G, 1, wcell_t + n * G * Kp, Kp, NULL, du, Kp);
+            /* 4. the read input; 1. the attention score */
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t b = r0 + r, at = n * B + b, i = (n * rows + r) * H;
+                float *dsc = dscore + ((n * T + t) * B + b) * H;
+                const float a = act_t[at];
+                if (a == 0.0f) {
+                    memset(dsc, 0, (size_t)H * sizeof(float));
+                    continue;
+                }
+                const float *dur = du + r * Kp, *x = xs + (t * B + b) * R;
+                const float p = pr[t * N * B + at];
+#pragma omp simd
+                for (int64_t e = 0; e < H; ++e) dh2[i + e] += dur[e];
+                const float d_real = dot_f(dur + H, x, R), d_bias = dur[H + R];
+                float w_real = p * a, dp = d_real * a;
+                if (in_keep) {
+                    const float kr = in_keep[(t * 2 + 0) * N * B + at];
+                    const float kn = in_keep[(t * 2 + 1) * N * B + at];
+                    w_real = p * kr * a;
+                    dp = (d_real + d_bias) * a * kr - d_bias * a * kn;
+                }
+                const float ddiff = dp * p * (1.0f - p);
+                const float *h = u + ((n * T + t) * B + b) * Kp, *sc = score + ((n * T + t) * B + b) * H;
+#pragma omp simd
+                for (int64_t e = 0; e < H; ++e) {
+                    dh2[i + e] += ddiff * sc[e];
+                    dsc[e] = ddiff * h[e];
+                }
+                if (drows) {
+                    float *dx = drows + (t * B + b) * R;
+#pragma omp simd
+                    for (int64_t e = 0; e < R; ++e) dx[e] += w_real * dur[H + e];
+                }
+            }
+        }
+        float *swap = dh;
+        dh = dh2;
+        dh2 = swap;
+        swap = dc;
+        dc = dc2;
+        dc2 = swap;
+    }
+    float *dh0 = j->p[B_DH0], *dc0 = j->p[B_DC0];
+    for (int64_t n = 0; n < N; ++n) {
+        memcpy(dh0 + (n * B + r0) * H, dh + n * rows * H, (size_t)(rows * H) * sizeof(float));
+        memcpy(dc0 + (n * B + r0) * H, dc + n * rows * H, (size_t)(rows * H) * sizeof(float));
+    }
+    FTZ_END
+    free(buf);
+    return NULL;
+}
+
+static int run(const int64_t *d, void **p, int64_t nthreads, void *(*fn)(void *)) {
+    const int64_t B = d[D_B];
+    if (nthreads > B / MR) nthreads = B / MR;
+    if (nthreads > 64) nthreads = 64;
+    if (nthreads < 1) nthreads = 1;
+    job jobs[64];
+    for (int64_t i = 0; i < nthreads; ++i)
+        jobs[i] = (job){d, p, B * i / nthreads, B * (i + 1) / nthreads, 0};
+    run_jobs(jobs, sizeof(job), nthreads, fn);
+    int failed = 0;
+    for (int64_t i = 0; i < nthreads; ++i) failed |= jobs[i].failed;
+    return failed;
+}
+
+/* The forward pass: d (D_COUNT sizes and flags), p (F_COUNT buffers; F_NULL, F_INKEEP and
+ * F_COMMKEEP may be NULL). Returns 0, or 1 when out of memory. */
+int rim_forward(const int64_t *d, void **p, int64_t nthreads) {
+    return run(d, p, nthreads, forward_run);
+}
+
+/* The backward pass of rim_forward (run with save = 1): d as for the forward pass, p
+ * (B_COUNT buffers; B_INKEEP, B_COMMKEEP, B_GCLAST and B_DROWS may be NULL; B_DROWS must be
+ * zero-filled). Returns 0, or 1 when out of memory. */
+int rim_backward(const int64_t *d, void **p, int64_t nthreads) {
+    return run(d, p, nthreads, backward_run);
+}
+
+/* The sizes of the index tables, for the caller's consistency check. */
+int64_t rim_counts(int64_t which) {
+    return which == 0 ? D_COUNT : which == 1 ? F_COUNT : B_COUNT;
+}
