@@ -7,8 +7,8 @@ every time step in one forward and one backward call, each thread owning a block
 rows. It is compiled on first use by :mod:`compkit_utils.native` (cached; no build step at
 install time) and used automatically for CPU float32 LSTM layers; everything else, and any
 machine without a C compiler, takes the PyTorch path in ``cell.py``. Both paths compute
-the same function (tested to float32 rounding, including dropout, which draws its masks
-from torch's generator in the same order).
+the same function (tested to float32 rounding, in train mode too: both take the
+sequence's dropout masks from ``RIMCell._dropout_masks``).
 
 Not supported by the native path: double backward (``create_graph=True``).
 """
@@ -191,6 +191,7 @@ def rim_lstm_sequence(
     x_gates: Tensor,
     h0: Tensor,
     c0: Tensor,
+    keeps: tuple[Tensor | None, Tensor | None],
     reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run a LSTM RIM layer over a sequence with the native kernels.
@@ -203,6 +204,7 @@ def rim_lstm_sequence(
         x_gates: ``(N, R + 1, 4H)`` the rows' (and the bias weight's) map to the gates.
         h0: ``(N, B, H)`` initial hidden state, unit-major.
         c0: ``(N, B, H)`` initial cell state, unit-major.
+        keeps: dropout multipliers ``(T, 2, N, B)`` and ``(T, B·heads, N, N)`` (or ``None``).
         reverse: run the steps from last to first.
 
     Returns:
@@ -211,19 +213,8 @@ def rim_lstm_sequence(
         attention ``(T, N, B)`` (float), and the communication attention before dropout
         ``(T, B, heads, N, N)``.
     """
-    n, steps, batch, _ = score.shape
-    heads = cell.num_comm_heads
-    in_keep = comm_keep = None
-    train_in = cell.training and cell.input_dropout.p > 0
-    train_comm = cell.training and cell.comm_dropout.p > 0
-    if train_in or train_comm:  # the PyTorch path's draws, in the same order
-        in_keep = score.new_empty(steps, 2, n, batch) if train_in else None
-        comm_keep = score.new_empty(steps, batch * heads, n, n) if train_comm else None
-        for t in range(steps - 1, -1, -1) if reverse else range(steps):
-            if in_keep is not None:
-                in_keep[t] = cell.input_dropout(score.new_ones(2, n, batch))
-            if comm_keep is not None:
-                comm_keep[t] = cell.comm_dropout(score.new_ones(batch * heads, n, n))
+    n = score.shape[0]
+    in_keep, comm_keep = keeps
     wcell = torch.cat((cell.cell.weight_hh, x_gates), dim=1)  # rows: [h | read | bias]
     tensors = (
         score.contiguous(),
@@ -235,7 +226,7 @@ def rim_lstm_sequence(
         c0.contiguous(),
     )
     meta = {
-        "heads": heads,
+        "heads": cell.num_comm_heads,
         "d_k": cell.comm_key_size,
         "d_v": cell.comm_value_size,
         "k": cell.k,
@@ -243,8 +234,8 @@ def rim_lstm_sequence(
         "null_score": (
             null_score.reshape(n, -1).contiguous() if cell.activation == "raw_score" else None
         ),
-        "in_keep": in_keep,
-        "comm_keep": comm_keep,
+        "in_keep": in_keep.contiguous() if in_keep is not None else None,
+        "comm_keep": comm_keep.contiguous() if comm_keep is not None else None,
         "save": torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
     }
     return _RimLSTM.apply(*tensors, meta)

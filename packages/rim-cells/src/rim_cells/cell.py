@@ -288,8 +288,10 @@ class RIMCell(nn.Module):
             raise ValueError("RIMCell: the sequence is empty (time = 0)")
         h0, c0 = self._check_state(hs, cs, batch, x)
         side = self._input_side(x)
+        keeps = self._dropout_masks(steps, batch, x)
         if c0 is not None and _native.active_backend(self, x) == "native":
-            return self._forward_native(side, h0, c0, reverse, return_info)
+            return self._forward_native(side, h0, c0, keeps, reverse, return_info)
+        in_keep, comm_keep = keeps
         # unbind once: indexing gates in the loop would make autograd allocate and
         # zero-fill a full-sequence gradient buffer for every step.
         scores, inputs = side.score.unbind(1), side.rows.unbind(0)
@@ -313,7 +315,13 @@ class RIMCell(nn.Module):
         in_att: list[Tensor] = [h] * steps
         comm_att: list[Tensor] = [h] * steps
         for t in order:
-            h, c, step_info = self._step(scores[t], inputs[t], side, tapes, h, c, return_info)
+            keep_t = (
+                in_keep[t] if in_keep is not None else None,
+                comm_keep[t] if comm_keep is not None else None,
+            )
+            h, c, step_info = self._step(
+                scores[t], inputs[t], side, tapes, h, c, keep_t, return_info
+            )
             outs[t] = h
             if step_info is not None:
                 masks[t], in_att[t], comm_att[t] = step_info
@@ -331,8 +339,31 @@ class RIMCell(nn.Module):
 
     # ------------------------------------------------------------------ internals
 
+    def _dropout_masks(
+        self, steps: int, batch: int, like: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Dropout multipliers (0 or ``1/(1-p)``) for a whole sequence, drawn once each.
+
+        Returns ``(input, communication)``: ``(T, 2, N, B)`` for the input-attention
+        probabilities [real, null] and ``(T, B·heads, N, N)`` for the communication
+        attention; ``None`` in eval mode or when the rate is 0.
+        """
+        n, heads = self.num_units, self.num_comm_heads
+        in_keep = comm_keep = None
+        if self.training and self.input_dropout.p > 0:
+            in_keep = self.input_dropout(like.new_ones(steps, 2, n, batch))
+        if self.training and self.comm_dropout.p > 0:
+            comm_keep = self.comm_dropout(like.new_ones(steps, batch * heads, n, n))
+        return in_keep, comm_keep
+
     def _forward_native(
-        self, side: _InputSide, h0: Tensor, c0: Tensor, reverse: bool, return_info: bool
+        self,
+        side: _InputSide,
+        h0: Tensor,
+        c0: Tensor,
+        keeps: tuple[Tensor | None, Tensor | None],
+        reverse: bool,
+        return_info: bool,
     ) -> tuple[Tensor, Tensor, Tensor | None, RIMStepInfo | None]:
         """`forward_sequence` with the native kernels (LSTM units, CPU float32)."""
         out, h, c, active, p_real, att = _native.rim_lstm_sequence(
@@ -343,6 +374,7 @@ class RIMCell(nn.Module):
             side.x_gates,
             h0.transpose(0, 1),
             c0.transpose(0, 1),
+            keeps,
             reverse,
         )
         info = None
@@ -424,6 +456,7 @@ class RIMCell(nn.Module):
         tapes: _Tapes,
         h: Tensor,
         c: Tensor | None,
+        keeps: tuple[Tensor | None, Tensor | None],
         want_info: bool,
     ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
         """One RIM step in unit-major layout: h, c ``(N, B, H)``; score, x of step t."""
@@ -440,9 +473,10 @@ class RIMCell(nn.Module):
         # inactive units read an all-zero input (both weights zero).
         p_real = torch.sigmoid(diff)
         keep = active.to(p_real.dtype)
-        if self.training and self.input_dropout.p > 0:
-            probs = self.input_dropout(torch.stack((p_real, 1.0 - p_real)))
-            w_real, w_bias = probs[0] * keep, (probs[0] + probs[1]) * keep
+        if keeps[0] is not None:  # input dropout on the probabilities [real, null]
+            w_real = p_real * keeps[0][0]
+            w_bias = (w_real + (1.0 - p_real) * keeps[0][1]) * keep
+            w_real = w_real * keep
         else:
             w_real, w_bias = p_real * keep, keep
         read = torch.cat((x.unsqueeze(0) * w_real.unsqueeze(-1), w_bias.unsqueeze(-1)), dim=-1)
@@ -455,7 +489,7 @@ class RIMCell(nn.Module):
             h_cell = _gru_step(tapes.cell.bmm(read), h, tapes.hidden.bmm(h))
             h_cell = torch.where(active3, h_cell, h_cell.detach())
         # 7. communication: multi-head attention among all units, residual.
-        h_new, att = self._communicate(h_cell, tapes)
+        h_new, att = self._communicate(h_cell, tapes, keeps[1])
         # 8. only active units keep the update.
         h_out = torch.where(active3, h_new, h)
         info = None
@@ -464,13 +498,10 @@ class RIMCell(nn.Module):
             info = (active, p_real.detach(), att)
         return h_out, c_out, info
 
-    def _communicate(self, h: Tensor, tapes: _Tapes) -> tuple[Tensor, Tensor]:
+    def _communicate(self, h: Tensor, tapes: _Tapes, keep: Tensor | None) -> tuple[Tensor, Tensor]:
         """Multi-head attention among units, residual: h ``(N, B, H)`` → ``h + context``."""
         n, batch, _ = h.shape
         heads, d_k, d_v = self.num_comm_heads, self.comm_key_size, self.comm_value_size
-        keep = None
-        if self.training and self.comm_dropout.p > 0:
-            keep = self.comm_dropout(h.new_ones(batch * heads, n, n))
         context, att = unit_attention(tapes.qkv.bmm(h), heads, d_k, d_v, keep)
         out = tapes.out.bmm(context.reshape(n, batch, heads * d_v), add=h)  # residual
         return out, att

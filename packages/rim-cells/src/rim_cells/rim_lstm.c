@@ -62,7 +62,7 @@ static void *forward_run(void *arg) {
     const int64_t *d = j->d;
     const int64_t N = d[D_N], B = d[D_B], T = d[D_T], H = d[D_H], R = d[D_R], Kp = d[D_KP];
     const int64_t heads = d[D_HEADS], dk = d[D_DK], dv = d[D_DV], K = d[D_K];
-    const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv;
+    const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv, NN = N * N;
     const int64_t Ts = d[D_SAVE] ? T : 1, r0 = j->r0, rows = j->r1 - j->r0;
     const float scale = 1.0f / sqrtf((float)dk);
     const float *score = j->p[F_SCORE], *null_score = j->p[F_NULL], *xs = j->p[F_ROWS];
@@ -153,36 +153,36 @@ static void *forward_run(void *arg) {
             gemm(rows, QKV, H, hcell + blk * H, H, 1, wqkv + n * H * QKV, QKV, NULL,
                  qkv + blk * QKV, QKV);
         }
-        /* 7. attention among units, per batch row and head */
+        /* 7. attention among units, per batch row and head (units of a row are Ts B rows
+         * apart); the weighted sum of values is a small product (N, N) x (N, dv) */
         for (int64_t r = 0; r < rows; ++r) {
-            const int64_t b = r0 + r;
+            const int64_t b = r0 + r, ld_qkv = Ts * B * QKV;
+            const float *row = qkv + (slot * B + b) * QKV;
             for (int64_t hd = 0; hd < heads; ++hd) {
-                float *a = att + ((t * B + b) * heads + hd) * N * N;
-                const float *keep =
-                    comm_keep ? comm_keep + ((t * B + b) * heads + hd) * N * N : NULL;
+                float *a = att + ((t * B + b) * heads + hd) * NN;
+                const float *keep = comm_keep ? comm_keep + ((t * B + b) * heads + hd) * NN : NULL;
                 for (int64_t n = 0; n < N; ++n) {
-                    const float *q = qkv + ((n * Ts + slot) * B + b) * QKV + hd * dk;
-                    float mx = -INFINITY;
+                    float *sn = s + n * N, mx = -INFINITY;
                     for (int64_t m = 0; m < N; ++m) {
-                        const float *kv = qkv + ((m * Ts + slot) * B + b) * QKV + (heads + hd) * dk;
-                        s[m] = scale * dot_f(q, kv, dk);
-                        mx = s[m] > mx ? s[m] : mx;
+                        sn[m] = scale * dot_f(row + n * ld_qkv + hd * dk,
+                                              row + m * ld_qkv + (heads + hd) * dk, dk);
+                        mx = sn[m] > mx ? sn[m] : mx;
                     }
-                    float sum = 0.0f;
-                    for (int64_t m = 0; m < N; ++m) {
-                        s[m] = exp_f(s[m] - mx);
-                        sum += s[m];
-                    }
-                    float *c_n = ctx + ((n * Ts + slot) * B + b) * C + hd * dv;
-                    for (int64_t e = 0; e < dv; ++e) c_n[e] = 0.0f;
-                    for (int64_t m = 0; m < N; ++m) {
-                        a[n * N + m] = s[m] / sum;
-                        const float w = keep ? a[n * N + m] * keep[n * N + m] : a[n * N + m];
-                        const float *v = qkv + ((m * Ts + slot) * B + b) * QKV + 2 * heads * dk + hd * dv;
+                    for (int64_t m = 0; m < N; ++m) sn[m] -= mx;
+                }
 #pragma omp simd
-                        for (int64_t e = 0; e < dv; ++e) c_n[e] += w * v[e];
+                for (int64_t i = 0; i < NN; ++i) s[i] = exp_f(s[i]);
+                for (int64_t n = 0; n < N; ++n) {
+                    float sum = 0.0f;
+                    for (int64_t m = 0; m < N; ++m) sum += s[n * N + m];
+                    for (int64_t m = 0; m < N; ++m) {
+                        const int64_t i = n * N + m;
+                        a[i] = s[i] / sum;
+                        s[i] = keep ? a[i] * keep[i] : a[i];
                     }
                 }
+                gemm(N, dv, N, s, N, 1, row + 2 * heads * dk + hd * dv, ld_qkv, NULL,
+                     ctx + (slot * B + b) * C + hd * dv, Ts * B * C);
             }
         }
         /* 7. residual output; 8. only active units keep the update */
@@ -217,7 +217,7 @@ static void *backward_run(void *arg) {
     const int64_t *d = j->d;
     const int64_t N = d[D_N], B = d[D_B], T = d[D_T], H = d[D_H], R = d[D_R], Kp = d[D_KP];
     const int64_t heads = d[D_HEADS], dk = d[D_DK], dv = d[D_DV];
-    const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv;
+    const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv, NN = N * N;
     const int64_t r0 = j->r0, rows = j->r1 - j->r0;
     const float scale = 1.0f / sqrtf((float)dk);
     const float *score = j->p[B_SCORE], *xs = j->p[B_ROWS];
@@ -239,7 +239,7 @@ static void *backward_run(void *arg) {
     FTZ_BEGIN
     float *dh = buf, *dc = buf + state, *dh2 = buf + 2 * state, *dc2 = buf + 3 * state;
     float *dctx = buf + 4 * state, *dhc = dctx + N * rows * C, *du = dhc + rows * H;
-    float *da = du + rows * Kp, *ds = da + N * N;
+    float *da = du + rows * Kp, *w = da + NN;
     memset(dh, 0, (size_t)state * sizeof(float));
     for (int64_t n = 0; n < N; ++n)
         if (gc_last)
@@ -275,49 +275,33 @@ static void *backward_run(void *arg) {
         for (int64_t n = 0; n < N; ++n)
             gemm(rows, C, H, dhnew + ((n * T + t) * B + r0) * H, H, 1, wout_t + n * H * C, C,
                  NULL, dctx + n * rows * C, C);
-        /* 7. attention among units */
+        /* 7. attention among units, per batch row and head: the gradients of the values,
+         * queries and keys are small products with the (N, N) weight gradients */
         for (int64_t r = 0; r < rows; ++r) {
-            const int64_t b = r0 + r;
-            for (int64_t n = 0; n < N; ++n)
-                memset(dqkv + ((n * T + t) * B + b) * QKV, 0, (size_t)QKV * sizeof(float));
+            const int64_t b = r0 + r, ld_qkv = T * B * QKV;
+            const float *row = qkv + (t * B + b) * QKV;
+            float *grow = dqkv + (t * B + b) * QKV;
             for (int64_t hd = 0; hd < heads; ++hd) {
-                const float *a = att + ((t * B + b) * heads + hd) * N * N;
-                const float *keep =
-                    comm_keep ? comm_keep + ((t * B + b) * heads + hd) * N * N : NULL;
+                const float *a = att + ((t * B + b) * heads + hd) * NN;
+                const float *keep = comm_keep ? comm_keep + ((t * B + b) * heads + hd) * NN : NULL;
+                const float *dc_hd = dctx + r * C + hd * dv; /* unit n at + n rows C */
                 for (int64_t n = 0; n < N; ++n) {
-                    const float *dcn = dctx + (n * rows + r) * C + hd * dv;
                     float rowsum = 0.0f;
                     for (int64_t m = 0; m < N; ++m) {
-                        const int64_t mb = (m * T + t) * B + b;
-                        const float *v = qkv + mb * QKV + 2 * heads * dk + hd * dv;
-                        float *gv = dqkv + mb * QKV + 2 * heads * dk + hd * dv;
-                        const float w = keep ? a[n * N + m] * keep[n * N + m] : a[n * N + m];
-                        float g = dot_f(dcn, v, dv);
-#pragma omp simd
-                        for (int64_t e = 0; e < dv; ++e) gv[e] += w * dcn[e];
-                        if (keep) g *= keep[n * N + m];
-                        da[n * N + m] = g;
-                        rowsum += g * a[n * N + m];
+                        const int64_t i = n * N + m;
+                        float g = dot_f(dc_hd + n * rows * C, row + m * ld_qkv + 2 * heads * dk + hd * dv, dv);
+                        w[i] = keep ? a[i] * keep[i] : a[i];
+                        if (keep) g *= keep[i];
+                        da[i] = g;
+                        rowsum += g * a[i];
                     }
                     for (int64_t m = 0; m < N; ++m)
-                        ds[n * N + m] = a[n * N + m] * (da[n * N + m] - rowsum) * scale;
+                        da[n * N + m] = a[n * N + m] * (da[n * N + m] - rowsum) * scale;
                 }
-                for (int64_t n = 0; n < N; ++n) {
-                    const int64_t nb = (n * T + t) * B + b;
-                    const float *q = qkv + nb * QKV + hd * dk;
-                    float *gq = dqkv + nb * QKV + hd * dk;
-                    for (int64_t m = 0; m < N; ++m) {
-                        const int64_t mb = (m * T + t) * B + b;
-                        const float *k = qkv + mb * QKV + (heads + hd) * dk;
-                        float *gk = dqkv + mb * QKV + (heads + hd) * dk;
-                        const float w = ds[n * N + m];
-#pragma omp simd
-                        for (int64_t e = 0; e < dk; ++e) {
-                            gq[e] += w * k[e];
-                            gk[e] += w * q[e];
-                        }
-                    }
-                }
+                /* values: w^T dctx; queries: ds k; keys: ds^T q */
+                gemm(N, dv, N, w, 1, N, dc_hd, rows * C, NULL, grow + 2 * heads * dk + hd * dv, ld_qkv);
+                gemm(N, dk, N, da, N, 1, row + (heads + hd) * dk, ld_qkv, NULL, grow + hd * dk, ld_qkv);
+                gemm(N, dk, N, da, 1, N, row + hd * dk, ld_qkv, NULL, grow + (heads + hd) * dk, ld_qkv);
             }
         }
         for (int64_t n = 0; n < N; ++n) {
