@@ -83,3 +83,48 @@ def test_unwritable_cache_falls_back_to_a_private_folder(monkeypatch, tmp_path):
     lib = native.load_library("probe", SOURCE, (*native.DEFAULT_FLAGS, "-DSCALE=1"))
     assert lib is not None
     assert _call(lib, 1, 1) == 2
+
+
+def test_kernel_switch_validates_and_falls_back():
+    loaded: list[object | None] = [None]
+    switch = native.KernelSwitch("probe", lambda: loaded[0])  # type: ignore[arg-type, return-value]
+    assert switch.backend == "auto"
+    assert not switch.native_allowed()  # nothing loads: the PyTorch path
+    with pytest.raises(ValueError, match="backend must be one of"):
+        switch.set("fast")
+    with pytest.raises(RuntimeError, match="native probe kernels are not available"):
+        switch.set("native")
+    assert switch.backend == "auto"
+    loaded[0] = object()
+    assert switch.native_allowed()
+    switch.set("torch")
+    assert not switch.native_allowed()
+    switch.set("native")
+    assert switch.native_allowed()
+
+
+@needs_compiler
+def test_common_source_compiles_with_a_kernel():
+    source = native.common_source() + (
+        "void mm(const float *a, const float *b, float *c) {"
+        " gemm(3, 57, 5, a, 5, 1, b, 57, NULL, c, 57); }"
+        "void sig(const float *x, float *y) { sigmoid_n(x, y, 21, 1.0f); }"
+    )
+    lib = native.load_library("common_probe", source)
+    assert lib is not None
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 5), dtype=np.float32)
+    b = rng.standard_normal((5, 57), dtype=np.float32)
+    c = np.zeros((3, 57), dtype=np.float32)
+    ptr = ctypes.c_void_p
+    lib.mm.argtypes = [ptr, ptr, ptr]
+    lib.mm(a.ctypes.data, b.ctypes.data, c.ctypes.data)
+    # 57 columns: full blocks, one-vector blocks and single columns on AVX-512 and AVX2
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)
+    x = np.linspace(-6, 6, 21, dtype=np.float32)
+    y = np.zeros_like(x)
+    lib.sig.argtypes = [ptr, ptr]
+    lib.sig(x.ctypes.data, y.ctypes.data)
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-x)), rtol=1e-6, atol=1e-7)

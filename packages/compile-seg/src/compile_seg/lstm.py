@@ -30,9 +30,6 @@ from typing import Any
 
 import torch
 
-BACKENDS = ("auto", "torch", "native")
-_backend = "auto"
-
 
 def set_backend(name: str) -> None:
     """Choose how :func:`masked_lstm` runs on CPU float32 tensors.
@@ -43,15 +40,14 @@ def set_backend(name: str) -> None:
     requires the kernels (RuntimeError if they cannot be built). Other devices and dtypes
     always take the PyTorch path.
     """
-    global _backend
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    if name == "native" and native_library() is None:
-        raise RuntimeError(
-            "the native masked-LSTM kernels are not available (no C compiler, a failed "
-            "build, or COMPKIT_NATIVE=0); use backend 'auto' or 'torch'"
-        )
-    _backend = name
+    _switch().set(name)
+
+
+@functools.cache
+def _switch() -> Any:
+    from compkit_utils.native import KernelSwitch
+
+    return KernelSwitch("masked-LSTM", native_library)
 
 
 @functools.cache
@@ -77,12 +73,11 @@ def active_backend(xs: torch.Tensor) -> str:
     The native kernels take CPU float32 inputs with a hidden size that is a multiple of 32.
     """
     if (
-        _backend != "torch"
-        and xs.device.type == "cpu"
+        xs.device.type == "cpu"
         and xs.dtype == torch.float32
         and xs.dim() == 3
         and xs.shape[-1] % 128 == 0  # the kernels' column blocks: H a multiple of 32
-        and native_library() is not None
+        and _switch().native_allowed()
     ):
         return "native"
     return "torch"

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rim_cells._native import set_backend
     from rim_cells.cell import ActivationRule, RIMCell, RIMStepInfo
     from rim_cells.group import GroupGRUCell, GroupLinear, GroupLSTMCell
     from rim_cells.rim import RIM
@@ -25,6 +26,7 @@ _LAZY = {
     "GroupLSTMCell": "rim_cells.group",
     "GroupLinear": "rim_cells.group",
     "RIM": "rim_cells.rim",
+    "set_backend": "rim_cells._native",
 }
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "RIMCell",
     "RIMStepInfo",
     "__version__",
+    "set_backend",
 ]
 
 

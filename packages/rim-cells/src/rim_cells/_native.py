@@ -24,12 +24,10 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from compkit_utils.native import KernelSwitch
     from rim_cells.cell import RIMCell
 
-__all__ = ["BACKENDS", "active_backend", "native_library", "rim_lstm_sequence", "set_backend"]
-
-BACKENDS = ("auto", "torch", "native")
-_backend = "auto"
+__all__ = ["active_backend", "native_library", "rim_lstm_sequence", "set_backend", "switch"]
 
 # index tables of rim_lstm.c
 _DIMS = 13
@@ -45,15 +43,15 @@ def set_backend(name: str) -> None:
     always uses the PyTorch path; ``"native"`` requires the kernels (RuntimeError if they
     cannot be built). GRU units, other devices and other dtypes always take the PyTorch path.
     """
-    global _backend
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    if name == "native" and native_library() is None:
-        raise RuntimeError(
-            "the native RIM kernels are not available (no C compiler, a failed build, or "
-            "COMPKIT_NATIVE=0); use backend 'auto' or 'torch'"
-        )
-    _backend = name
+    switch().set(name)
+
+
+@functools.cache
+def switch() -> KernelSwitch:
+    """The package's kernel switch (its ``backend`` is the current choice)."""
+    from compkit_utils.native import KernelSwitch
+
+    return KernelSwitch("RIM", native_library)
 
 
 @functools.cache
@@ -80,11 +78,10 @@ def native_library() -> ctypes.CDLL | None:
 def active_backend(cell: RIMCell, x: Tensor) -> str:
     """``"native"`` or ``"torch"``: the path ``cell.forward_sequence(x)`` takes."""
     if (
-        _backend != "torch"
-        and cell.is_lstm
+        cell.is_lstm
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and native_library() is not None
+        and switch().native_allowed()
     ):
         return "native"
     return "torch"
@@ -144,6 +141,7 @@ class _RimLSTM(torch.autograd.Function):
         return out, h_last, c_last, act, p_real, att
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, *grads: Any) -> Any:
         lib = native_library()
         assert lib is not None

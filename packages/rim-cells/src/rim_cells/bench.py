@@ -71,7 +71,7 @@ def _torch_path(fn: Callable[[], None]) -> Callable[[], None]:
     """Run ``fn`` with the RIM layers on the PyTorch path (native kernels off)."""
 
     def run() -> None:
-        previous = _native._backend
+        previous = _native.switch().backend
         _native.set_backend("torch")
         try:
             fn()

@@ -52,6 +52,13 @@ static void top_k(const float *rank, int64_t N, int64_t k, float *active, int64_
     }
 }
 
+/* A thread's state block (N, rows, H) to rows [r0, r0 + rows) of an (N, B, H) tensor. */
+static void rows_out(const float *src, int64_t N, int64_t rows, int64_t H, int64_t B,
+                     int64_t r0, float *dst) {
+    for (int64_t n = 0; n < N; ++n)
+        memcpy(dst + (n * B + r0) * H, src + n * rows * H, (size_t)(rows * H) * sizeof(float));
+}
+
 /* Forward pointers (index into p):                                                         */
 enum { F_SCORE, F_NULL, F_ROWS, F_WCELL, F_WQKV, F_WOUT, F_H0, F_C0, F_INKEEP, F_COMMKEEP,
        F_OUT, F_HLAST, F_CLAST, F_ACT, F_P, F_ATT, F_U, F_GACT, F_CPREV, F_TC, F_HCELL, F_QKV,
@@ -197,11 +204,8 @@ static void *forward_run(void *arg) {
             }
         }
     }
-    float *h_last = j->p[F_HLAST], *c_last = j->p[F_CLAST];
-    for (int64_t n = 0; n < N; ++n) {
-        memcpy(h_last + (n * B + r0) * H, hcur + n * rows * H, (size_t)(rows * H) * sizeof(float));
-        memcpy(c_last + (n * B + r0) * H, ccur + n * rows * H, (size_t)(rows * H) * sizeof(float));
-    }
+    rows_out(hcur, N, rows, H, B, r0, j->p[F_HLAST]);
+    rows_out(ccur, N, rows, H, B, r0, j->p[F_CLAST]);
     FTZ_END
     free(buf);
     return NULL;
@@ -373,11 +377,8 @@ static void *backward_run(void *arg) {
         dc = dc2;
         dc2 = swap;
     }
-    float *dh0 = j->p[B_DH0], *dc0 = j->p[B_DC0];
-    for (int64_t n = 0; n < N; ++n) {
-        memcpy(dh0 + (n * B + r0) * H, dh + n * rows * H, (size_t)(rows * H) * sizeof(float));
-        memcpy(dc0 + (n * B + r0) * H, dc + n * rows * H, (size_t)(rows * H) * sizeof(float));
-    }
+    rows_out(dh, N, rows, H, B, r0, j->p[B_DH0]);
+    rows_out(dc, N, rows, H, B, r0, j->p[B_DC0]);
     FTZ_END
     free(buf);
     return NULL;

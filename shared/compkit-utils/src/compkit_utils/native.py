@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 _log = logging.getLogger(__name__)
@@ -161,6 +162,48 @@ def _load_cached(name: str, source: str, flags: tuple[str, ...]) -> ctypes.CDLL 
     except OSError as exc:
         _log.warning("loading native kernels %s failed, using the PyTorch path: %s", target, exc)
         return None
+
+
+BACKENDS: tuple[str, ...] = ("auto", "torch", "native")
+"""Names a package's kernel switch accepts (see :class:`KernelSwitch`)."""
+
+
+class KernelSwitch:
+    """A package's choice between its native kernels and its PyTorch path.
+
+    ``"auto"`` (the default) uses the native kernels when they load, ``"torch"`` never uses
+    them, ``"native"`` requires them.
+
+    Args:
+        what: the kernels' name in messages, e.g. ``"masked-LSTM"``.
+        library: returns the loaded kernels or ``None`` (typically a cached loader that
+            calls :func:`load_library`).
+    """
+
+    def __init__(self, what: str, library: Callable[[], ctypes.CDLL | None]) -> None:
+        self.what = what
+        self.library = library
+        self.backend = "auto"
+
+    def set(self, name: str) -> None:
+        """Select ``"auto"``, ``"torch"`` or ``"native"``.
+
+        Raises:
+            ValueError: an unknown name.
+            RuntimeError: ``"native"`` when the kernels cannot be built or are disabled.
+        """
+        if name not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        if name == "native" and self.library() is None:
+            raise RuntimeError(
+                f"the native {self.what} kernels are not available (no C compiler, a failed "
+                "build, or COMPKIT_NATIVE=0); use backend 'auto' or 'torch'"
+            )
+        self.backend = name
+
+    def native_allowed(self) -> bool:
+        """Whether the native kernels may be used: not switched off and loadable."""
+        return self.backend != "torch" and self.library() is not None
 
 
 def common_source() -> str:
