@@ -47,6 +47,8 @@ def _run(cell: RIMCell, train: bool, reverse: bool, steps: int = 9, batch: int =
     weights = torch.randn(steps, batch, n, hid, generator=gen)
     torch.manual_seed(2)  # dropout draws
     out, h, c, info = cell.forward_sequence(x, h0, c0, reverse=reverse, return_info=True)
+    assert c is not None
+    assert info is not None
     loss = (out * weights).sum() + (h**2).sum() + 0.5 * c.sum()
     named = [(k, p) for k, p in cell.named_parameters() if k != "input_key.bias"]
     grads = torch.autograd.grad(loss, [p for _, p in named] + [x, h0, c0])
@@ -85,6 +87,8 @@ def test_native_inactive_units_bit_identical_and_gradient_blocked(backend):
     h = torch.randn(16, 4, 6)
     c = torch.randn(16, 4, 6)
     _out, h_out, c_out, info = cell.forward_sequence(x, h, c, return_info=True)
+    assert c_out is not None
+    assert info is not None
     mask = info.mask[0]
     assert (mask.sum(-1) == cell.k).all()
     assert torch.equal(h_out[~mask], h[~mask])
@@ -92,9 +96,11 @@ def test_native_inactive_units_bit_identical_and_gradient_blocked(backend):
     assert not torch.equal(h_out[mask], h[mask])
     # one row: zero gradient into inactive units' cell and input-query weights
     cell.zero_grad()
-    one = cell.forward_sequence(x[:, :1], h[:1], c[:1], return_info=True)
-    (one[1].sum() + one[2].sum()).backward()
-    active = one[3].mask[0, 0]
+    _, h_one, c_one, info_one = cell.forward_sequence(x[:, :1], h[:1], c[:1], return_info=True)
+    assert c_one is not None
+    assert info_one is not None
+    (h_one.sum() + c_one.sum()).backward()
+    active = info_one.mask[0, 0]
     for name in ("cell.weight_ih", "cell.weight_hh", "input_query.weight"):
         grad = cell.get_parameter(name).grad
         assert grad is not None

@@ -142,7 +142,7 @@ class _RimLSTM(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, *grads: Any) -> Any:
+    def backward(ctx: Any, *grads: Any) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
         lib = native_library()
         assert lib is not None
         g_out, g_h, g_c = grads[0], grads[1], grads[2]
