@@ -12,7 +12,10 @@ weights applied to the attended value) depend only on ``x_t``, so for a whole se
 they are computed with a few large matrix products *before* the time loop. This is exact
 algebra (the attended value is a convex mix of the real and the null value, and the
 cell's input map is linear); only floating-point rounding differs from a literal
-step-by-step evaluation. The time loop then runs a handful of batched ops per step.
+step-by-step evaluation. The time loop then runs a handful of batched ops per step; for
+LSTM units on CPU in float32 it runs in C instead (``_native.py`` / ``rim_lstm.c``: one
+forward and one backward call per sequence, same results up to float rounding; see
+:func:`rim_cells.set_backend`).
 """
 
 from __future__ import annotations
