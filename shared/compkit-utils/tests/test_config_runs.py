@@ -11,7 +11,7 @@ import pytest
 
 from compkit_utils import config
 from compkit_utils.errors import UserError
-from compkit_utils.runs import make_run_dir, resolve_runs_dir, write_config
+from compkit_utils.runs import check_resume_config, make_run_dir, resolve_runs_dir, write_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,3 +115,15 @@ def test_resume_run_dir(tmp_path: Path) -> None:
     assert resume_run_dir("pkg", "train", tmp_path, "train__0__a") == older.parent
     with pytest.raises(UserError, match=r"nope/checkpoints/last\.pt not found"):
         resume_run_dir("pkg", "train", tmp_path, "nope")
+
+
+def test_check_resume_config_names_the_first_differing_field() -> None:
+    saved = {"seed": 0, "data": {"dir": "/a", "n": 5}, "model": {"h": 8}, "epochs": 2}
+    same = {"seed": 0, "data": {"dir": "/b", "n": 5}, "model": {"h": 8}, "epochs": 9}
+    fields = ("seed", "data", "model")
+    check_resume_config("ck.pt", saved, same, fields, ignore={"data": ["dir"]})
+    with pytest.raises(UserError, match=r"ck.pt was trained with a different 'data'"):
+        check_resume_config("ck.pt", saved, same, fields)  # the data dir now counts
+    other = {**same, "model": {"h": 16}}
+    with pytest.raises(UserError, match=r"different 'model' \(\{'h': 8\}\)"):
+        check_resume_config("ck.pt", saved, other, fields, ignore={"data": ["dir"]})

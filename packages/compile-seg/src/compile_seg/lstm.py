@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from compkit_utils.native import KernelSwitch, common_source, load_library
+
 
 def set_backend(name: str) -> None:
     """Choose how :func:`masked_lstm` runs on CPU float32 tensors.
@@ -40,21 +42,12 @@ def set_backend(name: str) -> None:
     requires the kernels (RuntimeError if they cannot be built). Other devices and dtypes
     always take the PyTorch path.
     """
-    _switch().set(name)
-
-
-@functools.cache
-def _switch() -> Any:
-    from compkit_utils.native import KernelSwitch
-
-    return KernelSwitch("masked-LSTM", native_library)
+    _SWITCH.set(name)
 
 
 @functools.cache
 def native_library() -> ctypes.CDLL | None:
     """The compiled ``masked_lstm.c`` kernels, or ``None`` when unavailable."""
-    from compkit_utils.native import common_source, load_library
-
     source = importlib.resources.files("compile_seg").joinpath("masked_lstm.c").read_text()
     lib = load_library("compile_seg_masked_lstm", common_source() + source, openmp=True)
     if lib is None:
@@ -67,6 +60,9 @@ def native_library() -> ctypes.CDLL | None:
     return lib
 
 
+_SWITCH = KernelSwitch("masked-LSTM", native_library)
+
+
 def active_backend(xs: torch.Tensor) -> str:
     """``"native"`` or ``"torch"``: the path :func:`masked_lstm` takes for ``xs``.
 
@@ -77,7 +73,7 @@ def active_backend(xs: torch.Tensor) -> str:
         and xs.dtype == torch.float32
         and xs.dim() == 3
         and xs.shape[-1] % 128 == 0  # the kernels' column blocks: H a multiple of 32
-        and _switch().native_allowed()
+        and _SWITCH.native_allowed()
     ):
         return "native"
     return "torch"
@@ -401,14 +397,11 @@ def masked_lstm_tokens(
             f"{tuple(tokens.shape)} (B, T) int64, got {tokens.dtype}"
         )
     batch, total = tokens.shape
+    gates = table.shape[1]
     steps = total if steps is None else steps
     if (
         (w is not None and w.shape != (total, batch))
-        or whh.shape
-        != (
-            table.shape[1],
-            table.shape[1] // 4,
-        )
+        or whh.shape != (gates, gates // 4)
         or not 1 <= steps <= total
     ):
         raise ValueError(

@@ -69,12 +69,8 @@ def heldout_batch(cfg: TrainConfig) -> Any:
     )
 
 
-def _trajectory_fields(cfg: TrainConfig) -> dict[str, Any]:
-    """The config fields that must match for ``--resume`` to continue the same run."""
-    from compkit_utils.config import to_dict
-
-    full = to_dict(cfg)
-    return {key: full[key] for key in ("seed", "data", "model", "optim", "loss")}
+TRAJECTORY_FIELDS = ("seed", "data", "model", "optim", "loss")
+"""The config fields that must match for ``--resume`` to continue the same run."""
 
 
 def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
@@ -88,9 +84,10 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
         The run directory, trained model and final metrics.
     """
     from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_state, restore
+    from compkit_utils.config import to_dict
     from compkit_utils.errors import UserError
     from compkit_utils.logging import RunLogger
-    from compkit_utils.runs import make_run_dir, resume_run_dir, write_config
+    from compkit_utils.runs import check_resume_config, make_run_dir, resume_run_dir, write_config
     from compkit_utils.seeding import seed_everything
 
     if cfg.smoke:
@@ -105,15 +102,14 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
     resume_state = None
     if cfg.resume:
         run_dir = resume_run_dir(PACKAGE, "train", cfg.runs_dir, cfg.run_name)
-        resume_state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        saved = resume_state.get("config", {})
-        wanted = _trajectory_fields(cfg)
-        for key, value in wanted.items():
-            if saved.get(key) != value:
-                raise UserError(
-                    f"--resume: {run_dir}/checkpoints/last.pt was trained with a different "
-                    f"{key!r} ({saved.get(key)!r}); rerun with the same settings or start a new run"
-                )
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+        resume_state = load_checkpoint(checkpoint)
+        check_resume_config(
+            checkpoint,
+            resume_state.get("config", {}),
+            to_dict(cfg),
+            TRAJECTORY_FIELDS,
+        )
     else:
         run_dir = make_run_dir(PACKAGE, "train", cfg.seed, cfg.runs_dir, cfg.run_name)
     write_config(run_dir, cfg, PACKAGE)
@@ -134,7 +130,7 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
     heldout = heldout_batch(cfg)
     held_x, held_len, held_bounds = heldout.to_torch(device)
     data = cfg.data
-    config_dict = _config_dict(cfg)
+    config_dict = to_dict(cfg)
 
     def save(step: int) -> None:
         state = make_state(
@@ -211,9 +207,3 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
         else f"held-out rec_acc {held_metrics['rec_acc']:.3f}; run directory: {run_dir}"
     )
     return TrainResult(run_dir, model, final, held_metrics)
-
-
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    from compkit_utils.config import to_dict
-
-    return to_dict(cfg)

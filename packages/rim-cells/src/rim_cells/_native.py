@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from compkit_utils.native import DEFAULT_FLAGS, KernelSwitch, common_source, load_library
+
 if TYPE_CHECKING:
-    from compkit_utils.native import KernelSwitch
     from rim_cells.cell import RIMCell
 
-__all__ = ["active_backend", "native_library", "rim_lstm_sequence", "set_backend", "switch"]
+__all__ = ["SWITCH", "active_backend", "native_library", "rim_lstm_sequence", "set_backend"]
 
 # index tables of rim_lstm.c
-_DIMS = 13
+_DIMS = 12
 _FWD = 23
 _BWD = 24
 
@@ -43,22 +44,12 @@ def set_backend(name: str) -> None:
     always uses the PyTorch path; ``"native"`` requires the kernels (RuntimeError if they
     cannot be built). GRU units, other devices and other dtypes always take the PyTorch path.
     """
-    switch().set(name)
-
-
-@functools.cache
-def switch() -> KernelSwitch:
-    """The package's kernel switch (its ``backend`` is the current choice)."""
-    from compkit_utils.native import KernelSwitch
-
-    return KernelSwitch("RIM", native_library)
+    SWITCH.set(name)
 
 
 @functools.cache
 def native_library() -> ctypes.CDLL | None:
     """The compiled ``rim_lstm.c`` kernels, or ``None`` when unavailable."""
-    from compkit_utils.native import DEFAULT_FLAGS, common_source, load_library
-
     source = importlib.resources.files("rim_cells").joinpath("rim_lstm.c").read_text()
     flags = (*DEFAULT_FLAGS, "-ffp-contract=fast")  # fused multiply-adds in the products
     lib = load_library("rim_cells_rim_lstm", common_source() + source, flags, openmp=True)
@@ -75,13 +66,17 @@ def native_library() -> ctypes.CDLL | None:
     return lib
 
 
+SWITCH = KernelSwitch("RIM", native_library)
+"""The package's kernel switch (``SWITCH.backend`` is the current choice)."""
+
+
 def active_backend(cell: RIMCell, x: Tensor) -> str:
     """``"native"`` or ``"torch"``: the path ``cell.forward_sequence(x)`` takes."""
     if (
         cell.is_lstm
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and switch().native_allowed()
+        and SWITCH.native_allowed()
     ):
         return "native"
     return "torch"
@@ -113,7 +108,7 @@ class _RimLSTM(torch.autograd.Function):
         slots = steps if save else 1
         dims = (ctypes.c_int64 * _DIMS)(
             n, batch, steps, hid, rows.shape[-1], kp, heads, d_k, d_v, meta["k"], int(save),
-            int(meta["reverse"]), int(meta["null_score"] is not None),
+            int(meta["reverse"]),
         )  # fmt: skip
         new = functools.partial(torch.empty, dtype=score.dtype)
         out, h_last, c_last = new(steps, n, batch, hid), new(n, batch, hid), new(n, batch, hid)
@@ -134,7 +129,7 @@ class _RimLSTM(torch.autograd.Function):
                 score, rows, wcell, wqkv, wout, act, p_real, att, u, gact, cprev, tc, hcell,
                 qkv, context,
             )  # fmt: skip
-            ctx.dims = dims
+            ctx.dims, ctx.reverse = dims, meta["reverse"]
             ctx.keeps = (in_keep, comm_keep)
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(act, p_real, att)
@@ -149,11 +144,14 @@ class _RimLSTM(torch.autograd.Function):
         (score, rows, wcell, wqkv, wout, act, p_real, att, u, gact, cprev, tc, hcell, qkv,
          context) = ctx.saved_tensors  # fmt: skip
         n, steps, batch, hid = score.shape
-        g_out = score.new_zeros(steps, n, batch, hid) if g_out is None else g_out.contiguous()
-        if g_h is not None:
-            last = 0 if ctx.dims[11] else steps - 1
-            g_out = g_out.clone() if grads[0] is not None else g_out
-            g_out[last] += g_h
+        if g_out is None:
+            g_out = score.new_zeros(steps, n, batch, hid)
+        elif g_h is not None:  # a private copy: the final state's gradient is added below
+            g_out = g_out.clone(memory_format=torch.contiguous_format)
+        else:
+            g_out = g_out.contiguous()
+        if g_h is not None:  # the final h is the output of the last step processed
+            g_out[0 if ctx.reverse else steps - 1] += g_h
         g_c = g_c.contiguous() if g_c is not None else None
         new = functools.partial(torch.empty, dtype=score.dtype)
         d_score, dh0, dc0 = new(n, steps, batch, hid), new(n, batch, hid), new(n, batch, hid)

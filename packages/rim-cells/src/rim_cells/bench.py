@@ -71,7 +71,7 @@ def _torch_path(fn: Callable[[], None]) -> Callable[[], None]:
     """Run ``fn`` with the RIM layers on the PyTorch path (native kernels off)."""
 
     def run() -> None:
-        previous = _native.switch().backend
+        previous = _native.SWITCH.backend
         _native.set_backend("torch")
         try:
             fn()
@@ -143,8 +143,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "RIMCell loop": _cell_loop(models["RIMCell loop"], x, lstm_cell=False),
         "RIM": _sequence(models["RIM"], x),
     }
-    probe = models["RIMCell loop"]
-    kernels = _native.active_backend(probe, x) if cfg.rnn_cell == "LSTM" else "torch"
+    kernels = _native.active_backend(models["RIMCell loop"], x)
     if kernels == "native":
         fns["RIM, PyTorch path"] = _torch_path(fns["RIM"])
         models["RIM, PyTorch path"] = models["RIM"]

@@ -22,8 +22,7 @@
 
 #include <math.h>
 
-enum { D_N, D_B, D_T, D_H, D_R, D_KP, D_HEADS, D_DK, D_DV, D_K, D_SAVE, D_REVERSE, D_RAW,
-       D_COUNT };
+enum { D_N, D_B, D_T, D_H, D_R, D_KP, D_HEADS, D_DK, D_DV, D_K, D_SAVE, D_REVERSE, D_COUNT };
 
 typedef struct {
     const int64_t *d;
@@ -398,8 +397,9 @@ static int run(const int64_t *d, void **p, int64_t nthreads, void *(*fn)(void *)
     return failed;
 }
 
-/* The forward pass: d (D_COUNT sizes and flags), p (F_COUNT buffers; F_NULL, F_INKEEP and
- * F_COMMKEEP may be NULL). Returns 0, or 1 when out of memory. */
+/* The forward pass: d (D_COUNT sizes and flags), p (F_COUNT buffers; F_INKEEP and F_COMMKEEP
+ * may be NULL; F_NULL is NULL except for the raw-score activation rule). Returns 0, or 1
+ * when out of memory. */
 int rim_forward(const int64_t *d, void **p, int64_t nthreads) {
     return run(d, p, nthreads, forward_run);
 }

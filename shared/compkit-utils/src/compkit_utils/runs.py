@@ -6,6 +6,7 @@ import dataclasses
 import datetime as _dt
 import os
 import subprocess
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,46 @@ def resume_run_dir(
             "--run-name and --runs-dir of the run to continue"
         )
     return candidates[-1].parent.parent
+
+
+def check_resume_config(
+    checkpoint: str | os.PathLike[str],
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    fields: Iterable[str],
+    *,
+    ignore: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """Refuse a ``--resume`` whose settings would not continue the same run.
+
+    Args:
+        checkpoint: the checkpoint being resumed (for the message).
+        saved: the config stored in the checkpoint (as a dict).
+        current: the config of this invocation (as a dict).
+        fields: the top-level fields that must match (those that shape the trajectory:
+            seed, data, model, optimiser, ...); others (device, threads, budget) may change.
+        ignore: per field, sub-keys that may differ (e.g. ``{"data": ["data_dir"]}``).
+
+    Raises:
+        UserError: naming the first field that differs and its saved value.
+    """
+    from compkit_utils.errors import UserError
+
+    dropped = {key: set(keys) for key, keys in (ignore or {}).items()}
+
+    def pick(config: Mapping[str, Any], key: str) -> Any:
+        value = config.get(key)
+        if key in dropped and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in dropped[key]}
+        return value
+
+    for key in fields:
+        if pick(saved, key) != pick(current, key):
+            raise UserError(
+                f"--resume: {checkpoint} was trained with a different {key!r} "
+                f"({pick(saved, key)!r}); pass the original run's settings (plus --resume) "
+                "or start a new run"
+            )
 
 
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:

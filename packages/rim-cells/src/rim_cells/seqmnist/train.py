@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +15,13 @@ from compkit_utils.config import to_dict
 from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.errors import UserError
 from compkit_utils.logging import RunLogger, progress
-from compkit_utils.runs import make_run_dir, package_version, resume_run_dir, write_config
+from compkit_utils.runs import (
+    check_resume_config,
+    make_run_dir,
+    package_version,
+    resume_run_dir,
+    write_config,
+)
 from compkit_utils.seeding import seed_everything
 from rim_cells.config import SeqDataConfig, SeqMnistTrainConfig, SeqModelConfig, SeqOptimConfig
 from rim_cells.seqmnist.data import load_sequences
@@ -68,17 +73,10 @@ def validate(cfg: SeqMnistTrainConfig) -> None:
         raise UserError("--data.train-limit must be >= 1")
 
 
-def _trajectory_fields(config: dict[str, Any]) -> dict[str, Any]:
-    """The config fields that must match for ``--resume`` to continue the same run.
-
-    Where the data lives, the device, threads, epochs and output options may change.
-    """
-    data = {k: v for k, v in config.get("data", {}).items() if k not in ("data_dir", "download")}
-    return {
-        "seed": config.get("seed"),
-        "data": data,
-        **{k: config.get(k) for k in ("model", "optim")},
-    }
+TRAJECTORY_FIELDS = ("seed", "data", "model", "optim")
+"""Config fields that must match for ``--resume``; epochs, device, threads may change."""
+RESUME_MAY_CHANGE = {"data": ("data_dir", "download")}
+"""Sub-fields that may differ on ``--resume`` (where the data lives)."""
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, entropy_coef: float) -> torch.Tensor:
@@ -112,13 +110,9 @@ def train(cfg: SeqMnistTrainConfig) -> None:
     if cfg.resume:
         latest = manager.last_path
         state = load_checkpoint(latest, map_location=device)
-        saved, wanted = _trajectory_fields(state["config"]), _trajectory_fields(to_dict(cfg))
-        for key, value in wanted.items():
-            if saved.get(key) != value:
-                raise UserError(
-                    f"--resume: {latest} was trained with a different {key!r} "
-                    f"({saved.get(key)!r}); pass the original run's flags (plus --resume)"
-                )
+        check_resume_config(
+            latest, state["config"], to_dict(cfg), TRAJECTORY_FIELDS, ignore=RESUME_MAY_CHANGE
+        )
         step = restore(state, model, optimizer)
         start_epoch = int(state["extra"]["epoch"])
         history = [
