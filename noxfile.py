@@ -47,10 +47,27 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session, package: str) -> None:
     """One package, in an environment holding only what it declares."""
     sync(session, "--package", package, "--group", "test")
-    tests_dir = PYPROJECTS[package].parent / "tests"
+    pyproject = PYPROJECTS[package]
+    tests_dir = pyproject.parent / "tests"
     session.run(
         "pytest", str(tests_dir), "-m", "not slow and not gpu", *session.posargs, env=THREAD_ENV
     )
+    # The package's smoke invocations, in this environment that holds only this package:
+    # proves that `uv sync --package X` is enough to run X.
+    run_smoke(session, pyproject)
+
+
+def run_smoke(session: nox.Session, pyproject: Path) -> None:
+    """Every console script of one package answers --help, then its smoke invocations run."""
+    scripts = tomllib.loads(pyproject.read_text())["project"].get("scripts", {})
+    for script in scripts:
+        session.run(script, "--help", silent=True)
+    # Each package names its smoke invocations in its own pyproject:
+    #   [tool.compkit]
+    #   smoke = [["train", "--smoke"], ["evaluate", "--smoke"]]
+    for args in _compkit_table(pyproject).get("smoke", []):
+        script = next(iter(scripts))
+        session.run(script, *args, env={"RUNS_DIR": session.create_tmp(), **THREAD_ENV})
 
 
 def _compkit_table(pyproject: Path) -> dict:
@@ -59,18 +76,10 @@ def _compkit_table(pyproject: Path) -> dict:
 
 @nox.session
 def smoke(session: nox.Session) -> None:
-    """Every console script answers --help and finishes its --smoke run."""
+    """All packages installed together: every console script and smoke run still works."""
     sync(session, "--all-packages", "--group", "test")
     for pyproject in PYPROJECTS.values():
-        scripts = tomllib.loads(pyproject.read_text())["project"].get("scripts", {})
-        for script in scripts:
-            session.run(script, "--help", silent=True)
-        # Each package names its smoke invocations in its own pyproject:
-        #   [tool.compkit]
-        #   smoke = [["train", "--smoke"], ["evaluate", "--smoke"]]
-        for args in _compkit_table(pyproject).get("smoke", []):
-            script = next(iter(scripts))
-            session.run(script, *args, env={"RUNS_DIR": session.create_tmp(), **THREAD_ENV})
+        run_smoke(session, pyproject)
 
 
 @nox.session
