@@ -43,8 +43,24 @@ def test_shapes_every_combination(rnn_cell, layers, bidirectional, batch_first):
         assert len(result) == 3
     infos = result[-1]
     assert len(infos) == layers * d
-    assert infos[0].mask.shape == (t, b, n)
+    lead = (b, t) if batch_first else (t, b)
+    assert infos[0].mask.shape == (*lead, n)
+    assert infos[0].input_attention.shape == (*lead, n)
+    assert infos[0].comm_attention.shape[:2] == lead
     assert (infos[-1].mask.sum(-1) == 2).all()
+
+
+def test_batch_first_step_info_is_the_transposed_time_first_info():
+    torch.manual_seed(0)
+    time_first = RIM(None, 5, 4, 3, 2).eval()
+    batch_first = RIM(None, 5, 4, 3, 2, batch_first=True).eval()
+    batch_first.load_state_dict(time_first.state_dict())
+    x = torch.randn(3, 2, 5)  # (time, batch, features)
+    with torch.no_grad():
+        info_t = time_first(x, return_info=True)[-1][0]
+        info_b = batch_first(x.transpose(0, 1), return_info=True)[-1][0]
+    for a, b in zip(info_t, info_b, strict=True):
+        assert torch.equal(a.transpose(0, 1), b)
 
 
 def test_readme_example_runs_as_written():

@@ -64,8 +64,9 @@ def plot_model_activations(
         x = torch.from_numpy(np.asarray(tokens)[None]).to(device)
         logits, infos = model(x, return_info=True)  # type: ignore[misc]
     info = infos[0]
-    mask = info.mask[:, 0].cpu().numpy().T.astype(float)  # (N, T)
-    attention = info.input_attention[:, 0].cpu().numpy().T  # (N, T)
+    # the classifier's RIM is batch-first: info tensors are (batch, time, N)
+    mask = info.mask[0].cpu().numpy().T.astype(float)  # (N, T)
+    attention = info.input_attention[0].cpu().numpy().T  # (N, T)
     pred = int(logits.argmax(-1)[0])
     plt = _pyplot()
     steps = mask.shape[1]

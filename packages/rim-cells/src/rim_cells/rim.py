@@ -43,8 +43,9 @@ class RIM(nn.Module):
         ``x``: ``(time, batch, input_size)`` (or batch-first); ``h``, ``c``:
         ``(L·D, batch, N·H)``. Returns ``(output, h, c)`` for LSTM and ``(output, h)`` for
         GRU, with ``output`` ``(time, batch, D·N·H)`` (or batch-first), plus a list of
-        `RIMStepInfo` (one per cell, index ``layer·D + dir``,
-        each with leading ``(time, batch)`` axes, batch-major) when ``return_info=True``.
+        `RIMStepInfo` (one per cell, index ``layer·D + dir``) when ``return_info=True``,
+        each with leading ``(time, batch)`` axes, or ``(batch, time)`` with
+        ``batch_first=True`` (the layout of ``x`` and ``output``).
     """
 
     def __init__(
@@ -130,7 +131,7 @@ class RIM(nn.Module):
                 if c_t is not None:
                     c_final.append(c_t.reshape(batch, n * hid))
                 if info is not None:
-                    infos.append(info)
+                    infos.append(_batch_major(info) if self.batch_first else info)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input
         result: list[Any] = [output, torch.stack(h_final)]
@@ -163,3 +164,8 @@ class RIM(nn.Module):
                     f"{tuple(state.shape)}{hint}"
                 )
         return h, c
+
+
+def _batch_major(info: RIMStepInfo) -> RIMStepInfo:
+    """Step info with ``(batch, time)`` leading axes instead of ``(time, batch)``."""
+    return RIMStepInfo(*(t.transpose(0, 1) for t in info))
