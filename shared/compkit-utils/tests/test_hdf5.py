@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import pickle
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from compkit_utils.datasets.hdf5 import (
     HDF5Dataset,
     HDF5Writer,
     Schema,
+    atomic_hdf5,
     validate_hdf5,
     write_hdf5,
 )
@@ -307,3 +312,58 @@ def test_missing_h5py_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(UserError, match=r"compkit-utils\[hdf5\]"):
         write_hdf5(tmp_path / "train.h5", _arrays())
+
+
+class _FullDisk(io.FileIO):
+    """A file on a disk that fills up after ``LIMIT`` bytes."""
+
+    LIMIT = 4096
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(memoryview(data).cast("B")) > self.LIMIT:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+def _write_big(how: str, target: Path) -> None:
+    big = np.arange(200_000, dtype=np.int64)
+    if how == "write_hdf5":
+        write_hdf5(target, {"x": big}, compression=None)
+    elif how == "writer":
+        with HDF5Writer(target, compression=None) as writer:
+            for _ in range(4):
+                writer.append({"x": big[:, None]})
+    else:
+        with atomic_hdf5(target) as out:
+            for i in range(4):
+                out.file.create_dataset(f"x{i}", data=big)
+                out.check()
+
+
+@pytest.mark.parametrize("how", ["write_hdf5", "writer", "atomic"])
+def test_full_disk_raises_oserror_naming_the_target_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr(io, "FileIO", _FullDisk)
+    target = tmp_path / "out" / "big.h5"
+    with pytest.raises(OSError, match="No space left") as info:
+        _write_big(how, target)
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(target)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _fail_in_body(target: Path) -> None:
+    with atomic_hdf5(target) as out:
+        out.file["y"] = np.arange(5)
+        raise KeyError("boom")
+
+
+def test_atomic_hdf5_body_error_keeps_the_previous_file(tmp_path: Path) -> None:
+    target = tmp_path / "a.h5"
+    write_hdf5(target, {"x": np.arange(3)})
+    before = target.read_bytes()
+    with pytest.raises(KeyError):
+        _fail_in_body(target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
