@@ -103,7 +103,7 @@ class TrainConfig:
     device: DeviceName = "auto"
     """auto = CUDA if available, else CPU."""
     threads: int | None = None
-    """CPU threads for torch (default: $OMP_NUM_THREADS, else torch's choice)."""
+    """CPU threads for torch (default: $OMP_NUM_THREADS, else one per idle core)."""
     runs_dir: Path | None = None
     """Runs root (default: $RUNS_DIR, else ./runs); the run goes to <runs-dir>/compile-seg/."""
     run_name: str | None = None
@@ -138,7 +138,7 @@ class EvaluateConfig:
     device: DeviceName = "auto"
     """auto = CUDA if available, else CPU."""
     threads: int | None = None
-    """CPU threads for torch (default: $OMP_NUM_THREADS, else torch's choice)."""
+    """CPU threads for torch (default: $OMP_NUM_THREADS, else one per idle core)."""
     runs_dir: Path | None = None
     """Runs root (default: $RUNS_DIR, else ./runs)."""
     run_name: str | None = None
@@ -161,7 +161,7 @@ class BenchConfig:
     latent_dist: LatentDist = "gaussian"
     """Latent distribution of the timed model."""
     threads: int | None = None
-    """CPU threads for torch (default: $OMP_NUM_THREADS, else torch's choice)."""
+    """CPU threads for torch (default: $OMP_NUM_THREADS, else one per idle core)."""
     device: DeviceName = "cpu"
     """Device of the timed models (the published figures are CPU figures)."""
     seed: int = 0
@@ -171,6 +171,9 @@ class BenchConfig:
     kernels: Literal["auto", "torch", "native"] = "auto"
     """Encoder LSTM kernels: the compiled native ones when available (auto), the PyTorch
     path, or native only (error if they cannot be built)."""
+    contended: bool = False
+    """Also time this implementation beside one busy process, at the default thread count
+    and at 1 thread, and print the ratio default/1 thread."""
 
 
 def smoke_train_config(cfg: TrainConfig) -> TrainConfig:
