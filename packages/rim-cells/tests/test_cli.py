@@ -42,7 +42,7 @@ def test_smoke_train_evaluate_plot_and_resume(tmp_path, capsys):
     assert {"train/loss", "eval/acc_8", "eval/acc_10"} <= set(records[0])
     cfg = load(run_dir / "config.json", SeqMnistTrainConfig)
     assert cfg.smoke
-    assert cfg.model.num_units == 3  # the resolved (smoke) config is stored
+    assert cfg.model.rim.num_units == 3  # the resolved (smoke) config is stored
     ckpt = run_dir / "checkpoints" / "last.pt"
 
     out_json = tmp_path / "eval.json"
@@ -139,6 +139,20 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
     assert err.startswith("rim-cells: error:")
     assert message in err
     assert "\n" not in err
+
+
+def test_tensorboard_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = tmp_path / "runs"
+    argv = ["seqmnist", "train", "--smoke", "--runs-dir", str(runs), "--log.tensorboard"]
+    assert main([*argv, "--model.kind", "lstm"]) == 0
+    run_dir = only_run_dir(runs, "rim-cells")
+    events = list(run_dir.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(events[0]))
+    accumulator.Reload()
+    assert {"train/loss", "eval/acc_8"} <= set(accumulator.Tags()["scalars"])
 
 
 def test_lstm_model_refuses_plot(tmp_path, capsys):

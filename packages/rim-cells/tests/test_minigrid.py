@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from compkit_utils.errors import UserError
 from compkit_utils.logging import read_metrics
 from compkit_utils.testing import assert_run_dir, only_run_dir
 from rim_cells.cli import main
+from rim_cells.config import RIMConfig
 from rim_cells.minigrid.config import (
     MiniGridTrainConfig,
     ModelConfig,
@@ -33,6 +35,30 @@ MEMORIES = ["lstm", "rim"]
 
 def tiny_model_cfg(memory: str, **kw: object) -> ModelConfig:
     return ModelConfig(memory=memory, **kw)  # type: ignore[arg-type]
+
+
+def test_rim_settings_are_the_shared_rim_config_with_flat_flags():
+    from rim_cells.config import SeqModelConfig
+
+    assert isinstance(ModelConfig().rim, RIMConfig)
+    assert isinstance(SeqModelConfig().rim, RIMConfig)
+    assert (ModelConfig().rim.num_units, ModelConfig().rim.hidden_size) == (4, 16)
+    assert ModelConfig().hidden_size == ModelConfig(memory="lstm").hidden_size == 64
+
+
+def test_old_flat_model_config_is_upgraded():
+    from rim_cells.config import upgrade_saved_config
+
+    old = to_dict(MiniGridTrainConfig())
+    old["model"] = {"memory": "rim", "hidden_size": 64, "num_units": 4, "k_active": 2}
+    cfg = from_dict(MiniGridTrainConfig, upgrade_saved_config(old, total_hidden=True))
+    assert (cfg.model.rim.num_units, cfg.model.rim.hidden_size, cfg.model.rim.k_active) == (
+        4,
+        16,
+        2,
+    )
+    assert cfg.model.lstm_hidden == 64
+    assert upgrade_saved_config(to_dict(cfg)) == to_dict(cfg)
 
 
 # --- environments -------------------------------------------------------------------------
@@ -176,7 +202,8 @@ def test_cell_state_bug_flag_changes_behaviour(memory):
 
 def test_inactive_rim_units_keep_their_memory():
     torch.manual_seed(0)
-    model = ActorCritic(tiny_model_cfg("rim", k_active=1)).eval()
+    rim = dataclasses.replace(ModelConfig().rim, k_active=1)
+    model = ActorCritic(tiny_model_cfg("rim", rim=rim)).eval()
     obs = torch.randint(0, 6, (3, 3, 7, 7)).float()
     memory_in = torch.randn(3, model.memory_size)
     with torch.no_grad():
@@ -332,5 +359,6 @@ def test_bad_inputs_are_user_errors(tmp_path, capsys):
     assert "--ppo.frames-per-proc (128) must be a multiple" in capsys.readouterr().err
     assert main(["minigrid", "train", "--smoke", "--runs-dir", str(tmp_path), "--resume"]) == 2
     assert "--resume: no minigrid-train run" in capsys.readouterr().err
+    rim = RIMConfig(num_units=4, k_active=5)
     with pytest.raises(UserError, match="k-active"):
-        validate_train(MiniGridTrainConfig(model=ModelConfig(k_active=5)))
+        validate_train(MiniGridTrainConfig(model=ModelConfig(rim=rim)))

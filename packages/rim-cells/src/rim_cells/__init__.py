@@ -8,6 +8,7 @@ torch.
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,7 +17,10 @@ if TYPE_CHECKING:
     from rim_cells.group import GroupGRUCell, GroupLinear, GroupLSTMCell
     from rim_cells.rim import RIM
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("rim-cells")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "ActivationRule": "rim_cells.cell",

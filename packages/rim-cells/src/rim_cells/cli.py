@@ -7,15 +7,13 @@ Commands::
     rim-cells bench
     rim-cells plot-activations
 
-Adding a command group is a three-line change: import its config classes, add a
-``"group": {"name": ConfigClass}`` entry to :data:`COMMANDS`, and map each config class
-to the ``"module:function"`` that runs it in :data:`RUNNERS`. Neither this module nor
-``config.py`` imports torch, so ``rim-cells --help`` is instant.
+Adding a command: import its config class, add it to :data:`COMMANDS` (inside a group's
+dict for a grouped command) and add a ``case`` to :func:`dispatch` that imports and runs
+it. Neither this module nor ``config.py`` imports torch, so ``rim-cells --help`` is instant.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from rim_cells.config import (
@@ -50,25 +48,41 @@ GROUP_HELP: dict[str, str] = {
 }
 """Help line of each command group."""
 
-RUNNERS: dict[type, str] = {
-    SeqMnistTrainConfig: "rim_cells.seqmnist.train:train",
-    SeqMnistEvaluateConfig: "rim_cells.seqmnist.evaluate:evaluate",
-    BenchConfig: "rim_cells.bench:bench",
-    PlotActivationsConfig: "rim_cells.plot:plot_activations",
-    MiniGridTrainConfig: "rim_cells.minigrid.cli:run_train",
-    MiniGridEvaluateConfig: "rim_cells.minigrid.cli:run_evaluate",
-    MiniGridVisualizeConfig: "rim_cells.minigrid.cli:run_visualize",
-}
-"""Config class → ``"module:function"`` called with the parsed config (imported lazily)."""
 
+def dispatch(cfg: Any) -> int:
+    """Run the command whose config class ``cfg`` is (its module is imported only here)."""
+    match cfg:
+        case SeqMnistTrainConfig():
+            from rim_cells.seqmnist.train import train
 
-def dispatch(cfg: Any) -> int | None:
-    """Run the function registered for ``type(cfg)`` in :data:`RUNNERS`."""
-    target = RUNNERS.get(type(cfg))
-    if target is None:
-        raise AssertionError(f"unhandled command config: {cfg!r}")
-    module, _, function = target.partition(":")
-    return getattr(importlib.import_module(module), function)(cfg)
+            train(cfg)
+        case SeqMnistEvaluateConfig():
+            from rim_cells.seqmnist.evaluate import evaluate
+
+            evaluate(cfg)
+        case MiniGridTrainConfig():
+            from rim_cells.minigrid.train import train as train_minigrid
+
+            print(f"run directory: {train_minigrid(cfg)}")
+        case MiniGridEvaluateConfig():
+            from rim_cells.minigrid.evaluate import evaluate as evaluate_minigrid
+
+            evaluate_minigrid(cfg)
+        case MiniGridVisualizeConfig():
+            from rim_cells.minigrid.visualize import visualize
+
+            visualize(cfg)
+        case BenchConfig():
+            from rim_cells.bench import bench
+
+            bench(cfg)
+        case PlotActivationsConfig():
+            from rim_cells.plot import plot_activations
+
+            plot_activations(cfg)
+        case _:
+            raise AssertionError(f"unhandled command config: {cfg!r}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

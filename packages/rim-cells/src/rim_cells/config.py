@@ -7,33 +7,34 @@ Every field's docstring is its ``--help`` text. Nested classes give dotted flags
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from compkit_utils.devices import DeviceName
 
 
 @dataclasses.dataclass(frozen=True)
-class SeqModelConfig:
-    """The sequence classifier: optional pixel embedding → RIM or LSTM → linear readout."""
+class RIMConfig:
+    """One RIM layer: units, active units, unit cell, attention sizes and dropouts.
 
-    kind: Literal["rim", "lstm"] = "rim"
-    """`rim` (one RIM layer) or the `lstm` baseline (nn.LSTM of `lstm-hidden` units)."""
+    The one definition of these settings, nested (without a flag prefix of its own) in the
+    ``model`` settings of ``seqmnist train`` and ``minigrid train``: the flags read
+    ``--model.num-units``, ``--model.k-active`` and so on.
+    """
+
     num_units: int = 6
     """RIM units N (the paper's K_t)."""
     k_active: int = 4
     """Active RIM units per step k (the paper's K_a)."""
     hidden_size: int = 100
     """Hidden features per RIM unit H (total width N·H)."""
-    lstm_hidden: int = 600
-    """Hidden size of the LSTM baseline (600 = the README's total width)."""
     rnn_cell: Literal["LSTM", "GRU"] = "LSTM"
     """Recurrent cell inside each RIM unit."""
     activation: Literal["null_attention", "raw_score"] = "null_attention"
-    """Active-unit rule: paper (least attention on the null input) or community (raw score)."""
-    embedding: Literal["token", "linear", "none"] = "token"
-    """Input transform: `token` (learned embedding of the binarised pixel, the fix users
-    needed), `linear` (Linear(1 → embedding-size) of the 0/1 pixel), `none` (the raw 0/255
-    value as one feature, the community script's setting)."""
-    embedding_size: int = 600
-    """Width of the pixel embedding (ignored with `--model.embedding none`)."""
+    """Active-unit rule: null_attention = the paper's (least attention on the null input),
+    raw_score = the community code's (largest raw score on the real input)."""
     input_key_size: int = 64
     """Input-attention key/query width."""
     input_value_size: int = 400
@@ -48,6 +49,87 @@ class SeqModelConfig:
     """Communication heads (the community MNIST script accidentally ran with 1)."""
     comm_dropout: float = 0.1
     """Dropout on communication-attention probabilities."""
+
+    @property
+    def width(self) -> int:
+        """Total hidden width N·H of the layer."""
+        return self.num_units * self.hidden_size
+
+    def cell_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `rim_cells.RIMCell` and `rim_cells.RIM` for this layer.
+
+        Everything after the positional ``device, input_size``: sizes, ``k``, the unit cell,
+        attention sizes and dropouts (queries are as wide as keys).
+        """
+        return {
+            "hidden_size": self.hidden_size,
+            "num_units": self.num_units,
+            "k": self.k_active,
+            "rnn_cell": self.rnn_cell,
+            "input_key_size": self.input_key_size,
+            "input_value_size": self.input_value_size,
+            "input_query_size": self.input_key_size,
+            "num_input_heads": self.num_input_heads,
+            "input_dropout": self.input_dropout,
+            "comm_key_size": self.comm_key_size,
+            "comm_query_size": self.comm_key_size,
+            "num_comm_heads": self.num_comm_heads,
+            "comm_dropout": self.comm_dropout,
+            "activation": self.activation,
+        }
+
+
+RIM_FIELDS = tuple(f.name for f in dataclasses.fields(RIMConfig))
+"""Names of the RIM settings (flat keys of the ``model`` settings before 0.2)."""
+
+FlatRIM = Annotated[RIMConfig, tyro.conf.arg(name="")]
+"""A nested `RIMConfig` whose flags carry the parent's prefix only (``--model.num-units``)."""
+
+
+def upgrade_saved_config(
+    config: Mapping[str, Any], *, total_hidden: bool = False
+) -> dict[str, Any]:
+    """A saved training config from before `RIMConfig` (flat RIM settings) in today's form.
+
+    Args:
+        config: a saved training config (a checkpoint's ``config``); returned as a copy,
+            unchanged when its ``model`` settings are already nested.
+        total_hidden: the old ``model.hidden_size`` was the total memory width (MiniGrid),
+            not the per-unit size; it becomes ``lstm_hidden`` and ``rim.hidden_size = total/N``.
+    """
+    config = dict(config)
+    model = config.get("model")
+    if not isinstance(model, Mapping) or "rim" in model:
+        return config
+    model = dict(model)
+    config["model"] = model
+    if not any(name in model for name in RIM_FIELDS):
+        return config
+    rim = {name: model.pop(name) for name in RIM_FIELDS if name in model}
+    if total_hidden and "hidden_size" in rim:
+        total = int(rim["hidden_size"])
+        rim["hidden_size"] = total // int(rim.get("num_units", 4))
+        model["lstm_hidden"] = total
+    model["rim"] = rim
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqModelConfig:
+    """The sequence classifier: optional pixel embedding → RIM or LSTM → linear readout."""
+
+    kind: Literal["rim", "lstm"] = "rim"
+    """`rim` (one RIM layer) or the `lstm` baseline (nn.LSTM of `lstm-hidden` units)."""
+    rim: FlatRIM = RIMConfig()
+    """The RIM layer (with `--model.kind rim`)."""
+    lstm_hidden: int = 600
+    """Hidden size of the LSTM baseline (600 = the README's total width)."""
+    embedding: Literal["token", "linear", "none"] = "token"
+    """Input transform: `token` (learned embedding of the binarised pixel, the fix users
+    needed), `linear` (Linear(1 → embedding-size) of the 0/1 pixel), `none` (the raw 0/255
+    value as one feature, the community script's setting)."""
+    embedding_size: int = 600
+    """Width of the pixel embedding (ignored with `--model.embedding none`)."""
     init_state: Literal["zeros", "random"] = "zeros"
     """Initial state: zeros, or standard normal on every call (original; stochastic eval)."""
 
@@ -94,17 +176,29 @@ class SeqOptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SeqLogConfig:
+    """Metric mirrors (``metrics.jsonl`` is always written)."""
+
+    tensorboard: bool = False
+    """Mirror metrics to TensorBoard event files in the run directory (needs the
+    ``tensorboard`` extra)."""
+    wandb: bool = False
+    """Mirror metrics to Weights & Biases (needs the ``wandb`` extra)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class SeqMnistTrainConfig:
     """Train a RIM or LSTM on sequential MNIST/digits; test on larger images each epoch."""
 
     model: SeqModelConfig = SeqModelConfig()
     data: SeqDataConfig = SeqDataConfig()
     optim: SeqOptimConfig = SeqOptimConfig()
+    log: SeqLogConfig = SeqLogConfig()
     epochs: int = 20
     """Training epochs."""
     seed: int = 0
     """Random seed (model init, data order, dropout, digits split)."""
-    device: str = "auto"
+    device: DeviceName = "auto"
     """auto (CUDA if available), cpu, cuda or mps."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice or $OMP_NUM_THREADS)."""
@@ -132,7 +226,7 @@ class SeqMnistEvaluateConfig:
     """MNIST directory override."""
     test_limit: int | None = None
     """Evaluate only the first N test images."""
-    device: str = "auto"
+    device: DeviceName = "auto"
     """auto, cpu, cuda or mps."""
     threads: int | None = None
     """CPU threads for torch."""
@@ -176,8 +270,9 @@ class BenchConfig:
     """Active units k."""
     rnn_cell: Literal["LSTM", "GRU"] = "LSTM"
     """Cell type of the RIM units."""
-    threads: int = 2
-    """torch CPU threads (the reference figures use 2)."""
+    threads: int | None = None
+    """torch CPU threads (default: $OMP_NUM_THREADS, else one per idle core; the reference
+    figures use 2)."""
     repeats: int = 10
     """Timed repetitions per model (the minimum and median are reported)."""
     warmup: int = 2
@@ -190,7 +285,10 @@ class BenchConfig:
     """RIM time loop: `native` (the C kernels, LSTM units on CPU), `torch` (the PyTorch
     path) or `auto` (native when available). With native kernels the PyTorch path is timed
     too, as the row `RIM, PyTorch path`."""
-    device: str = "cpu"
+    device: DeviceName = "cpu"
     """Device to benchmark on."""
     out: str | None = None
     """Also write the results to this JSON file."""
+    contended: bool = False
+    """Also time nn.LSTM, the RIMCell loop and RIM beside one busy process, at the default
+    thread count and at 1 thread, and print the ratio default/1 thread."""

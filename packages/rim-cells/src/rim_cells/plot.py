@@ -79,7 +79,8 @@ def plot_model_activations(
     ax_mask = fig.add_subplot(grid[0, 1])
     ax_mask.imshow(mask, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
     ax_mask.set_ylabel("unit", fontsize=8)
-    ax_mask.set_title(f"active units (k={model.cfg.k_active} of {model.cfg.num_units})", fontsize=9)
+    rim = model.cfg.rim
+    ax_mask.set_title(f"active units (k={rim.k_active} of {rim.num_units})", fontsize=9)
     ax_mask.set_xticks([])
     ax_att = fig.add_subplot(grid[1, 1], sharex=ax_mask)
     im = ax_att.imshow(attention, aspect="auto", cmap="viridis", interpolation="nearest")

@@ -12,6 +12,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from compkit_utils.devices import DeviceName
+from rim_cells.config import FlatRIM, RIMConfig
+
 #: Each task: the training environment first, then the larger variants it is evaluated on
 #: zero-shot, and the number of training frames the original README recommends.
 TASKS: dict[str, tuple[tuple[str, ...], int]] = {
@@ -58,38 +61,29 @@ class EnvConfig:
     """Gymnasium vector env: ``sync`` steps them in this process, ``async`` in subprocesses."""
 
 
+def _minigrid_rim() -> RIMConfig:
+    """The RIM memory of the original's MiniGrid runs: 4 units of 16, 3 active."""
+    return RIMConfig(num_units=4, k_active=3, hidden_size=16, input_value_size=64)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Actor-critic: conv image encoder, recurrent memory (RIM or LSTM), actor and critic heads."""
 
     memory: Literal["rim", "lstm"] = "rim"
-    """Recurrent memory: a RIM cell (N units, k active) or a single ``LSTMCell`` baseline."""
-    hidden_size: int = 64
-    """Memory hidden size h (LSTM size; RIM: num_units × per-unit size); memory = [h; c]."""
-    num_units: int = 4
-    """RIM: total number of units N (the paper's K_t)."""
-    k_active: int = 3
-    """RIM: active units per step k (the paper's K_a); the README reports k = 3 and k = 2."""
-    input_key_size: int = 64
-    """RIM: key/query width of the input attention."""
-    input_value_size: int = 64
-    """RIM: value width read from the input (the per-unit cell input size)."""
-    num_input_heads: int = 1
-    """RIM: input-attention heads."""
-    input_dropout: float = 0.1
-    """RIM: dropout on the input-attention probabilities."""
-    comm_key_size: int = 32
-    """RIM: key/query width of the communication attention."""
-    num_comm_heads: int = 4
-    """RIM: communication-attention heads."""
-    comm_dropout: float = 0.1
-    """RIM: dropout on the communication-attention probabilities."""
-    activation: Literal["null_attention", "raw_score"] = "null_attention"
-    """RIM: active-unit rule; null_attention = the paper's (least attention on the null input),
-    raw_score = the community code's (largest raw score on the real input)."""
+    """Recurrent memory: a RIM cell (N units of H, k active) or a single ``LSTMCell`` baseline."""
+    rim: FlatRIM = dataclasses.field(default_factory=_minigrid_rim)
+    """The RIM memory (with ``--model.memory rim``); its width is N·H, memory = [h; c]."""
+    lstm_hidden: int = 64
+    """Hidden size of the LSTM baseline (64 = the RIM's 4 × 16); memory = [h; c]."""
     cell_state_bug: bool = False
     """Parity with the original: overwrite the stored cell state c with h before every memory step
     (the bug present when the README results were produced). Off = the fixed behaviour."""
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the memory's h: N·H for a RIM, ``lstm_hidden`` for the LSTM."""
+        return self.rim.width if self.memory == "rim" else self.lstm_hidden
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +154,7 @@ class MiniGridTrainConfig:
     """Episodes of a final evaluation on the training env (sampled actions); 0 = none."""
     seed: int = 0
     """Random seed (the original script used 1)."""
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: DeviceName = "auto"
     """Device: auto = CUDA if available, else CPU."""
     threads: int | None = 1
     """torch CPU threads; 1 is fastest for this tiny model (None = torch's choice)."""
@@ -192,7 +186,7 @@ class MiniGridEvaluateConfig:
     """Random seed."""
     threads: int | None = 1
     """torch CPU threads (None = torch's choice)."""
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: DeviceName = "auto"
     """Device."""
     output: Path | None = None
     """Also write the results as JSON here."""
@@ -218,7 +212,7 @@ class MiniGridVisualizeConfig:
     """Frames per second of the GIF."""
     tile_size: int = 32
     """Pixels per grid cell in the rendering."""
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: DeviceName = "auto"
     """Device."""
 
 
@@ -256,14 +250,13 @@ def validate_train(cfg: MiniGridTrainConfig) -> None:
         (ppo.epochs >= 1, "--ppo.epochs must be at least 1"),
         (cfg.frames >= 1, "--frames must be positive"),
         (
-            model.memory != "rim" or model.hidden_size % model.num_units == 0,
-            f"--model.hidden-size ({model.hidden_size}) must be divisible by "
-            f"--model.num-units ({model.num_units})",
+            model.memory != "rim" or 1 <= model.rim.k_active <= model.rim.num_units,
+            f"--model.k-active ({model.rim.k_active}) must be between 1 and --model.num-units "
+            f"({model.rim.num_units})",
         ),
         (
-            model.memory != "rim" or 1 <= model.k_active <= model.num_units,
-            f"--model.k-active ({model.k_active}) must be between 1 and --model.num-units "
-            f"({model.num_units})",
+            model.memory != "rim" or model.rim.rnn_cell == "LSTM",
+            "--model.rnn-cell GRU: the MiniGrid memory is [h; c] of LSTM units; use LSTM",
         ),
         (cfg.log.save_every >= 1, "--log.save-every must be at least 1"),
     ]

@@ -31,6 +31,7 @@ def load_agent(
     """
     from compkit_utils.checkpoints import load_checkpoint
     from compkit_utils.config import from_dict
+    from rim_cells.config import upgrade_saved_config
     from rim_cells.minigrid.config import MiniGridTrainConfig
     from rim_cells.minigrid.model import ActorCritic
 
@@ -40,7 +41,8 @@ def load_agent(
             f"{checkpoint}: not a MiniGrid PPO checkpoint; pass a checkpoints/*.pt file "
             "written by `rim-cells minigrid train`"
         )
-    cfg = from_dict(MiniGridTrainConfig, state["config"], source=f"{checkpoint} (config)")
+    saved = upgrade_saved_config(state["config"], total_hidden=True)
+    cfg = from_dict(MiniGridTrainConfig, saved, source=f"{checkpoint} (config)")
     model = ActorCritic(cfg.model).to(device)
     model.load_state_dict(state["model"])
     model.eval()
@@ -158,7 +160,8 @@ def _evaluate(cfg: MiniGridEvaluateConfig) -> list[tuple[str, dict[str, float]]]
         )
     memory = train_cfg.model.memory
     if memory == "rim":
-        memory = f"rim (k={train_cfg.model.k_active} of {train_cfg.model.num_units})"
+        rim = train_cfg.model.rim
+        memory = f"rim (k={rim.k_active} of {rim.num_units})"
     print(
         f"checkpoint {cfg.checkpoint}: {memory} memory, trained on {train_cfg.env.env_id} "
         f"for {state['extra'].get('env_steps', '?')} frames ({state['step']} updates); "

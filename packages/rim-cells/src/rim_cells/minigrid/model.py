@@ -59,24 +59,9 @@ class RIMMemory(nn.Module):
         super().__init__()
         from rim_cells import RIMCell
 
-        self.num_units = cfg.num_units
-        self.unit_size = cfg.hidden_size // cfg.num_units
-        self.cell = RIMCell(
-            None,
-            input_size=input_size,
-            hidden_size=self.unit_size,
-            num_units=cfg.num_units,
-            k=cfg.k_active,
-            rnn_cell="LSTM",
-            input_key_size=cfg.input_key_size,
-            input_value_size=cfg.input_value_size,
-            num_input_heads=cfg.num_input_heads,
-            input_dropout=cfg.input_dropout,
-            comm_key_size=cfg.comm_key_size,
-            num_comm_heads=cfg.num_comm_heads,
-            comm_dropout=cfg.comm_dropout,
-            activation=cfg.activation,
-        )
+        self.num_units = cfg.rim.num_units
+        self.unit_size = cfg.rim.hidden_size
+        self.cell = RIMCell(None, input_size, **cfg.rim.cell_kwargs())
 
     def forward(
         self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
@@ -117,7 +102,7 @@ class ActorCritic(nn.Module):
         self.hidden_size = cfg.hidden_size
         self.memory_cell: nn.Module
         if cfg.memory == "lstm":
-            self.memory_cell = LSTMMemory(self.embedding_size, cfg.hidden_size)
+            self.memory_cell = LSTMMemory(self.embedding_size, cfg.lstm_hidden)
         else:
             self.memory_cell = RIMMemory(self.embedding_size, cfg)
         self.actor = nn.Sequential(

@@ -13,9 +13,10 @@ import torch
 from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_state, restore
 from compkit_utils.config import from_dict, to_dict
 from compkit_utils.devices import pick_device, set_threads
-from compkit_utils.logging import RunLogger
+from compkit_utils.logging import RunLogger, progress
 from compkit_utils.runs import make_run_dir, package_version, resume_run_dir, write_config
 from compkit_utils.seeding import seed_everything
+from rim_cells.config import upgrade_saved_config
 from rim_cells.minigrid.config import MiniGridTrainConfig, smoke_config, validate_train
 from rim_cells.minigrid.envs import make_vector_env
 from rim_cells.minigrid.evaluate import evaluate_policy
@@ -47,7 +48,11 @@ def train(cfg: MiniGridTrainConfig) -> Path:
         run_dir = resume_run_dir(PACKAGE, COMMAND, cfg.runs_dir, cfg.run_name)
         latest = run_dir / "checkpoints" / "last.pt"
         state = load_checkpoint(latest)
-        saved = from_dict(MiniGridTrainConfig, state["config"], source=f"{latest} (config)")
+        saved = from_dict(
+            MiniGridTrainConfig,
+            upgrade_saved_config(state["config"], total_hidden=True),
+            source=f"{latest} (config)",
+        )
         cfg = dataclasses.replace(
             saved,
             frames=cfg.frames,
@@ -125,7 +130,8 @@ def _train(
     )
     try:
         with logger:
-            while update < num_updates:
+            updates = range(update, num_updates)
+            for _ in progress(updates, total=len(updates), desc="updates"):
                 start = time.perf_counter()
                 exps, episodes = algo.collect()
                 rollout_s = time.perf_counter() - start

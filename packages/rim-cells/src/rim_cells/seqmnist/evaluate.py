@@ -14,7 +14,7 @@ from compkit_utils.config import from_dict
 from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
-from rim_cells.config import SeqMnistEvaluateConfig, SeqMnistTrainConfig
+from rim_cells.config import SeqMnistEvaluateConfig, SeqMnistTrainConfig, upgrade_saved_config
 from rim_cells.seqmnist.data import load_sequences
 from rim_cells.seqmnist.model import SequenceClassifier
 
@@ -54,7 +54,8 @@ def load_trained(
     if not path:
         raise UserError("--checkpoint is required (a run's checkpoints/last.pt)")
     state = load_checkpoint(path)
-    cfg = from_dict(SeqMnistTrainConfig, state["config"], source=f"{path} (config)")
+    saved = upgrade_saved_config(state["config"])
+    cfg = from_dict(SeqMnistTrainConfig, saved, source=f"{path} (config)")
     model = SequenceClassifier(cfg.model)
     try:
         model.load_state_dict(state["model"])

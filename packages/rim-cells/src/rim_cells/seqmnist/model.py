@@ -43,24 +43,11 @@ class SequenceClassifier(nn.Module):
             self.core = RIM(
                 None,
                 width,
-                cfg.hidden_size,
-                cfg.num_units,
-                cfg.k_active,
-                cfg.rnn_cell,
                 batch_first=True,
                 init_state=cfg.init_state,
-                input_key_size=cfg.input_key_size,
-                input_value_size=cfg.input_value_size,
-                input_query_size=cfg.input_key_size,
-                num_input_heads=cfg.num_input_heads,
-                input_dropout=cfg.input_dropout,
-                comm_key_size=cfg.comm_key_size,
-                comm_query_size=cfg.comm_key_size,
-                num_comm_heads=cfg.num_comm_heads,
-                comm_dropout=cfg.comm_dropout,
-                activation=cfg.activation,
+                **cfg.rim.cell_kwargs(),
             )
-            features = cfg.num_units * cfg.hidden_size
+            features = cfg.rim.width
         else:
             self.core = nn.LSTM(width, cfg.lstm_hidden, batch_first=True)
             features = cfg.lstm_hidden

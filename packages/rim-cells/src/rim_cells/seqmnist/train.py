@@ -23,7 +23,13 @@ from compkit_utils.runs import (
     write_config,
 )
 from compkit_utils.seeding import seed_everything
-from rim_cells.config import SeqDataConfig, SeqMnistTrainConfig, SeqModelConfig, SeqOptimConfig
+from rim_cells.config import (
+    SeqDataConfig,
+    SeqMnistTrainConfig,
+    SeqModelConfig,
+    SeqOptimConfig,
+    upgrade_saved_config,
+)
 from rim_cells.seqmnist.data import load_sequences
 from rim_cells.seqmnist.evaluate import evaluate_sizes, format_table
 from rim_cells.seqmnist.model import SequenceClassifier
@@ -34,18 +40,17 @@ PACKAGE = "rim-cells"
 
 def smoke_config(cfg: SeqMnistTrainConfig) -> SeqMnistTrainConfig:
     """Tiny offline settings that still run every part of training."""
-    model = dataclasses.replace(
-        cfg.model,
+    rim = dataclasses.replace(
+        cfg.model.rim,
         num_units=3,
         k_active=2,
         hidden_size=8,
-        lstm_hidden=24,
-        embedding_size=8,
         input_key_size=8,
         input_value_size=16,
         comm_key_size=8,
         num_comm_heads=2,
     )
+    model = dataclasses.replace(cfg.model, rim=rim, lstm_hidden=24, embedding_size=8)
     data = dataclasses.replace(
         cfg.data, dataset="digits", train_limit=96, test_limit=48, test_sizes=(8, 10)
     )
@@ -56,11 +61,15 @@ def smoke_config(cfg: SeqMnistTrainConfig) -> SeqMnistTrainConfig:
 def validate(cfg: SeqMnistTrainConfig) -> None:
     """Reject inconsistent settings with one clear line each."""
     m: SeqModelConfig = cfg.model
-    if not 1 <= m.k_active <= m.num_units:
+    if not 1 <= m.rim.k_active <= m.rim.num_units:
         raise UserError(
-            f"--model.k-active {m.k_active} must be between 1 and --model.num-units {m.num_units}"
+            f"--model.k-active {m.rim.k_active} must be between 1 and --model.num-units "
+            f"{m.rim.num_units}"
         )
-    for name in ("hidden_size", "lstm_hidden", "embedding_size", "num_units"):
+    for name in ("hidden_size", "num_units"):
+        if getattr(m.rim, name) < 1:
+            raise UserError(f"--model.{name.replace('_', '-')} must be >= 1")
+    for name in ("lstm_hidden", "embedding_size"):
         if getattr(m, name) < 1:
             raise UserError(f"--model.{name.replace('_', '-')} must be >= 1")
     o: SeqOptimConfig = cfg.optim
@@ -111,7 +120,11 @@ def train(cfg: SeqMnistTrainConfig) -> None:
         latest = manager.last_path
         state = load_checkpoint(latest, map_location=device)
         check_resume_config(
-            latest, state["config"], to_dict(cfg), TRAJECTORY_FIELDS, ignore=RESUME_MAY_CHANGE
+            latest,
+            upgrade_saved_config(state["config"]),
+            to_dict(cfg),
+            TRAJECTORY_FIELDS,
+            ignore=RESUME_MAY_CHANGE,
         )
         step = restore(state, model, optimizer)
         start_epoch = int(state["extra"]["epoch"])
@@ -132,7 +145,15 @@ def train(cfg: SeqMnistTrainConfig) -> None:
     for line in table:
         print(line, flush=True)
     n_train = len(data.train_x)
-    with RunLogger(run_dir, console_every=0, resume=cfg.resume, resume_step=step) as logger:
+    with RunLogger(
+        run_dir,
+        console_every=0,
+        tensorboard=cfg.log.tensorboard,
+        wandb=cfg.log.wandb,
+        resume=cfg.resume,
+        resume_step=step,
+        wandb_config=to_dict(cfg),
+    ) as logger:
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             model.train()
