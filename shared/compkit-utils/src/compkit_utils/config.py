@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import json
 import os
 import sys
@@ -164,14 +165,27 @@ def run_cli(
     description: str | None = None,
     group_help: Mapping[str, str] | None = None,
 ) -> int:
-    """Parse a tyro subcommand CLI and run the chosen command.
+    """Parse a tyro subcommand CLI, validate the config, and run the chosen command.
 
     ``commands`` maps subcommand names to config dataclasses (defined in a module that does
     not import torch), or to nested mappings for command groups
     (``{"seqmnist": {"train": TrainConfig, "evaluate": EvaluateConfig}}`` gives
     ``prog seqmnist train``). ``dispatch(cfg)`` imports what it needs lazily and runs the
-    command. A :class:`~compkit_utils.errors.UserError` raised anywhere becomes one line on
-    stderr (``<prog>: error: ...``) and exit status 2; tyro reports bad flags with status 2 too.
+    command.
+
+    Between parsing and dispatch:
+
+    * ``--smoke``: if the config has ``smoke=True`` and its class defines a classmethod
+      ``smoke_defaults()``, the command's arguments are parsed again with the smoke config
+      as the defaults, so explicit flags win (``--smoke --iterations 3`` runs 3 steps).
+    * :func:`compkit_utils.validate.validate_config` checks the markers, ``device``,
+      ``run_name`` and every ``check()`` method.
+
+    Errors: a :class:`~compkit_utils.errors.UserError` raised anywhere becomes one line on
+    stderr (``<prog>: error: ...``) and exit status 2; so does an ``OSError`` naming a file
+    (``<prog>: error: cannot write <path>: <reason>; <fix>``); tyro reports bad flags with
+    status 2 too; ``KeyboardInterrupt`` prints ``interrupted; rerun with --resume to
+    continue`` and exits with 130.
 
     Args:
         commands: subcommand name → config class, or → a nested mapping (a group).
@@ -186,19 +200,26 @@ def run_cli(
     """
     import tyro
 
+    from compkit_utils.validate import validate_config
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    nested = any(isinstance(value, Mapping) for value in commands.values())
+    tyro_config = (tyro.conf.OmitSubcommandPrefixes,) if nested else ()
     try:
-        if any(isinstance(value, Mapping) for value in commands.values()):
+        if nested:
             cfg = tyro.cli(
                 _subcommand_union(commands, group_help or {}),
-                args=argv,
+                args=args,
                 prog=prog,
                 description=description,
-                config=(tyro.conf.OmitSubcommandPrefixes,),
+                config=tyro_config,
             )
         else:
             cfg = tyro.extras.subcommand_cli_from_dict(
-                dict(commands), args=argv, prog=prog, description=description
+                dict(commands), args=args, prog=prog, description=description
             )
+        cfg = _apply_smoke_defaults(cfg, commands, args, prog, tyro_config)
+        validate_config(cfg)
         result = dispatch(cfg)
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -206,7 +227,80 @@ def run_cli(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"{prog}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     return 0 if result is None else int(result)
+
+
+_OS_ERROR_FIXES = {
+    errno.EACCES: "check its permissions or pass a writable --runs-dir",
+    errno.EPERM: "check its permissions or pass a writable --runs-dir",
+    errno.EROFS: "the file system is read-only; pass a writable --runs-dir",
+    errno.ENOTDIR: "a file is in the way of a directory; remove it or choose another path",
+    errno.EISDIR: "a directory is in the way of a file; remove it or choose another path",
+    errno.ENOSPC: "free some disk space or pass a --runs-dir on another disk",
+    errno.EDQUOT: "free some disk space (quota exceeded) or pass another --runs-dir",
+    errno.EEXIST: "something is already there; remove it or choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path or --run-name",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an ``OSError`` naming a file: ``cannot write <path>: <reason>; <fix>``."""
+    reason = exc.strerror or exc.__class__.__name__
+    fix = _OS_ERROR_FIXES.get(exc.errno or 0, "check the path and try again")
+    return f"cannot write {exc.filename}: {reason}; {fix}"
+
+
+def _apply_smoke_defaults(
+    cfg: Any, commands: Mapping[str, Any], args: list[str], prog: str, tyro_config: tuple
+) -> Any:
+    """Re-parse the command's own arguments over ``smoke_defaults()`` (see :func:`run_cli`)."""
+    cls = type(cfg)
+    smoke_defaults = getattr(cls, "smoke_defaults", None)
+    if getattr(cfg, "smoke", False) is not True or smoke_defaults is None:
+        return cfg
+    import tyro
+
+    defaults = smoke_defaults()
+    if getattr(defaults, "smoke", True) is not True:
+        defaults = dataclasses.replace(defaults, smoke=True)
+    for path in _command_paths(commands, cls):
+        rest = _args_after(path, args)
+        if rest is not None:
+            return tyro.cli(
+                cls,
+                args=rest,
+                default=defaults,
+                prog=" ".join([prog, *path]),
+                config=tyro_config,
+            )
+    raise AssertionError(f"cannot locate the subcommand of {cls.__name__} in {args}")
+
+
+def _command_paths(tree: Mapping[str, Any], cls: type, prefix: tuple[str, ...] = ()) -> list:
+    """Every subcommand path (``("group", "cmd")``) whose config class is ``cls``."""
+    paths = []
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            paths += _command_paths(value, cls, (*prefix, name))
+        elif value is cls:
+            paths.append((*prefix, name))
+    return paths
+
+
+def _args_after(path: tuple[str, ...], args: list[str]) -> list[str] | None:
+    """The arguments after the subcommand tokens ``path`` (``None`` if they are absent)."""
+    index = 0
+    for token in path:
+        try:
+            index = args.index(token, index) + 1
+        except ValueError:
+            return None
+    return args[index:]
 
 
 def _subcommand_union(tree: Mapping[str, Any], group_help: Mapping[str, str]) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input from the user (a file, a field, a flag).
@@ -10,3 +13,30 @@ class UserError(Exception):
     with :func:`compkit_utils.config.run_cli` print it as ``error: <message>`` on stderr
     and exit with status 2.
     """
+
+
+def install_hint(dist: str, extra: str) -> str:
+    """How to install an extra: ``uv sync --extra X --package D`` in the compkit workspace.
+
+    Outside a workspace checkout (an installed wheel) it is ``pip install 'D[X]'``.
+
+    Args:
+        dist: the distribution that declares the extra, e.g. ``"compile-seg"``.
+        extra: the extra's name, e.g. ``"tensorboard"``.
+    """
+    if _in_workspace_checkout():
+        return f"uv sync --extra {extra} --package {dist}"
+    return f"pip install '{dist}[{extra}]'"
+
+
+@functools.cache
+def _in_workspace_checkout() -> bool:
+    """Whether this code runs from a uv workspace checkout (an editable workspace install)."""
+    for folder in Path(__file__).resolve().parents:
+        pyproject = folder / "pyproject.toml"
+        try:
+            if "[tool.uv.workspace]" in pyproject.read_text(encoding="utf-8"):
+                return True
+        except OSError:
+            continue
+    return False

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, install_hint
 
 T = TypeVar("T")
 _log = _pylogging.getLogger(__name__)
@@ -58,6 +58,9 @@ class RunLogger:
         resume: append to an existing ``metrics.jsonl`` instead of starting it anew, dropping
             records with ``step`` beyond ``resume_step`` (those steps will be logged again).
         resume_step: the step the run resumes after (see ``resume``).
+        wandb_config: the run's config, recorded by W&B.
+        package: the distribution whose ``tensorboard``/``wandb`` extras the error message
+            of a missing integration names (default ``compkit-utils``).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class RunLogger:
         resume: bool = False,
         resume_step: int | None = None,
         wandb_config: Mapping[str, Any] | None = None,
+        package: str = "compkit-utils",
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,8 +90,8 @@ class RunLogger:
         self.console_every = console_every
         self._console = console or (lambda line: print(line, flush=True))
         self._count = 0
-        self._tb = _make_tensorboard_writer(self.run_dir) if tensorboard else None
-        self._wandb = _make_wandb_run(self.run_dir, wandb_config) if wandb else None
+        self._tb = _make_tensorboard_writer(self.run_dir, package) if tensorboard else None
+        self._wandb = _make_wandb_run(self.run_dir, wandb_config, package) if wandb else None
 
     def log(self, step: int, metrics: Mapping[str, Any], *, console: bool | None = None) -> None:
         """Record scalars at ``step``.
@@ -141,40 +145,47 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _make_tensorboard_writer(run_dir: Path) -> Any:
+def _make_tensorboard_writer(run_dir: Path, package: str) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         raise UserError(
             "TensorBoard logging needs the tensorboard extra: "
-            "pip install 'compkit-utils[tensorboard]' (or the package's [tensorboard] extra)"
+            f"{install_hint(package, 'tensorboard')}"
         ) from exc
     return SummaryWriter(log_dir=str(run_dir))
 
 
-def _make_wandb_run(run_dir: Path, config: Mapping[str, Any] | None) -> Any:
+def _make_wandb_run(run_dir: Path, config: Mapping[str, Any] | None, package: str) -> Any:
     try:
         import wandb  # pyright: ignore[reportMissingImports]
     except ImportError as exc:
         raise UserError(
-            "W&B logging needs the wandb extra: pip install 'compkit-utils[wandb]'"
+            f"W&B logging needs the wandb extra: {install_hint(package, 'wandb')}"
         ) from exc
     return wandb.init(project="compkit", dir=str(run_dir), name=run_dir.name, config=config)
 
 
 def progress(
-    iterable: Iterable[T], *, total: int | None = None, desc: str | None = None
+    iterable: Iterable[T],
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    initial: int = 0,
 ) -> Iterator[T]:
-    """A tqdm progress bar that switches itself off when stderr is not a terminal.
+    """A tqdm progress bar on stderr that switches itself off when stderr is not a terminal.
 
-    Falls back to the bare iterable when tqdm is not installed.
+    Args:
+        iterable: what to iterate over (e.g. ``range(start_step, iterations)``).
+        total: the bar's full length (e.g. ``iterations``).
+        desc: a label.
+        initial: where the bar starts (the step a resumed run continues from).
     """
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        yield from iterable
-        return
-    yield from tqdm(iterable, total=total, desc=desc, disable=None, file=sys.stderr)
+    from tqdm.auto import tqdm
+
+    yield from tqdm(
+        iterable, total=total, desc=desc, initial=initial, disable=None, file=sys.stderr
+    )
 
 
 def configure_logging(level: int = _pylogging.INFO) -> None:

@@ -1,19 +1,32 @@
-"""Run directories: ``<runs-dir>/<package>/<run-name>/`` with a ``config.json``."""
+"""Run directories: ``<runs-dir>/<package>/<run-name>/`` with a ``config.json``.
+
+:func:`open_run` is the one way a command gets its run directory: created atomically (or
+found again for ``--resume``), locked while the command runs, and removed again if the
+command fails before writing a checkpoint. :func:`save_on_interrupt` writes a checkpoint
+when the user presses Ctrl-C.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import errno
 import os
+import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
 
 RUNS_DIR_ENV = "RUNS_DIR"
+RUN_PARENT_ENV = "COMPKIT_RUN_PARENT"
+"""When set, run directories go directly under this folder (``compkit sweep`` sets it)."""
+LOCK_FILE = ".lock"
 
 
 def resolve_runs_dir(runs_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -21,6 +34,37 @@ def resolve_runs_dir(runs_dir: str | os.PathLike[str] | None = None) -> Path:
     if runs_dir is not None and str(runs_dir) != "":
         return Path(runs_dir)
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def run_root(package: str, runs_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding a package's run directories.
+
+    ``$COMPKIT_RUN_PARENT`` when set (runs of a sweep), else ``<runs-dir>/<package>``.
+    """
+    parent = os.environ.get(RUN_PARENT_ENV)
+    if parent:
+        return Path(parent)
+    return resolve_runs_dir(runs_dir) / package
+
+
+def check_run_name(name: str, *, flag: str = "--run-name") -> str:
+    """Return ``name`` if it is a plain directory name.
+
+    Raises:
+        UserError: the name is empty, contains a path separator or NUL, or starts with
+            ``.`` (which covers ``.`` and ``..``).
+    """
+    separators = {"/", "\\", os.sep, *([os.altsep] if os.altsep else [])}
+    if not name:
+        raise UserError(f"{flag} must not be empty; pass a name such as train-baseline")
+    if any(sep in name for sep in separators) or "\0" in name:
+        raise UserError(
+            f"{flag} {name!r} must be a plain name without path separators; "
+            "use --runs-dir to choose the folder"
+        )
+    if name.startswith("."):
+        raise UserError(f"{flag} {name!r} must not start with '.'; pass a plain name")
+    return name
 
 
 def default_run_name(command: str, seed: int, now: _dt.datetime | None = None) -> str:
@@ -45,7 +89,9 @@ def make_run_dir(
         runs_dir: runs root (see :func:`resolve_runs_dir`).
         run_name: explicit name; default :func:`default_run_name`.
     """
-    root = resolve_runs_dir(runs_dir) / package
+    if run_name is not None:
+        check_run_name(run_name)
+    root = run_root(package, runs_dir)
     name = run_name or default_run_name(command, seed)
     path = root / name
     if run_name is None and path.exists():  # two runs started within one second
@@ -75,10 +121,9 @@ def resume_run_dir(
     Raises:
         UserError: the named run has no ``last.pt``, or there is no run to continue.
     """
-    from compkit_utils.errors import UserError
-
-    root = resolve_runs_dir(runs_dir) / package
+    root = run_root(package, runs_dir)
     if run_name is not None:
+        check_run_name(run_name)
         run_dir = root / run_name
         if not (run_dir / "checkpoints" / "last.pt").is_file():
             raise UserError(
@@ -118,8 +163,6 @@ def check_resume_config(
     Raises:
         UserError: naming the first field that differs and its saved value.
     """
-    from compkit_utils.errors import UserError
-
     dropped = {key: set(keys) for key, keys in (ignore or {}).items()}
 
     def pick(config: Mapping[str, Any], key: str) -> Any:
@@ -135,6 +178,147 @@ def check_resume_config(
                 f"({pick(saved, key)!r}); pass the original run's settings (plus --resume) "
                 "or start a new run"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """An open run directory (see :func:`open_run`).
+
+    Attributes:
+        path: the run directory.
+        resumed: whether the run continues an earlier one (``--resume``).
+    """
+
+    path: Path
+    resumed: bool
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """``<run>/checkpoints/last.pt`` (it may not exist yet)."""
+        return self.path / "checkpoints" / "last.pt"
+
+
+@contextlib.contextmanager
+def open_run(
+    package: str,
+    command: str,
+    *,
+    seed: int,
+    runs_dir: str | os.PathLike[str] | None = None,
+    run_name: str | None = None,
+    resume: bool = False,
+) -> Iterator[Run]:
+    """Create (or, with ``resume``, find) a run directory and hold it while the body runs.
+
+    Without ``resume`` the directory is created atomically (``mkdir``, never reused); with
+    ``resume`` it is the run :func:`resume_run_dir` finds. An exclusive lock on
+    ``<run>/.lock`` is held until the body ends. If the body raises anything (also
+    ``KeyboardInterrupt``) and this call created the directory and there is no
+    ``checkpoints/last.pt`` yet, the directory (and any parent folders this call created)
+    is removed: a failed command leaves nothing behind.
+
+    Args:
+        package: distribution name, e.g. ``"compile-seg"``.
+        command: the CLI subcommand, e.g. ``"train"`` (part of the default name).
+        seed: the run's seed (part of the default name).
+        runs_dir: runs root (see :func:`resolve_runs_dir`; ``$COMPKIT_RUN_PARENT`` wins).
+        run_name: explicit name (checked by :func:`check_run_name`); default
+            ``<command>__<seed>__<UTC time>``.
+        resume: continue an existing run instead of creating one.
+
+    Yields:
+        The :class:`Run`.
+
+    Raises:
+        UserError: a bad or existing run name (without ``resume``), no run to resume, or
+            the run is in use by another process.
+    """
+    if run_name is not None:
+        check_run_name(run_name)
+    created: list[Path] = []
+    if resume:
+        path = resume_run_dir(package, command, runs_dir, run_name)
+    else:
+        path = _create_run_dir(run_root(package, runs_dir), command, seed, run_name, created)
+    try:
+        with _locked(path):
+            yield Run(path=path, resumed=resume)
+    except BaseException:
+        if created and not (path / "checkpoints" / "last.pt").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+            for folder in reversed(created[:-1]):  # parents this call made, deepest first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
+def _create_run_dir(
+    root: Path, command: str, seed: int, run_name: str | None, created: list[Path]
+) -> Path:
+    """``mkdir`` a new run directory under ``root``; records what it made in ``created``."""
+    missing = [p for p in (root, *root.parents) if not p.exists()]
+    name = run_name or default_run_name(command, seed)
+    candidate, suffix = root / name, 0
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                if run_name is not None:
+                    raise UserError(
+                        f"run {candidate} already exists; pass --resume to continue it or a "
+                        "new --run-name"
+                    ) from None
+                suffix += 1  # two runs started within one second
+                candidate = root / f"{name}-{suffix}"
+                continue
+            created.extend([*reversed(missing), candidate])  # outermost first
+            return candidate
+    except BaseException:
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``<path>/.lock`` (no locking where fcntl is absent)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise UserError(
+                f"run {path} is in use by another process; wait for it to finish or pass "
+                "another --run-name"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def save_on_interrupt(save: Callable[[], object]) -> Iterator[None]:
+    """On ``KeyboardInterrupt`` inside the body, call ``save()`` and re-raise.
+
+    ``save`` writes a checkpoint at the current step, so ``--resume`` continues from there;
+    :func:`compkit_utils.config.run_cli` then prints ``interrupted; rerun with --resume to
+    continue`` and exits with status 130.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        save()
+        raise
 
 
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:

@@ -70,3 +70,27 @@ def assert_run_dir(
         state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         assert "model" in state
     return records
+
+
+def one_error_line(stderr: str, prog: str) -> str:
+    """Assert ``stderr`` is exactly one ``<prog>: error: ...`` line; return the message part.
+
+    For bad-input tests: ``assert main([...]) == 2`` then
+    ``one_error_line(capsys.readouterr().err, "compile-seg")``.
+    """
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}: {lines}"
+    prefix = f"{prog}: error: "
+    assert lines[0].startswith(prefix), lines[0]
+    return lines[0][len(prefix) :]
+
+
+def tree(root: str | os.PathLike[str]) -> set[str]:
+    """Every path under ``root`` (relative, ``/``-separated); empty if ``root`` is absent.
+
+    For "nothing left behind" checks: compare ``tree(tmp_path)`` before and after a command.
+    """
+    root = Path(root)
+    if not root.exists():
+        return set()
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
