@@ -17,6 +17,7 @@ from compkit_utils.datasets.info import read_info, verify_info
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
 from leaps_karel import dataset as ds
+from leaps_karel import demos
 from leaps_karel import dsl
 from leaps_karel.cli import main
 from leaps_karel.config import DatasetConfig, GenerateDatasetConfig
@@ -66,7 +67,7 @@ def replay_check(item: dict[str, np.ndarray]) -> None:
         got, _, status, _ = run(world.copy())
         assert status == 0, (text, d)
         assert got == actions, (text, d)
-        replayed = ds._states_tensor(world, actions)
+        replayed = demos._states_tensor(world, actions)
         np.testing.assert_array_equal(replayed, states[:length])
 
 
@@ -268,7 +269,7 @@ def test_uncompressed_output_has_the_same_content(generated: Path, tmp_path: Pat
 def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--min-demo-length"):
         generate_dataset(tmp_path, DatasetConfig(min_demo_length=30))
-    with pytest.raises(UserError, match="n_procs"):
+    with pytest.raises(UserError, match="--n-procs"):
         generate_dataset(tmp_path, SMALL, n_procs=0)
 
 
@@ -338,7 +339,7 @@ def test_world_sampler_distribution() -> None:
 
 
 def test_world_batch_matches_world_construction() -> None:
-    batch = ds._WorldBatch(*sample_worlds(np.random.default_rng(1), 30, wall_prob=0.25))
+    batch = demos._WorldBatch(*sample_worlds(np.random.default_rng(1), 30, wall_prob=0.25))
     programs = ProgramSampler(seed=2).sample_many(40)
     for i in range(30):
         fast = batch.world(i, neighbours=True)
