@@ -17,8 +17,7 @@ from compkit_utils.datasets.info import read_info, verify_info
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
 from leaps_karel import dataset as ds
-from leaps_karel import demos
-from leaps_karel import dsl
+from leaps_karel import demos, dsl
 from leaps_karel.cli import main
 from leaps_karel.config import DatasetConfig, GenerateDatasetConfig
 from leaps_karel.dataset import generate_dataset, sample_worlds
@@ -299,7 +298,7 @@ def test_reader_errors_name_the_file_and_dataset(fixture_dir: Path, tmp_path: Pa
         KarelProgramDataset(bad, validate=True)
     data.close()
     (bad / "data.hdf5").write_bytes(b"not hdf5")
-    with pytest.raises(UserError, match="not a readable HDF5 file"):
+    with pytest.raises(UserError, match="corrupt or not an HDF5 file"):
         KarelProgramDataset(bad)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from compkit_utils.datasets.info import INFO_FILE, verify_info
 from compkit_utils.errors import UserError
 from leaps_karel import dsl
 from leaps_karel.world import NUM_CHANNELS
@@ -57,12 +58,15 @@ class KarelProgramDataset:
 
     Args:
         path: the dataset folder (holding ``data.hdf5`` and ``id.txt``) or the ``.hdf5`` file.
-        validate: check every listed group's datasets (names, dtypes, ranks, consistent shapes)
-            on construction; otherwise each item is checked when it is read.
+        validate: on construction, check the SHA-256 of every file listed in
+            ``dataset_info.json`` (when the folder has one, as generated datasets do) and every
+            listed group's datasets (names, dtypes, ranks, consistent shapes); otherwise each
+            item is checked when it is read.
 
     Raises:
-        UserError: a missing file, a group listed in ``id.txt`` but absent, or a dataset with
-            the wrong name, dtype or shape — naming the file and the dataset.
+        UserError: a missing file, a corrupt one (checksum mismatch, unreadable HDF5 data), a
+            group listed in ``id.txt`` but absent, or a dataset with the wrong name, dtype or
+            shape — naming the file and the dataset, and the fix.
     """
 
     def __init__(self, path: str | os.PathLike[str], validate: bool = False) -> None:
@@ -78,6 +82,8 @@ class KarelProgramDataset:
         id_file = self.file.parent / ID_FILE
         self._handle: Any = None
         self._pid = -1
+        if validate and (self.file.parent / INFO_FILE).is_file():
+            verify_info(self.file.parent, fix=_fix(self.file.parent))
         try:
             with h5py.File(self.file, "r") as handle:
                 if id_file.is_file():
@@ -94,9 +100,13 @@ class KarelProgramDataset:
                 self.info = _read_data_info(handle, self.file)
                 if validate:
                     for name in self.ids:
-                        _check_group(handle[name], self.file, name)
-        except OSError as exc:
-            raise UserError(f"{self.file}: not a readable HDF5 file ({exc})") from exc
+                        for dataset in _check_group(handle[name], self.file, name).values():
+                            _ = dataset[()]  # read every byte: damaged data raises here
+        except (OSError, RuntimeError) as exc:
+            raise UserError(
+                f"{self.file}: corrupt or not an HDF5 file ({_reason(exc)}); "
+                f"{_fix(self.file.parent)}"
+            ) from exc
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -113,8 +123,14 @@ class KarelProgramDataset:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} programs")
         name = self.ids[index]
-        datasets = _check_group(self._file_handle()[name], self.file, name)
-        return {key: dataset[()] for key, dataset in datasets.items()}
+        try:
+            datasets = _check_group(self._file_handle()[name], self.file, name)
+            return {key: dataset[()] for key, dataset in datasets.items()}
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise UserError(
+                f"{self.file}: corrupt, program '{name}' cannot be read ({_reason(exc)}); "
+                f"{_fix(self.file.parent)}"
+            ) from exc
 
     def program_text(self, index: int) -> str:
         """The program of item ``index`` as DSL text."""
@@ -131,6 +147,16 @@ class KarelProgramDataset:
         state["_handle"] = None  # never pickle an open file into worker processes
         state["_pid"] = -1
         return state
+
+
+def _fix(folder: Path) -> str:
+    return f"delete it and rerun `leaps-karel generate-dataset --out-dir {folder} --resume`"
+
+
+def _reason(exc: BaseException) -> str:
+    """An h5py error message on one line, without HDF5's call-site details."""
+    text = " ".join(str(exc).split())
+    return text.split(" (", 1)[0] if len(text) > 120 else text
 
 
 def _sorted_ids(names: Iterable[str]) -> list[str]:
@@ -164,7 +190,16 @@ def _check_group(group: Any, file: Path, name: str) -> dict[str, Any]:
     for key, (dtype, ndim) in DATASET_SCHEMA.items():
         try:
             dataset = datasets[key] = group[key]
-        except KeyError:
+        except KeyError as exc:
+            try:
+                listed = key in group
+            except (KeyError, OSError, RuntimeError):
+                listed = True
+            if listed:  # the link exists but the object cannot be opened: damaged bytes
+                raise UserError(
+                    f"{file}: corrupt, dataset '{name}/{key}' cannot be opened ({_reason(exc)}); "
+                    f"{_fix(file.parent)}"
+                ) from exc
             raise UserError(f"{file}: dataset '{name}/{key}' is missing") from None
         if dataset.dtype != dtype or dataset.ndim != ndim:
             raise UserError(

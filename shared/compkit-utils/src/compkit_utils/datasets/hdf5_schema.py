@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, install_hint
 
 __all__ = ["ArraySpec", "Schema", "open_hdf5", "validate_hdf5"]
 
@@ -38,7 +38,7 @@ def _h5py() -> Any:
     except ImportError as exc:
         raise UserError(
             "HDF5 files need h5py, which comes with the hdf5 extra: "
-            "pip install 'compkit-utils[hdf5]'"
+            + install_hint("compkit-utils", "hdf5")
         ) from exc
     return h5py
 

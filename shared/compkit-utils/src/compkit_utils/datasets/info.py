@@ -79,8 +79,15 @@ def read_info(directory: str | os.PathLike[str]) -> DatasetInfo:
         raise UserError(f"{path}: malformed dataset_info.json ({exc})") from exc
 
 
-def verify_info(directory: str | os.PathLike[str]) -> DatasetInfo:
+def verify_info(
+    directory: str | os.PathLike[str], *, fix: str = "regenerate the dataset"
+) -> DatasetInfo:
     """Read ``dataset_info.json`` and check every recorded file's SHA-256.
+
+    Args:
+        directory: the dataset folder.
+        fix: what the user should do, appended to the error message (e.g. "delete it and
+            rerun `... generate-dataset --resume`").
 
     Raises:
         UserError: a file is missing or its checksum differs, naming the file.
@@ -89,11 +96,11 @@ def verify_info(directory: str | os.PathLike[str]) -> DatasetInfo:
     for name, expected in info.files.items():
         path = Path(directory) / name
         if not path.is_file():
-            raise UserError(f"{path}: listed in {INFO_FILE} but missing; regenerate the dataset")
+            raise UserError(f"{path}: listed in {INFO_FILE} but missing; {fix}")
         actual = sha256_file(path)
         if actual != expected:
             raise UserError(
-                f"{path}: SHA-256 {actual[:12]}… does not match {INFO_FILE} ({expected[:12]}…); "
-                "the file is corrupt or was modified, regenerate it"
+                f"{path}: corrupt, SHA-256 {actual[:12]}… does not match {INFO_FILE} "
+                f"({expected[:12]}…); {fix}"
             )
     return info

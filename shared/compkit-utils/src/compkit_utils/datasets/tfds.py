@@ -33,12 +33,14 @@ import numpy as np
 
 from compkit_utils.datasets.hdf5 import open_hdf5
 from compkit_utils.datasets.info import INFO_FILE, read_info
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, install_hint
 
 try:
     import tensorflow_datasets as tfds
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise UserError("TFDS export needs the tfds extra: pip install 'compkit-utils[tfds]'") from exc
+    raise UserError(
+        "TFDS export needs the tfds extra: " + install_hint("compkit-utils", "tfds")
+    ) from exc
 
 # A split's source: an HDF5 file written by compkit_utils.datasets.hdf5, or arrays in memory.
 Source = str | os.PathLike[str] | Mapping[str, np.ndarray]
