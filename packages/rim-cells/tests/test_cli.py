@@ -56,17 +56,8 @@ def test_smoke_train_evaluate_plot_and_resume(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch, capsys):
-    import rim_cells.seqmnist.train as train_mod
-
-    real = train_mod.smoke_config
-
-    def two_epochs(cfg):
-        import dataclasses
-
-        return dataclasses.replace(real(cfg), epochs=cfg.epochs)
-
-    monkeypatch.setattr(train_mod, "smoke_config", two_epochs)
+def test_resume_continues_exactly(tmp_path, capsys):
+    # --smoke sets one epoch; the explicit --epochs wins
     runs = tmp_path / "runs"
     base = ["seqmnist", "train", "--smoke", "--runs-dir", str(runs)]
     assert main([*base, "--run-name", "full", "--epochs", "2"]) == 0
@@ -125,11 +116,12 @@ def test_seeded_runs_are_identical(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["seqmnist", "train", "--data.dataset", "digits", "--model.k-active", "9"], "k-active 9"),
+        (["seqmnist", "train", "--model.k-active", "9"], "--model.k-active (9) must be at most"),
         (["seqmnist", "train", "--smoke", "--resume"], "--resume: no train run"),
         (["seqmnist", "evaluate"], "--checkpoint is required"),
-        (["seqmnist", "evaluate", "--checkpoint", "/nonexistent/last.pt"], "not found"),
-        (["plot-activations", "--checkpoint", "/nonexistent.pt"], "not found"),
+        (["seqmnist", "evaluate", "--checkpoint", "/nonexistent/last.pt"], "file not found"),
+        (["plot-activations", "--checkpoint", "/nonexistent.pt"], "file not found"),
+        (["plot-activations"], "--checkpoint is required"),
         (["bench", "--threads", "0"], "--threads"),
     ],
 )
@@ -155,10 +147,17 @@ def test_tensorboard_event_files(tmp_path):
     assert {"train/loss", "eval/acc_8"} <= set(accumulator.Tags()["scalars"])
 
 
-def test_lstm_model_refuses_plot(tmp_path, capsys):
+def test_lstm_model_refuses_plot_before_training(tmp_path, capsys, monkeypatch):
+    import rim_cells.seqmnist.train as train_mod
+
+    def no_training(cfg):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train_mod, "train", no_training)
     argv = ["seqmnist", "train", "--smoke", "--model.kind", "lstm", "--plot"]
-    assert main([*argv, "--runs-dir", str(tmp_path)]) == 2
-    assert "--plot needs" in capsys.readouterr().err
+    assert main([*argv, "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "--plot needs --model.kind rim" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_mnist_path_with_monkeypatched_loader(tmp_path, monkeypatch):

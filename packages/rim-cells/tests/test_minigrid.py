@@ -12,13 +12,13 @@ from compkit_utils.config import from_dict, load, to_dict
 from compkit_utils.errors import UserError
 from compkit_utils.logging import read_metrics
 from compkit_utils.testing import assert_run_dir, only_run_dir
+from compkit_utils.validate import validate_config
 from rim_cells.cli import main
 from rim_cells.config import RIMConfig
 from rim_cells.minigrid.config import (
     MiniGridTrainConfig,
     ModelConfig,
     PPOConfig,
-    validate_train,
     zero_shot_envs,
 )
 from rim_cells.minigrid.envs import (
@@ -353,7 +353,7 @@ def test_evaluate_and_visualize(tmp_path, capsys):
 
 def test_bad_inputs_are_user_errors(tmp_path, capsys):
     assert main(["minigrid", "evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "missing.pt: file not found" in capsys.readouterr().err
     argv = ["minigrid", "train", "--runs-dir", str(tmp_path), "--ppo.recurrence", "5"]
     assert main(argv) == 2
     assert "--ppo.frames-per-proc (128) must be a multiple" in capsys.readouterr().err
@@ -361,4 +361,4 @@ def test_bad_inputs_are_user_errors(tmp_path, capsys):
     assert "--resume: no minigrid-train run" in capsys.readouterr().err
     rim = RIMConfig(num_units=4, k_active=5)
     with pytest.raises(UserError, match="k-active"):
-        validate_train(MiniGridTrainConfig(model=ModelConfig(rim=rim)))
+        validate_config(MiniGridTrainConfig(model=ModelConfig(rim=rim)))

@@ -13,6 +13,13 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from compkit_utils.devices import DeviceName
+from compkit_utils.errors import UserError
+from compkit_utils.validate import InputFile, OutputDir, Range
+
+Positive = Annotated[int, Range(1)]
+"""An integer of at least 1."""
+Dropout = Annotated[float, Range(0, 1, hi_open=True)]
+"""A dropout probability in [0, 1)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,31 +31,39 @@ class RIMConfig:
     ``--model.num-units``, ``--model.k-active`` and so on.
     """
 
-    num_units: int = 6
+    num_units: Positive = 6
     """RIM units N (the paper's K_t)."""
-    k_active: int = 4
+    k_active: Positive = 4
     """Active RIM units per step k (the paper's K_a)."""
-    hidden_size: int = 100
+    hidden_size: Positive = 100
     """Hidden features per RIM unit H (total width N·H)."""
     rnn_cell: Literal["LSTM", "GRU"] = "LSTM"
     """Recurrent cell inside each RIM unit."""
     activation: Literal["null_attention", "raw_score"] = "null_attention"
     """Active-unit rule: null_attention = the paper's (least attention on the null input),
     raw_score = the community code's (largest raw score on the real input)."""
-    input_key_size: int = 64
+    input_key_size: Positive = 64
     """Input-attention key/query width."""
-    input_value_size: int = 400
+    input_value_size: Positive = 400
     """Input-attention value width (the units' cell input)."""
-    num_input_heads: int = 1
+    num_input_heads: Positive = 1
     """Input-attention heads."""
-    input_dropout: float = 0.1
+    input_dropout: Dropout = 0.1
     """Dropout on input-attention probabilities."""
-    comm_key_size: int = 32
+    comm_key_size: Positive = 32
     """Communication key/query width."""
-    num_comm_heads: int = 4
+    num_comm_heads: Positive = 4
     """Communication heads (the community MNIST script accidentally ran with 1)."""
-    comm_dropout: float = 0.1
+    comm_dropout: Dropout = 0.1
     """Dropout on communication-attention probabilities."""
+
+    def check(self) -> None:
+        """At most N units can be active (the flags are those of the ``model`` settings)."""
+        if self.k_active > self.num_units:
+            raise UserError(
+                f"--model.k-active ({self.k_active}) must be at most --model.num-units "
+                f"({self.num_units})"
+            )
 
     @property
     def width(self) -> int:
@@ -82,8 +97,9 @@ class RIMConfig:
 RIM_FIELDS = tuple(f.name for f in dataclasses.fields(RIMConfig))
 """Names of the RIM settings (flat keys of the ``model`` settings before 0.2)."""
 
-FlatRIM = Annotated[RIMConfig, tyro.conf.arg(name="")]
-"""A nested `RIMConfig` whose flags carry the parent's prefix only (``--model.num-units``)."""
+ModelRIM = Annotated[RIMConfig, tyro.conf.arg(name="model", prefix_name=False)]
+"""A `RIMConfig` nested in a top-level ``model`` field, with the flags of ``model`` itself
+(``--model.num-units``, not ``--model.rim.num-units``)."""
 
 
 def upgrade_saved_config(
@@ -120,15 +136,15 @@ class SeqModelConfig:
 
     kind: Literal["rim", "lstm"] = "rim"
     """`rim` (one RIM layer) or the `lstm` baseline (nn.LSTM of `lstm-hidden` units)."""
-    rim: FlatRIM = RIMConfig()
+    rim: ModelRIM = RIMConfig()
     """The RIM layer (with `--model.kind rim`)."""
-    lstm_hidden: int = 600
+    lstm_hidden: Positive = 600
     """Hidden size of the LSTM baseline (600 = the README's total width)."""
     embedding: Literal["token", "linear", "none"] = "token"
     """Input transform: `token` (learned embedding of the binarised pixel, the fix users
     needed), `linear` (Linear(1 → embedding-size) of the 0/1 pixel), `none` (the raw 0/255
     value as one feature, the community script's setting)."""
-    embedding_size: int = 600
+    embedding_size: Positive = 600
     """Width of the pixel embedding (ignored with `--model.embedding none`)."""
     init_state: Literal["zeros", "random"] = "zeros"
     """Initial state: zeros, or standard normal on every call (original; stochastic eval)."""
@@ -145,15 +161,15 @@ class SeqDataConfig:
     """MNIST directory (default: $COMPKIT_DATA_DIR, then ~/.cache/compkit/mnist)."""
     download: bool = True
     """Download MNIST when it is missing (a manually placed copy is always accepted)."""
-    train_size: int | None = None
+    train_size: Annotated[int | None, Range(2)] = None
     """Training image side (default 14 for MNIST, 8 for digits)."""
-    test_sizes: tuple[int, ...] | None = None
+    test_sizes: Annotated[tuple[int, ...] | None, Range(2)] = None
     """Test image sides (default 14 16 19 24 for MNIST, 8 9 11 14 for digits)."""
-    train_limit: int | None = None
+    train_limit: Annotated[int | None, Range(1)] = None
     """Use only the first N training images (after the seeded digits split)."""
-    test_limit: int | None = None
+    test_limit: Annotated[int | None, Range(1)] = None
     """Use only the first N test images."""
-    digits_test_fraction: float = 0.25
+    digits_test_fraction: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.25
     """Digits only: fraction held out as the test set (seeded split)."""
 
 
@@ -161,15 +177,15 @@ class SeqDataConfig:
 class SeqOptimConfig:
     """Optimisation."""
 
-    lr: float = 1e-3
+    lr: Annotated[float, Range(0, None, lo_open=True)] = 1e-3
     """Adam learning rate."""
-    batch_size: int = 64
+    batch_size: Positive = 64
     """Training batch size."""
-    eval_batch_size: int = 512
+    eval_batch_size: Positive = 512
     """Evaluation batch size."""
-    grad_clip: float | None = 1.0
+    grad_clip: Annotated[float | None, Range(0, None, lo_open=True)] = 1.0
     """Clip the global gradient norm (none = no clipping, the community script)."""
-    entropy_coef: float = 0.0
+    entropy_coef: Annotated[float, Range()] = 0.0
     """Add coef·H(p) to the loss (the community script used 1.0; computed stably)."""
     shuffle: bool = True
     """Shuffle training batches each epoch (the community script did not)."""
@@ -194,62 +210,104 @@ class SeqMnistTrainConfig:
     data: SeqDataConfig = SeqDataConfig()
     optim: SeqOptimConfig = SeqOptimConfig()
     log: SeqLogConfig = SeqLogConfig()
-    epochs: int = 20
+    epochs: Positive = 20
     """Training epochs."""
     seed: int = 0
     """Random seed (model init, data order, dropout, digits split)."""
     device: DeviceName = "auto"
     """auto (CUDA if available), cpu, cuda or mps."""
-    threads: int | None = None
+    threads: Annotated[int | None, Range(1)] = None
     """CPU threads for torch (default: torch's choice or $OMP_NUM_THREADS)."""
-    runs_dir: str | None = None
+    runs_dir: Annotated[str | None, OutputDir()] = None
     """Runs root (default: $RUNS_DIR, then ./runs)."""
     run_name: str | None = None
     """Run directory name (default: train__<seed>__<UTC time>)."""
     resume: bool = False
-    """Continue the run named by --run-name from its last checkpoint."""
+    """Continue the run named by --run-name (default: the newest train run) from its last
+    checkpoint."""
     plot: bool = False
     """After training, write activations.png (active units over time) into the run dir."""
     smoke: bool = False
-    """Tiny offline run (digits, small model, 1 epoch) that checks the whole code path."""
+    """Tiny offline run (digits, small model, 1 epoch) that checks the whole code path;
+    explicit flags still win (`--smoke --epochs 2`)."""
+
+    @classmethod
+    def smoke_defaults(cls) -> SeqMnistTrainConfig:
+        """The ``--smoke`` settings: offline digits subset, tiny model, one epoch."""
+        rim = RIMConfig(
+            num_units=3,
+            k_active=2,
+            hidden_size=8,
+            input_key_size=8,
+            input_value_size=16,
+            comm_key_size=8,
+            num_comm_heads=2,
+        )
+        return cls(
+            model=SeqModelConfig(rim=rim, lstm_hidden=24, embedding_size=8),
+            data=SeqDataConfig(dataset="digits", train_limit=96, test_limit=48, test_sizes=(8, 10)),
+            optim=SeqOptimConfig(batch_size=32, eval_batch_size=64),
+            epochs=1,
+            smoke=True,
+        )
+
+    def check(self) -> None:
+        """Cross-field rules."""
+        if self.plot and self.model.kind != "rim":
+            raise UserError(
+                "--plot needs --model.kind rim (an LSTM has no units to show); drop --plot"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class SeqMnistEvaluateConfig:
     """Evaluate a sequential-MNIST/digits checkpoint at several image sizes."""
 
-    checkpoint: str = ""
-    """Checkpoint file (a run's checkpoints/last.pt)."""
-    test_sizes: tuple[int, ...] | None = None
+    checkpoint: Annotated[str | None, InputFile()] = None
+    """Checkpoint file (a run's checkpoints/last.pt); required."""
+    test_sizes: Annotated[tuple[int, ...] | None, Range(2)] = None
     """Image sides to test (default: those of the training run)."""
     data_dir: str | None = None
     """MNIST directory override."""
-    test_limit: int | None = None
+    test_limit: Annotated[int | None, Range(1)] = None
     """Evaluate only the first N test images."""
     device: DeviceName = "auto"
     """auto, cpu, cuda or mps."""
-    threads: int | None = None
+    threads: Annotated[int | None, Range(1)] = None
     """CPU threads for torch."""
     out: str | None = None
     """Also write the accuracies to this JSON file."""
+
+    def check(self) -> None:
+        """The checkpoint is required."""
+        _require_checkpoint(self.checkpoint)
 
 
 @dataclasses.dataclass(frozen=True)
 class PlotActivationsConfig:
     """Heat-map of which RIM units are active at each step (and their input attention)."""
 
-    checkpoint: str = ""
-    """Checkpoint of a `seqmnist train --model.kind rim` run."""
+    checkpoint: Annotated[str | None, InputFile()] = None
+    """Checkpoint of a `seqmnist train --model.kind rim` run; required."""
     out: str = "activations.png"
     """Output PNG file."""
-    size: int | None = None
+    size: Annotated[int | None, Range(2)] = None
     """Image side to show (default: the training size)."""
-    index: int = 0
+    index: Annotated[int, Range(0)] = 0
     """Which test image to show."""
     data_dir: str | None = None
     """MNIST directory override."""
-    dpi: int = 80
+    dpi: Positive = 80
     """Figure resolution."""
+
+    def check(self) -> None:
+        """The checkpoint is required."""
+        _require_checkpoint(self.checkpoint)
+
+
+def _require_checkpoint(checkpoint: str | None) -> None:
+    if not checkpoint:
+        raise UserError("--checkpoint is required (a run's checkpoints/last.pt)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, install_hint
 from compkit_utils.io import atomic_path
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as exc:
-        raise UserError("plotting needs matplotlib: pip install 'rim-cells[plot]'") from exc
+        raise UserError(f"plotting needs matplotlib: {install_hint('rim-cells', 'plot')}") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

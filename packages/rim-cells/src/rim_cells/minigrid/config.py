@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from compkit_utils.devices import DeviceName
-from rim_cells.config import FlatRIM, RIMConfig
+from compkit_utils.errors import UserError
+from compkit_utils.validate import InputFile, OutputDir, Range
+from rim_cells.config import ModelRIM, Positive, RIMConfig
+
+Fraction = Annotated[float, Range(0, 1)]
+"""A number in [0, 1]."""
+PositiveFloat = Annotated[float, Range(0, None, lo_open=True)]
+"""A number > 0."""
+NonNegative = Annotated[float, Range(0)]
+"""A number >= 0."""
 
 #: Each task: the training environment first, then the larger variants it is evaluated on
 #: zero-shot, and the number of training frames the original README recommends.
@@ -55,7 +64,7 @@ class EnvConfig:
 
     env_id: str = "MiniGrid-Empty-5x5-v0"
     """Gymnasium id of the training environment (MiniGrid-Empty-*, -DoorKey-*, -MultiRoom-*...)."""
-    num_envs: int = 16
+    num_envs: Positive = 16
     """Parallel environments (the original's ``--procs``); env i is seeded with seed + 10000·i."""
     vectorization: Literal["sync", "async"] = "sync"
     """Gymnasium vector env: ``sync`` steps them in this process, ``async`` in subprocesses."""
@@ -72,13 +81,21 @@ class ModelConfig:
 
     memory: Literal["rim", "lstm"] = "rim"
     """Recurrent memory: a RIM cell (N units of H, k active) or a single ``LSTMCell`` baseline."""
-    rim: FlatRIM = dataclasses.field(default_factory=_minigrid_rim)
+    rim: ModelRIM = dataclasses.field(default_factory=_minigrid_rim)
     """The RIM memory (with ``--model.memory rim``); its width is N·H, memory = [h; c]."""
-    lstm_hidden: int = 64
+    lstm_hidden: Positive = 64
     """Hidden size of the LSTM baseline (64 = the RIM's 4 × 16); memory = [h; c]."""
     cell_state_bug: bool = False
     """Parity with the original: overwrite the stored cell state c with h before every memory step
     (the bug present when the README results were produced). Off = the fixed behaviour."""
+
+    def check(self) -> None:
+        """The memory is [h; c]: RIM units must be LSTM cells."""
+        if self.memory == "rim" and self.rim.rnn_cell != "LSTM":
+            raise UserError(
+                f"--model.rnn-cell {self.rim.rnn_cell}: the MiniGrid memory is [h; c] of LSTM "
+                "units; use --model.rnn-cell LSTM (or --model.memory lstm)"
+            )
 
     @property
     def hidden_size(self) -> int:
@@ -90,50 +107,59 @@ class ModelConfig:
 class PPOConfig:
     """PPO (torch_ac-style, recurrent) hyperparameters; defaults are the original's."""
 
-    frames_per_proc: int = 128
+    frames_per_proc: Positive = 128
     """Rollout length per environment and update (16 × 128 = 2048 frames per update)."""
-    discount: float = 0.99
+    discount: Fraction = 0.99
     """Discount γ."""
-    gae_lambda: float = 0.95
+    gae_lambda: Fraction = 0.95
     """GAE λ."""
-    lr: float = 1e-4
+    lr: PositiveFloat = 1e-4
     """Adam learning rate (rl-starter-files uses 1e-3; the RIM scripts 1e-4)."""
-    adam_eps: float = 1e-8
+    adam_eps: PositiveFloat = 1e-8
     """Adam ε."""
-    clip_eps: float = 0.2
+    clip_eps: PositiveFloat = 0.2
     """Clipping range of the policy ratio and of the value change."""
-    epochs: int = 4
+    epochs: Positive = 4
     """Optimisation epochs over each rollout."""
-    batch_size: int = 256
+    batch_size: Positive = 256
     """Frames per minibatch (batch_size / recurrence sequences of recurrence steps)."""
-    recurrence: int = 32
+    recurrence: Positive = 32
     """BPTT length: steps per sequence chunk in the update (must divide frames_per_proc)."""
-    entropy_coef: float = 0.01
+    entropy_coef: NonNegative = 0.01
     """Entropy bonus coefficient."""
-    value_loss_coef: float = 0.5
+    value_loss_coef: NonNegative = 0.5
     """Value loss coefficient."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: PositiveFloat = 0.5
     """Global gradient-norm clip."""
+
+    def check(self) -> None:
+        """Rollouts split into whole BPTT chunks; minibatches hold whole chunks."""
+        if self.frames_per_proc % self.recurrence:
+            raise UserError(
+                f"--ppo.frames-per-proc ({self.frames_per_proc}) must be a multiple of "
+                f"--ppo.recurrence ({self.recurrence})"
+            )
+        if self.batch_size % self.recurrence:
+            raise UserError(
+                f"--ppo.batch-size ({self.batch_size}) must be a multiple of "
+                f"--ppo.recurrence ({self.recurrence})"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class LogConfig:
     """Logging and checkpoints."""
 
-    console_every: int = 1
+    console_every: Annotated[int, Range(0)] = 1
     """Echo a console line every N updates (0 = never)."""
-    save_every: int = 10
+    save_every: Positive = 10
     """Write a checkpoint every N updates (and always at the end)."""
-    keep_last: int = 3
+    keep_last: Positive = 3
     """Step checkpoints to keep (``last.pt`` is always kept)."""
     tensorboard: bool = False
     """Mirror metrics to TensorBoard (needs the ``tensorboard`` extra)."""
     wandb: bool = False
     """Mirror metrics to Weights & Biases (needs the ``wandb`` extra)."""
-
-
-_DEFAULT_FRAMES = 80_000
-_DEFAULT_EVAL_EPISODES = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,43 +174,56 @@ class MiniGridTrainConfig:
     """PPO settings."""
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     """Logging settings."""
-    frames: int = _DEFAULT_FRAMES
+    frames: Positive = 80_000
     """Training frames (README: 80k Empty-5x5, 1M MultiRoom-N2-S4, 300k DoorKey-5x5)."""
-    eval_episodes: int = _DEFAULT_EVAL_EPISODES
+    eval_episodes: Annotated[int, Range(0)] = 100
     """Episodes of a final evaluation on the training env (sampled actions); 0 = none."""
     seed: int = 0
     """Random seed (the original script used 1)."""
     device: DeviceName = "auto"
     """Device: auto = CUDA if available, else CPU."""
-    threads: int | None = 1
+    threads: Annotated[int | None, Range(1)] = 1
     """torch CPU threads; 1 is fastest for this tiny model (None = torch's choice)."""
-    runs_dir: Path | None = None
+    runs_dir: Annotated[Path | None, OutputDir()] = None
     """Runs root (default: $RUNS_DIR, else ./runs)."""
     run_name: str | None = None
     """Run directory name (default minigrid-train__<seed>__<UTC time>)."""
     resume: bool = False
     """Continue the run named by --run-name from its last checkpoint."""
     smoke: bool = False
-    """Tiny run of the full code path (Empty-5x5, 2 envs, 2 updates); seconds on a CPU."""
+    """Tiny run of the full code path (Empty-5x5, 2 envs, 2 updates); seconds on a CPU.
+    Explicit flags still win (``--smoke --frames 128``)."""
+
+    @classmethod
+    def smoke_defaults(cls) -> MiniGridTrainConfig:
+        """The ``--smoke`` settings: 2 Empty-5x5 envs, 2 short updates, a 4-episode eval."""
+        return cls(
+            env=EnvConfig(env_id="MiniGrid-Empty-5x5-v0", num_envs=2),
+            ppo=PPOConfig(frames_per_proc=16, recurrence=4, batch_size=16, epochs=2),
+            log=LogConfig(save_every=1),
+            frames=64,
+            eval_episodes=4,
+            smoke=True,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class MiniGridEvaluateConfig:
     """Evaluate a trained checkpoint, zero-shot on larger variants: mean return / frames table."""
 
-    checkpoint: Path = Path("checkpoints/last.pt")
+    checkpoint: Annotated[Path, InputFile()] = Path("checkpoints/last.pt")
     """Checkpoint (``.pt``) written by ``rim-cells minigrid train``."""
     env: tuple[str, ...] = ()
     """Environment ids (default: the training env and its larger variants)."""
-    episodes: int = 100
+    episodes: Positive = 100
     """Episodes per environment."""
-    num_envs: int = 16
+    num_envs: Positive = 16
     """Parallel environments (env i seeded with seed + 10000·i)."""
     argmax: bool = False
     """Greedy actions instead of sampling from the policy."""
     seed: int = 0
     """Random seed."""
-    threads: int | None = 1
+    threads: Annotated[int | None, Range(1)] = 1
     """torch CPU threads (None = torch's choice)."""
     device: DeviceName = "auto"
     """Device."""
@@ -196,7 +235,7 @@ class MiniGridEvaluateConfig:
 class MiniGridVisualizeConfig:
     """Render one episode of a trained agent (rgb_array) into a GIF."""
 
-    checkpoint: Path = Path("checkpoints/last.pt")
+    checkpoint: Annotated[Path, InputFile()] = Path("checkpoints/last.pt")
     """Checkpoint (``.pt``) written by ``rim-cells minigrid train``."""
     env: str | None = None
     """Environment id (default: the training env)."""
@@ -206,60 +245,11 @@ class MiniGridVisualizeConfig:
     """Greedy actions instead of sampling."""
     seed: int = 0
     """Seed of the episode."""
-    max_steps: int | None = None
+    max_steps: Annotated[int | None, Range(1)] = None
     """Stop after this many steps (default: the environment's own limit)."""
-    fps: float = 6.0
+    fps: PositiveFloat = 6.0
     """Frames per second of the GIF."""
-    tile_size: int = 32
+    tile_size: Positive = 32
     """Pixels per grid cell in the rendering."""
     device: DeviceName = "auto"
     """Device."""
-
-
-def smoke_config(cfg: MiniGridTrainConfig) -> MiniGridTrainConfig:
-    """The tiny version of a training config used by ``--smoke``."""
-    return dataclasses.replace(
-        cfg,
-        env=dataclasses.replace(cfg.env, env_id="MiniGrid-Empty-5x5-v0", num_envs=2),
-        ppo=dataclasses.replace(cfg.ppo, frames_per_proc=16, recurrence=4, batch_size=16, epochs=2),
-        log=dataclasses.replace(cfg.log, save_every=1),
-        # An explicit --frames / --eval-episodes still wins (resuming a smoke run, tests).
-        frames=64 if cfg.frames == _DEFAULT_FRAMES else cfg.frames,
-        eval_episodes=4 if cfg.eval_episodes == _DEFAULT_EVAL_EPISODES else cfg.eval_episodes,
-    )
-
-
-def validate_train(cfg: MiniGridTrainConfig) -> None:
-    """Check a training config; raises ``UserError`` naming the flag to fix."""
-    from compkit_utils.errors import UserError
-
-    ppo, model = cfg.ppo, cfg.model
-    checks = [
-        (cfg.env.num_envs >= 1, "--env.num-envs must be at least 1"),
-        (ppo.recurrence >= 1, "--ppo.recurrence must be at least 1"),
-        (
-            ppo.frames_per_proc % ppo.recurrence == 0,
-            f"--ppo.frames-per-proc ({ppo.frames_per_proc}) must be a multiple of "
-            f"--ppo.recurrence ({ppo.recurrence})",
-        ),
-        (
-            ppo.batch_size % ppo.recurrence == 0 and ppo.batch_size > 0,
-            f"--ppo.batch-size ({ppo.batch_size}) must be a positive multiple of "
-            f"--ppo.recurrence ({ppo.recurrence})",
-        ),
-        (ppo.epochs >= 1, "--ppo.epochs must be at least 1"),
-        (cfg.frames >= 1, "--frames must be positive"),
-        (
-            model.memory != "rim" or 1 <= model.rim.k_active <= model.rim.num_units,
-            f"--model.k-active ({model.rim.k_active}) must be between 1 and --model.num-units "
-            f"({model.rim.num_units})",
-        ),
-        (
-            model.memory != "rim" or model.rim.rnn_cell == "LSTM",
-            "--model.rnn-cell GRU: the MiniGrid memory is [h; c] of LSTM units; use LSTM",
-        ),
-        (cfg.log.save_every >= 1, "--log.save-every must be at least 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)

@@ -48,7 +48,7 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
         **kwargs: passed to the environment (``tile_size=32`` for instance).
 
     Raises:
-        UserError: the id is not a registered environment.
+        UserError: the id is not a registered environment, or not a MiniGrid one.
     """
     import gymnasium as gym
     import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
@@ -61,6 +61,13 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
             f"unknown environment {env_id!r} ({exc}); use a registered id such as "
             "MiniGrid-Empty-5x5-v0, MiniGrid-DoorKey-5x5-v0 or MiniGrid-MultiRoom-N2-S4-v0"
         ) from exc
+    space = env.observation_space
+    if not (isinstance(space, gym.spaces.Dict) and "image" in space.spaces):
+        env.close()
+        raise UserError(
+            f"{env_id} is not a MiniGrid environment (no 'image' observation); use a "
+            "MiniGrid-* id such as MiniGrid-Empty-5x5-v0 or MiniGrid-DoorKey-5x5-v0"
+        )
     return ImgObsWrapper(env)
 
 

@@ -14,11 +14,12 @@ from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_s
 from compkit_utils.config import from_dict, to_dict
 from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.logging import RunLogger, progress
-from compkit_utils.runs import make_run_dir, package_version, resume_run_dir, write_config
+from compkit_utils.runs import open_run, package_version, save_on_interrupt, write_config
 from compkit_utils.seeding import seed_everything
+from compkit_utils.validate import validate_config
 from rim_cells.config import upgrade_saved_config
-from rim_cells.minigrid.config import MiniGridTrainConfig, smoke_config, validate_train
-from rim_cells.minigrid.envs import make_vector_env
+from rim_cells.minigrid.config import MiniGridTrainConfig
+from rim_cells.minigrid.envs import make_env, make_vector_env
 from rim_cells.minigrid.evaluate import evaluate_policy
 from rim_cells.minigrid.model import ActorCritic
 from rim_cells.minigrid.ppo import RecurrentPPO
@@ -31,48 +32,53 @@ COMMAND = "minigrid-train"
 def train(cfg: MiniGridTrainConfig) -> Path:
     """Train, log ``metrics.jsonl`` (``step`` = PPO updates, plus ``env_steps``), checkpoint.
 
-    With ``resume`` the run named ``run_name`` continues from its ``last.pt``: model, optimizer,
+    The run directory comes from `compkit_utils.runs.open_run` (created atomically, locked
+    while training, removed again if training fails before its first checkpoint); Ctrl-C
+    writes a checkpoint at the last finished update. With ``resume`` the run named
+    ``run_name`` (default: the newest one) continues from its ``last.pt``: model, optimizer,
     RNG states and counters are restored and its saved config is used (only ``frames``,
     ``device``, ``threads`` and ``log`` may change). The environments restart fresh episodes
-    (seeded from the seed and the update index) and the memory starts at zero, so a resumed run
-    is deterministic but not bit-identical to an uninterrupted one.
+    (seeded from the seed and the update index) and the memory starts at zero, so a resumed
+    run is deterministic but not bit-identical to an uninterrupted one.
 
     Returns:
         The run directory.
     """
-    if cfg.smoke:
-        cfg = smoke_config(cfg)
-    validate_train(cfg)
-    state = None
-    if cfg.resume:
-        run_dir = resume_run_dir(PACKAGE, COMMAND, cfg.runs_dir, cfg.run_name)
-        latest = run_dir / "checkpoints" / "last.pt"
-        state = load_checkpoint(latest)
-        saved = from_dict(
-            MiniGridTrainConfig,
-            upgrade_saved_config(state["config"], total_hidden=True),
-            source=f"{latest} (config)",
-        )
-        cfg = dataclasses.replace(
-            saved,
-            frames=cfg.frames,
-            device=cfg.device,
-            threads=cfg.threads,
-            log=cfg.log,
-            runs_dir=cfg.runs_dir,
-            run_name=run_dir.name,
-            resume=True,
-        )
-        validate_train(cfg)
-    else:
-        run_dir = make_run_dir(PACKAGE, COMMAND, cfg.seed, cfg.runs_dir, cfg.run_name)
-    manager = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.log.keep_last)
-    previous_threads = torch.get_num_threads()
-    set_threads(cfg.threads)
-    try:
-        return _train(cfg, run_dir, manager, state)
-    finally:
-        torch.set_num_threads(previous_threads)
+    make_env(cfg.env.env_id).close()  # a bad environment id fails before any run exists
+    with open_run(
+        PACKAGE,
+        COMMAND,
+        seed=cfg.seed,
+        runs_dir=cfg.runs_dir,
+        run_name=cfg.run_name,
+        resume=cfg.resume,
+    ) as run:
+        state = None
+        if run.resumed:
+            state = load_checkpoint(run.last_checkpoint)
+            saved = from_dict(
+                MiniGridTrainConfig,
+                upgrade_saved_config(state["config"], total_hidden=True),
+                source=f"{run.last_checkpoint} (config)",
+            )
+            cfg = dataclasses.replace(
+                saved,
+                frames=cfg.frames,
+                device=cfg.device,
+                threads=cfg.threads,
+                log=cfg.log,
+                runs_dir=cfg.runs_dir,
+                run_name=run.path.name,
+                resume=True,
+            )
+            validate_config(cfg)
+        manager = CheckpointManager(run.path / "checkpoints", keep_last=cfg.log.keep_last)
+        previous_threads = torch.get_num_threads()
+        set_threads(cfg.threads)
+        try:
+            return _train(cfg, run.path, manager, state)
+        finally:
+            torch.set_num_threads(previous_threads)
 
 
 def _train(
@@ -129,7 +135,7 @@ def _train(
         wandb_config=to_dict(cfg),
     )
     try:
-        with logger:
+        with logger, save_on_interrupt(checkpoint):
             updates = range(update, num_updates)
             for _ in progress(updates, total=len(updates), desc="updates"):
                 start = time.perf_counter()
@@ -162,9 +168,6 @@ def _train(
                     {"env_steps": env_steps, **{f"eval/{k}": v for k, v in results.items()}},
                     console=True,
                 )
-    except KeyboardInterrupt:
-        checkpoint()
-        raise
     finally:
         envs.close()
     return run_dir

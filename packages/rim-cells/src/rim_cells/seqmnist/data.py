@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, install_hint
 
 if TYPE_CHECKING:
     from rim_cells.config import SeqDataConfig
@@ -140,7 +140,8 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        raise UserError("--data.dataset digits needs scikit-learn: pip install 'rim-cells[digits]'")
+        hint = install_hint("rim-cells", "digits")
+        raise UserError(f"--data.dataset digits needs scikit-learn: {hint}")
     path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if path.is_file():
         with gzip.open(path, "rt") as handle:

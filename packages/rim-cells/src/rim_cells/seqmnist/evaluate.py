@@ -48,7 +48,7 @@ def evaluate_sizes(
 
 
 def load_trained(
-    path: str, device: torch.device
+    path: str | None, device: torch.device
 ) -> tuple[SeqMnistTrainConfig, SequenceClassifier, dict[str, Any]]:
     """Rebuild the training config and the trained model from a checkpoint."""
     if not path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,73 +15,22 @@ import torch.nn.functional as F
 from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_state, restore
 from compkit_utils.config import to_dict
 from compkit_utils.devices import pick_device, set_threads
-from compkit_utils.errors import UserError
 from compkit_utils.logging import RunLogger, progress
 from compkit_utils.runs import (
     check_resume_config,
-    make_run_dir,
+    open_run,
     package_version,
-    resume_run_dir,
+    save_on_interrupt,
     write_config,
 )
-from compkit_utils.seeding import seed_everything
-from rim_cells.config import (
-    SeqDataConfig,
-    SeqMnistTrainConfig,
-    SeqModelConfig,
-    SeqOptimConfig,
-    upgrade_saved_config,
-)
+from compkit_utils.seeding import capture_rng_state, seed_everything
+from rim_cells.config import SeqMnistTrainConfig, upgrade_saved_config
 from rim_cells.seqmnist.data import load_sequences
 from rim_cells.seqmnist.evaluate import evaluate_sizes, format_table
 from rim_cells.seqmnist.model import SequenceClassifier
 
 log = logging.getLogger(__name__)
 PACKAGE = "rim-cells"
-
-
-def smoke_config(cfg: SeqMnistTrainConfig) -> SeqMnistTrainConfig:
-    """Tiny offline settings that still run every part of training."""
-    rim = dataclasses.replace(
-        cfg.model.rim,
-        num_units=3,
-        k_active=2,
-        hidden_size=8,
-        input_key_size=8,
-        input_value_size=16,
-        comm_key_size=8,
-        num_comm_heads=2,
-    )
-    model = dataclasses.replace(cfg.model, rim=rim, lstm_hidden=24, embedding_size=8)
-    data = dataclasses.replace(
-        cfg.data, dataset="digits", train_limit=96, test_limit=48, test_sizes=(8, 10)
-    )
-    optim = dataclasses.replace(cfg.optim, batch_size=32, eval_batch_size=64)
-    return dataclasses.replace(cfg, model=model, data=data, optim=optim, epochs=1)
-
-
-def validate(cfg: SeqMnistTrainConfig) -> None:
-    """Reject inconsistent settings with one clear line each."""
-    m: SeqModelConfig = cfg.model
-    if not 1 <= m.rim.k_active <= m.rim.num_units:
-        raise UserError(
-            f"--model.k-active {m.rim.k_active} must be between 1 and --model.num-units "
-            f"{m.rim.num_units}"
-        )
-    for name in ("hidden_size", "num_units"):
-        if getattr(m.rim, name) < 1:
-            raise UserError(f"--model.{name.replace('_', '-')} must be >= 1")
-    for name in ("lstm_hidden", "embedding_size"):
-        if getattr(m, name) < 1:
-            raise UserError(f"--model.{name.replace('_', '-')} must be >= 1")
-    o: SeqOptimConfig = cfg.optim
-    if o.lr <= 0 or o.batch_size < 1 or o.eval_batch_size < 1:
-        raise UserError("--optim.lr must be > 0 and batch sizes >= 1")
-    if cfg.epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {cfg.epochs}")
-    d: SeqDataConfig = cfg.data
-    if d.train_limit is not None and d.train_limit < 1:
-        raise UserError("--data.train-limit must be >= 1")
 
 
 TRAJECTORY_FIELDS = ("seed", "data", "model", "optim")
@@ -99,40 +50,54 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, entropy_coef: float) -> 
 
 
 def train(cfg: SeqMnistTrainConfig) -> None:
-    """Train, test on every image side after each epoch, checkpoint every epoch."""
-    if cfg.smoke:
-        cfg = smoke_config(cfg)
-    validate(cfg)
+    """Train, test on every image side after each epoch, checkpoint every epoch.
+
+    The run directory comes from `compkit_utils.runs.open_run` (created atomically, locked
+    while training, removed again if training fails before its first checkpoint). Ctrl-C
+    writes a checkpoint at the current batch; ``--resume`` continues from it exactly (same
+    batches, same dropout draws).
+    """
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
-    run_dir = (
-        resume_run_dir(PACKAGE, "train", cfg.runs_dir, cfg.run_name)
-        if cfg.resume
-        else make_run_dir(PACKAGE, "train", cfg.seed, cfg.runs_dir, cfg.run_name)
-    )
+    with open_run(
+        PACKAGE,
+        "train",
+        seed=cfg.seed,
+        runs_dir=cfg.runs_dir,
+        run_name=cfg.run_name,
+        resume=cfg.resume,
+    ) as run:
+        _train(cfg, run.path, device)
+
+
+def _train(cfg: SeqMnistTrainConfig, run_dir: Path, device: torch.device) -> None:
     manager = CheckpointManager(run_dir / "checkpoints", keep_last=2)
     seed_everything(cfg.seed)
-    data = load_sequences(cfg.data, cfg.seed)
-    model = SequenceClassifier(cfg.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
-    start_epoch, step, history = 0, 0, []
+    state = None
     if cfg.resume:
-        latest = manager.last_path
-        state = load_checkpoint(latest, map_location=device)
+        state = load_checkpoint(manager.last_path, map_location=device)
         check_resume_config(
-            latest,
+            manager.last_path,
             upgrade_saved_config(state["config"]),
             to_dict(cfg),
             TRAJECTORY_FIELDS,
             ignore=RESUME_MAY_CHANGE,
         )
+    data = load_sequences(cfg.data, cfg.seed)
+    model = SequenceClassifier(cfg.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    start_epoch, start_batch, step, history = 0, 0, 0, []
+    partial = {"loss": 0.0, "correct": 0}
+    if state is not None:
         step = restore(state, model, optimizer)
-        start_epoch = int(state["extra"]["epoch"])
+        extra = state["extra"]
+        start_epoch = int(extra["epoch"])
+        start_batch = int(extra.get("batch", 0))
+        partial = {"loss": float(extra.get("loss", 0.0)), "correct": int(extra.get("correct", 0))}
         history = [
-            {**row, "acc": {int(s): a for s, a in row["acc"].items()}}
-            for row in state["extra"]["history"]
+            {**row, "acc": {int(s): a for s, a in row["acc"].items()}} for row in extra["history"]
         ]
-        log.info("resumed %s at epoch %d", run_dir, start_epoch)
+        log.info("resumed %s at epoch %d, batch %d", run_dir, start_epoch, start_batch)
     else:
         write_config(run_dir, cfg, PACKAGE)
     sides = sorted(data.tests)
@@ -145,15 +110,36 @@ def train(cfg: SeqMnistTrainConfig) -> None:
     for line in table:
         print(line, flush=True)
     n_train = len(data.train_x)
-    with RunLogger(
-        run_dir,
-        console_every=0,
-        tensorboard=cfg.log.tensorboard,
-        wandb=cfg.log.wandb,
-        resume=cfg.resume,
-        resume_step=step,
-        wandb_config=to_dict(cfg),
-    ) as logger:
+    saved_config = to_dict(dataclasses.replace(cfg, resume=False))
+    # Where an interrupt saves from: the position and the RNG states before the current batch.
+    position: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, **partial}
+    rng_before_batch = capture_rng_state()
+
+    def save(extra: dict[str, Any], rng: dict[str, Any] | None = None) -> None:
+        state = make_state(
+            step=step,
+            model=model,
+            optimizer=optimizer,
+            config=saved_config,
+            package_version=package_version(PACKAGE),
+            extra={**extra, "history": _plain_history(history)},
+        )
+        if rng is not None:
+            state["rng"] = rng
+        manager.save(state)
+
+    with (
+        RunLogger(
+            run_dir,
+            console_every=0,
+            tensorboard=cfg.log.tensorboard,
+            wandb=cfg.log.wandb,
+            resume=cfg.resume,
+            resume_step=step,
+            wandb_config=to_dict(cfg),
+        ) as logger,
+        save_on_interrupt(lambda: save(position, rng_before_batch)),
+    ):
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             model.train()
@@ -162,9 +148,21 @@ def train(cfg: SeqMnistTrainConfig) -> None:
                 if cfg.optim.shuffle
                 else np.arange(n_train)
             )
-            total_loss, total_correct = 0.0, 0
-            batches = range(0, n_train, cfg.optim.batch_size)
-            for start in progress(batches, total=len(batches), desc=f"epoch {epoch + 1}"):
+            first = start_batch if epoch == start_epoch else 0
+            total_loss, total_correct = (
+                (position["loss"], position["correct"]) if first else (0.0, 0)
+            )
+            batches = range(first * cfg.optim.batch_size, n_train, cfg.optim.batch_size)
+            for index_in_epoch, start in enumerate(
+                progress(batches, total=len(batches), desc=f"epoch {epoch + 1}"), first
+            ):
+                position = {
+                    "epoch": epoch,
+                    "batch": index_in_epoch,
+                    "loss": total_loss,
+                    "correct": total_correct,
+                }
+                rng_before_batch = capture_rng_state()
                 index = order[start : start + cfg.optim.batch_size]
                 tokens = torch.from_numpy(data.train_x[index]).to(device)
                 labels = torch.from_numpy(data.train_y[index]).to(device)
@@ -179,6 +177,9 @@ def train(cfg: SeqMnistTrainConfig) -> None:
                 step += 1
                 total_loss += loss.item() * len(index)
                 total_correct += int((logits.argmax(-1) == labels).sum())
+            position = {"epoch": epoch, "batch": len(range(0, n_train, cfg.optim.batch_size))}
+            position.update(loss=total_loss, correct=total_correct)
+            rng_before_batch = capture_rng_state()
             train_time = time.perf_counter() - started
             accs = evaluate_sizes(model, data.tests, cfg.optim.eval_batch_size, device)
             row = {
@@ -187,7 +188,6 @@ def train(cfg: SeqMnistTrainConfig) -> None:
                 "train_acc": total_correct / n_train,
                 "acc": accs,
             }
-            history.append(row)
             metrics = {
                 "epoch": epoch + 1,
                 "train/loss": row["loss"],
@@ -197,25 +197,17 @@ def train(cfg: SeqMnistTrainConfig) -> None:
             }
             logger.log(step, metrics)
             print(format_table([row], sides)[1], flush=True)
-            manager.save(
-                make_state(
-                    step=step,
-                    model=model,
-                    optimizer=optimizer,
-                    config=to_dict(dataclasses.replace(cfg, resume=False)),
-                    package_version=package_version(PACKAGE),
-                    extra={"epoch": epoch + 1, "history": _plain_history(history)},
-                )
-            )
-    if cfg.plot:
-        if cfg.model.kind != "rim":
-            raise UserError("--plot needs --model.kind rim (an LSTM has no units to show)")
-        from rim_cells.plot import plot_model_activations
+            history.append(row)
+            position = {"epoch": epoch + 1, "batch": 0, "loss": 0.0, "correct": 0}
+            save(position)
+            rng_before_batch = capture_rng_state()
+        if cfg.plot:
+            from rim_cells.plot import plot_model_activations
 
-        out = run_dir / "activations.png"
-        test_x, test_y = data.tests[sides[0]]
-        plot_model_activations(model, test_x[0], int(test_y[0]), sides[0], out, device)
-        print(f"wrote {out}")
+            out = run_dir / "activations.png"
+            test_x, test_y = data.tests[sides[0]]
+            plot_model_activations(model, test_x[0], int(test_y[0]), sides[0], out, device)
+            print(f"wrote {out}")
 
 
 def _plain_history(history: list[dict]) -> list[dict]:
