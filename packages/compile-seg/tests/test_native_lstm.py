@@ -7,8 +7,23 @@ import torch
 
 from compile_seg import lstm
 from compile_seg.lstm import masked_lstm, masked_lstm_tokens, native_library
+from compkit_utils import native
 
-needs_native = pytest.mark.skipif(native_library() is None, reason="native kernels unavailable")
+# Skipped only where the kernels cannot be built; under COMPKIT_NATIVE=require (CI) they
+# run, and a build failure fails them (native_library raises).
+needs_native = pytest.mark.skipif(
+    not native.required() and native_library() is None, reason="native kernels unavailable"
+)
+
+
+@needs_native
+def test_argument_structs_match_the_c_side():
+    lib = native_library()
+    assert lib is not None
+    native.check_layout(lib, "masked_lstm_layout", [lstm._FwdArgs, lstm._BwdArgs])
+    assert native.struct_layout(lstm._FwdArgs)[0] == 6 * 8 + 10 * 8
+    with pytest.raises(RuntimeError, match="differ from the ctypes ones"):
+        native.check_layout(lib, "masked_lstm_layout", [lstm._BwdArgs, lstm._FwdArgs])
 
 
 @pytest.fixture

@@ -7,11 +7,33 @@ from typing import Any
 import pytest
 import torch
 
+from compkit_utils import native
 from rim_cells import RIM, RIMCell, _native
 
+# Skipped only where the kernels cannot be built; under COMPKIT_NATIVE=require (CI) they
+# run, and a build failure fails them (native_library raises).
 needs_native = pytest.mark.skipif(
-    _native.native_library() is None, reason="native kernels unavailable"
+    not native.required() and _native.native_library() is None,
+    reason="native kernels unavailable",
 )
+
+
+@needs_native
+def test_argument_structs_match_the_c_side():
+    lib = _native.native_library()
+    assert lib is not None
+    native.check_layout(lib, "rim_lstm_layout", [_native._FwdArgs, _native._BwdArgs])
+    assert native.struct_layout(_native._FwdArgs)[0] == 13 * 8 + 23 * 8
+    with pytest.raises(RuntimeError, match="differ from the ctypes ones"):
+        native.check_layout(lib, "rim_lstm_layout", [_native._FwdArgs])
+
+
+def test_kernel_gate_order_swaps_the_output_and_cell_blocks():
+    """The group cell stores [i | f | o | g]; the kernels take torch's [i | f | g | o]."""
+    blocks = torch.arange(4.0).repeat_interleave(3).view(1, 12)  # blocks 0, 1, 2, 3
+    swapped = _native._kernel_gate_order(blocks)
+    assert swapped.view(4, 3)[:, 0].tolist() == [0.0, 1.0, 3.0, 2.0]
+    assert torch.equal(_native._kernel_gate_order(swapped), blocks)  # its own inverse
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -15,13 +17,36 @@ int64_t add_scaled(int64_t a, int64_t b) { return a + SCALE * b; }
 needs_compiler = pytest.mark.skipif(native.find_compiler() is None, reason="no C compiler")
 
 
+def _clear_caches() -> None:
+    """Forget what this process loaded and probed (as a new process would)."""
+    native._load_cached.cache_clear()
+    native.openmp_supported.cache_clear()
+    native._host_signature.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch, tmp_path):
     monkeypatch.setenv("COMPKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("COMPKIT_NATIVE", raising=False)
-    native._load_cached.cache_clear()
+    for name in ("COMPKIT_NATIVE", "CFLAGS", "LDFLAGS"):
+        monkeypatch.delenv(name, raising=False)
+    _clear_caches()
     yield
-    native._load_cached.cache_clear()
+    _clear_caches()
+
+
+def _fake_compiler(folder: Path, body: str) -> Path:
+    """A ``CC`` shell script that logs each call to ``calls.log`` and then runs ``body``."""
+    script = folder / "fake-cc"
+    log = folder / "calls.log"
+    script.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\n{body}\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def _calls(folder: Path) -> list[str]:
+    log = folder / "calls.log"
+    calls = log.read_text().splitlines() if log.exists() else []
+    return [c for c in calls if c != "--version"]  # builds and probes only
 
 
 def _call(lib: ctypes.CDLL, a: int, b: int) -> int:
@@ -60,14 +85,163 @@ def test_disabled_by_environment(monkeypatch):
     assert native.load_library("probe", SOURCE) is None
 
 
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("", "auto"), ("1", "auto"), ("off", "off"), ("No", "off"), (" require ", "require")],
+)
+def test_mode_from_environment(monkeypatch, value, mode):
+    monkeypatch.setenv("COMPKIT_NATIVE", value)
+    assert native.mode() == mode
+    assert native.required() == (mode == "require")
+    assert native.enabled() == (mode != "off")
+
+
 @needs_compiler
 def test_a_failed_build_warns_once_and_returns_none(caplog):
     with caplog.at_level(logging.WARNING, logger="compkit_utils.native"):
         assert native.load_library("broken", "this is not C;") is None
+        assert native.load_library("broken", "this is not C;") is None
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1
     assert "compiling native kernels 'broken' failed" in messages[0]
+    assert "working C compiler" in messages[0]
     assert "COMPKIT_NATIVE=0" in messages[0]
+
+
+def test_a_failed_build_is_remembered_across_processes(monkeypatch, tmp_path, caplog):
+    """A compiler that always fails runs once: later processes read the marker file."""
+    cc = _fake_compiler(tmp_path, 'echo "kernel.c:1: error: this compiler is broken" >&2; exit 1')
+    monkeypatch.setenv("CC", str(cc))
+    with caplog.at_level(logging.WARNING, logger="compkit_utils.native"):
+        assert native.load_library("probe", SOURCE) is None
+        first = len(_calls(tmp_path))
+        assert first == 1  # no OpenMP requested: no probe, one build
+        _clear_caches()  # a new process
+        assert native.load_library("probe", SOURCE) is None
+    assert len(_calls(tmp_path)) == first  # not recompiled
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1  # only the process that ran the compiler warns
+    assert "this compiler is broken" in warnings[0]
+    markers = list((tmp_path / "cache" / "native").glob("probe-*.failed"))
+    assert len(markers) == 1
+    assert "this compiler is broken" in markers[0].read_text()
+    # Deleting the marker retries the build.
+    markers[0].unlink()
+    _clear_caches()
+    assert native.load_library("probe", SOURCE) is None
+    assert len(_calls(tmp_path)) == first + 1
+
+
+def test_require_mode_turns_a_failure_into_an_error(monkeypatch, tmp_path):
+    cc = _fake_compiler(tmp_path, 'echo "error: broken" >&2; exit 1')
+    monkeypatch.setenv("CC", str(cc))
+    assert native.load_library("probe", SOURCE) is None  # auto: remembered failure
+    _clear_caches()
+    monkeypatch.setenv("COMPKIT_NATIVE", "require")
+    # require mode retries despite the marker, then fails loudly
+    with pytest.raises(native.NativeUnavailableError, match=r"'probe' are required.*error: broken"):
+        native.load_library("probe", SOURCE)
+    assert len(_calls(tmp_path)) == 2
+    monkeypatch.setattr(native, "find_compiler", lambda: None)
+    with pytest.raises(native.NativeUnavailableError, match="no C compiler"):
+        native.load_library("probe", SOURCE)
+    switch = native.KernelSwitch("probe", lambda: native.load_library("probe", SOURCE))
+    with pytest.raises(native.NativeUnavailableError):
+        switch.native_allowed()  # a package's "auto" switch cannot fall back either
+
+
+@needs_compiler
+def test_a_compiler_without_openmp_builds_serial_kernels(monkeypatch, tmp_path):
+    """Like Apple clang: -fopenmp is rejected, the kernels build without it and agree."""
+    real = native.find_compiler()
+    cc = _fake_compiler(
+        tmp_path,
+        'for a in "$@"; do if [ "$a" = "-fopenmp" ]; then\n'
+        "  echo \"clang: error: unsupported option '-fopenmp'\" >&2; exit 1\nfi; done\n"
+        f'exec "{real}" "$@"',
+    )
+    monkeypatch.setenv("CC", str(cc))
+    source = native.common_source() + RUN_JOBS_SOURCE
+    lib = native.load_library("omp_probe", source, openmp=True)
+    assert lib is not None
+    assert _sum_of_squares(lib, 8) == [i * i for i in range(8)]
+    assert not native.openmp_supported(str(cc))
+    calls = _calls(tmp_path)
+    assert sum("-fopenmp" in c.split() for c in calls) == 1  # the probe only
+    assert not any("-fopenmp" in c.split() for c in calls[1:])
+    assert list((tmp_path / "cache" / "native").glob("openmp-*.no"))
+    # A new process neither probes nor builds again.
+    _clear_caches()
+    assert native.load_library("omp_probe", source, openmp=True) is not None
+    assert len(_calls(tmp_path)) == len(calls)
+
+
+@needs_compiler
+def test_openmp_is_used_where_the_compiler_has_it(tmp_path):
+    compiler = native.find_compiler()
+    assert compiler is not None
+    if not native.openmp_supported(compiler):
+        pytest.skip(f"{compiler} has no OpenMP")  # e.g. Apple clang: covered by the test above
+    lib = native.load_library("omp_probe", native.common_source() + RUN_JOBS_SOURCE, openmp=True)
+    assert lib is not None
+    assert _sum_of_squares(lib, 8) == [i * i for i in range(8)]
+    assert list((tmp_path / "cache" / "native").glob("openmp-*.yes"))
+
+
+RUN_JOBS_SOURCE = """
+typedef struct { int64_t i, out; } square_job;
+static void *square(void *arg) { square_job *j = arg; j->out = j->i * j->i; return NULL; }
+void squares(int64_t n, int64_t *out) {
+    square_job jobs[64];
+    for (int64_t i = 0; i < n; ++i) jobs[i] = (square_job){i, -1};
+    run_jobs(jobs, sizeof(square_job), n, square);
+    for (int64_t i = 0; i < n; ++i) out[i] = jobs[i].out;
+}
+"""
+
+
+def _sum_of_squares(lib: ctypes.CDLL, n: int) -> list[int]:
+    out = (ctypes.c_int64 * n)()
+    lib.squares.argtypes = [ctypes.c_int64, ctypes.c_void_p]
+    lib.squares(n, out)
+    return list(out)
+
+
+LAYOUT_SOURCE = """
+#include <stddef.h>
+#include <stdint.h>
+typedef struct { int64_t n; int32_t flag; } inner;
+typedef struct { inner d; const float *x; double scale; } args;
+int64_t probe_layout(int64_t i) {
+    const int64_t t[] = {sizeof(args), offsetof(args, d.n), offsetof(args, d.flag),
+                         offsetof(args, x), offsetof(args, scale)};
+    return i >= 0 && i < 5 ? t[i] : -1;
+}
+"""
+
+
+class _Inner(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_int64), ("flag", ctypes.c_int32)]
+
+
+class _Args(ctypes.Structure):
+    _fields_ = [("d", _Inner), ("x", ctypes.c_void_p), ("scale", ctypes.c_double)]
+
+
+class _WrongArgs(ctypes.Structure):  # a field missing on the Python side
+    _fields_ = [("d", _Inner), ("x", ctypes.c_void_p)]
+
+
+@needs_compiler
+def test_struct_layouts_are_checked_against_the_c_side():
+    lib = native.load_library("layout_probe", LAYOUT_SOURCE)
+    assert lib is not None
+    assert native.struct_layout(_Args) == [32, 0, 8, 16, 24]
+    native.check_layout(lib, "probe_layout", [_Args])
+    with pytest.raises(RuntimeError, match="differ from the ctypes ones"):
+        native.check_layout(lib, "probe_layout", [_WrongArgs])
+    with pytest.raises(RuntimeError, match="differ from the ctypes ones"):
+        native.check_layout(lib, "probe_layout", [_Args, _Inner])  # C reports fewer entries
 
 
 def test_no_compiler_means_the_pytorch_path(monkeypatch):

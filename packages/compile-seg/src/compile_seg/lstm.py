@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from compkit_utils.native import KernelSwitch, common_source, load_library
+from compkit_utils.native import KernelSwitch, check_layout, common_source, load_library
 
 
 def set_backend(name: str) -> None:
@@ -45,17 +45,46 @@ def set_backend(name: str) -> None:
     _SWITCH.set(name)
 
 
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+class _FwdArgs(ctypes.Structure):
+    """``lstm_fwd_args`` of ``masked_lstm.c`` (same fields, same order)."""
+
+    _fields_ = [
+        *((name, _I64) for name in ("steps", "B", "T", "H", "keep", "nthreads")),
+        *((name, _PTR) for name in ("table", "index", "w", "whh_t", "out", "s", "c", "k")),
+        *((name, _PTR) for name in ("ht", "cm")),
+    ]
+
+
+class _BwdArgs(ctypes.Structure):
+    """``lstm_bwd_args`` of ``masked_lstm.c`` (same fields, same order)."""
+
+    _fields_ = [
+        *((name, _I64) for name in ("steps", "B", "T", "H", "table_rows", "unique", "nthreads")),
+        *((name, _PTR) for name in ("index", "s", "c", "k", "ht", "cm", "w", "whh", "out")),
+        *((name, _PTR) for name in ("gout", "gtable", "gw", "gwhh_t")),
+    ]
+
+
 @functools.cache
 def native_library() -> ctypes.CDLL | None:
-    """The compiled ``masked_lstm.c`` kernels, or ``None`` when unavailable."""
+    """The compiled ``masked_lstm.c`` kernels, or ``None`` when unavailable.
+
+    Raises:
+        compkit_utils.native.NativeUnavailableError: ``COMPKIT_NATIVE=require`` and the
+            kernels cannot be built.
+        RuntimeError: the C argument structs and ``_FwdArgs``/``_BwdArgs`` disagree.
+    """
     source = importlib.resources.files("compile_seg").joinpath("masked_lstm.c").read_text()
     lib = load_library("compile_seg_masked_lstm", common_source() + source, openmp=True)
     if lib is None:
         return None
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.lstm_forward.argtypes = [i64] * 5 + [ptr] * 10 + [i64]
+    check_layout(lib, "masked_lstm_layout", [_FwdArgs, _BwdArgs])
+    lib.lstm_forward.argtypes = [ctypes.POINTER(_FwdArgs)]
     lib.lstm_forward.restype = ctypes.c_int
-    lib.lstm_backward.argtypes = [i64] * 6 + [ptr] * 13 + [i64]
+    lib.lstm_backward.argtypes = [ctypes.POINTER(_BwdArgs)]
     lib.lstm_backward.restype = ctypes.c_int
     return lib
 
@@ -115,10 +144,12 @@ class _NativeMaskedLSTM(torch.autograd.Function):
         if w is None:
             cm_all = c_all
         whh_t = whh.t().contiguous()
-        tensors = (table, index, w, whh_t, out, s_all, c_all, k_all, ht_all, cm_all)
-        status = lib.lstm_forward(
-            steps, batch, total, hidden, keep, *map(_ptr, tensors), torch.get_num_threads()
-        )
+        args = _FwdArgs(
+            steps, batch, total, hidden, keep, torch.get_num_threads(), table.data_ptr(),
+            index.data_ptr(), _ptr(w), whh_t.data_ptr(), out.data_ptr(), s_all.data_ptr(),
+            c_all.data_ptr(), k_all.data_ptr(), ht_all.data_ptr(), cm_all.data_ptr(),
+        )  # fmt: skip
+        status = lib.lstm_forward(ctypes.byref(args))
         if status != 0:
             raise MemoryError("masked_lstm: the native forward pass ran out of memory")
         ctx.steps, ctx.unique, ctx.table_rows = steps, unique, table.shape[0]
@@ -145,31 +176,15 @@ class _NativeMaskedLSTM(torch.autograd.Function):
             if steps < total:
                 grad_w[steps:].zero_()
         grad_whh_t = out.new_empty(hidden, 4 * hidden)
-        tensors = (
-            index,
-            s_all,
-            c_all,
-            k_all,
-            ht_all,
-            cm_all,
-            w,
-            whh.contiguous(),
-            out,
-            grad_out,
-            grad_table,
-            grad_w,
-            grad_whh_t,
-        )
-        status = lib.lstm_backward(
-            steps,
-            batch,
-            total,
-            hidden,
-            ctx.table_rows,
-            int(ctx.unique),
-            *map(_ptr, tensors),
-            torch.get_num_threads(),
-        )
+        whh = whh.contiguous()  # kept alive through the call
+        args = _BwdArgs(
+            steps, batch, total, hidden, ctx.table_rows, int(ctx.unique),
+            torch.get_num_threads(), index.data_ptr(), s_all.data_ptr(), c_all.data_ptr(),
+            k_all.data_ptr(), ht_all.data_ptr(), cm_all.data_ptr(), _ptr(w),
+            whh.data_ptr(), out.data_ptr(), grad_out.data_ptr(),
+            grad_table.data_ptr(), _ptr(grad_w), grad_whh_t.data_ptr(),
+        )  # fmt: skip
+        status = lib.lstm_backward(ctypes.byref(args))
         if status != 0:
             raise MemoryError("masked_lstm: the native backward pass ran out of memory")
         needs = ctx.needs_input_grad

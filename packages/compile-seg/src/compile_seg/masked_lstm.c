@@ -2,8 +2,11 @@
  *
  * Plain C11 (GNU vector extensions), no Python or torch headers: compiled on first use by
  * compkit_utils.native and called through ctypes once per pass. Row-major float32 buffers;
- * B rows, H hidden units (H % 32 == 0), G = 4H gates in PyTorch's order (i, f, g', o) where
- * the g' pre-activation is doubled so that tanh(z_g) = 2 sigmoid(2 z_g) - 1.
+ * B rows, H hidden units (H % 32 == 0), G = 4H gates in the kernels' common order (i, f, g', o),
+ * torch.nn.LSTM's, where the g' pre-activation is doubled so that tanh(z_g) = 2 sigmoid(2 z_g) - 1.
+ * Float rule and argument passing as in native_common.h: the entry points take a pointer to
+ * lstm_fwd_args / lstm_bwd_args, mirrored by ctypes structures in lstm.py and checked
+ * against masked_lstm_layout() when the library is loaded.
  *
  * Batch rows are independent in the recurrence, so a pass splits the rows into one block
  * per thread and each thread runs every time step of its block with no synchronisation;
@@ -217,21 +220,42 @@ static int64_t clamp_threads(int64_t nthreads, int64_t B) {
     return nthreads;
 }
 
-/* The forward pass over steps 0..steps-1 (see lstm.py): returns 0, or 1 when out of memory.
+/* Arguments of lstm_forward (see lstm.py's _FwdArgs, same fields in the same order).
  *   table (rows, G) and index (B, T): the input projections (see above);
  *   w (T, B) or NULL; whh_t (H, G);
  *   out (T, B, H); s (keep, B, G); c, k, ht, cm (keep, B, H) with keep = T when the
  *   intermediates are saved for the backward pass, else 2 (alternating slots); cm may be
  *   the same buffer as c when there is no mask. */
-int lstm_forward(int64_t steps, int64_t B, int64_t T, int64_t H, int64_t keep,
-                 const float *table, const int64_t *index, const float *w,
-                 const float *whh_t, float *out, float *s, float *c, float *k, float *ht,
-                 float *cm, int64_t nthreads) {
-    nthreads = clamp_threads(nthreads, B);
+typedef struct {
+    int64_t steps, B, T, H, keep, nthreads;
+    const float *table;
+    const int64_t *index;
+    const float *w, *whh_t;
+    float *out, *s, *c, *k, *ht, *cm;
+} lstm_fwd_args;
+
+/* Arguments of lstm_backward (see lstm.py's _BwdArgs).
+ *   gout (T, B, H) gradient of the output; whh (G, H); table_rows rows in the table;
+ *   unique: whether every (b, t) has its own table row (then each is written once).
+ * Outputs (all fully written): gtable (table_rows, G) gradient of the table; gw (T, B)
+ *   gradient of w (only with a mask; rows from steps on untouched); gwhh_t (H, G) the
+ *   transposed gradient of the recurrent weight. */
+typedef struct {
+    int64_t steps, B, T, H, table_rows, unique, nthreads;
+    const int64_t *index;
+    const float *s, *c, *k, *ht, *cm, *w, *whh, *out, *gout;
+    float *gtable, *gw, *gwhh_t;
+} lstm_bwd_args;
+
+/* The forward pass over steps 0..steps-1 (see lstm.py): returns 0, or 1 when out of memory. */
+int lstm_forward(const lstm_fwd_args *a) {
+    const int64_t nthreads = clamp_threads(a->nthreads, a->B);
+    const int64_t B = a->B;
     fwd_job jobs[64];
     for (int64_t i = 0; i < nthreads; ++i) {
-        jobs[i] = (fwd_job){steps, B, T, H, keep, B * i / nthreads, B * (i + 1) / nthreads,
-                            table, index, w, whh_t, out, s, c, k, ht, cm, 0};
+        jobs[i] = (fwd_job){a->steps, B, a->T, a->H, a->keep, B * i / nthreads,
+                            B * (i + 1) / nthreads, a->table, a->index, a->w, a->whh_t,
+                            a->out, a->s, a->c, a->k, a->ht, a->cm, 0};
     }
     run_jobs(jobs, sizeof(fwd_job), nthreads, fwd_run);
     for (int64_t i = 0; i < nthreads; ++i)
@@ -240,29 +264,20 @@ int lstm_forward(int64_t steps, int64_t B, int64_t T, int64_t H, int64_t keep,
 }
 
 /* The backward pass of lstm_forward (saved with keep = T): returns 0, or 1 when out of
- * memory.
- *   gout (T, B, H) gradient of the output; whh (G, H); table_rows rows in the table;
- *   unique: whether every (b, t) has its own table row (then each is written once).
- * Outputs (all fully written): gtable (table_rows, G) gradient of the table; gw (T, B)
- *   gradient of w (only with a mask; rows from steps on untouched); gwhh_t (H, G) the
- *   transposed gradient of the recurrent weight. Partial sums over batch rows are added
- *   in thread order. */
-int lstm_backward(int64_t steps, int64_t B, int64_t T, int64_t H, int64_t table_rows,
-                  int64_t unique, const int64_t *index, const float *s, const float *c,
-                  const float *k, const float *ht, const float *cm, const float *w,
-                  const float *whh, const float *out, const float *gout, float *gtable,
-                  float *gw, float *gwhh_t, int64_t nthreads) {
-    nthreads = clamp_threads(nthreads, B);
-    const int64_t G = 4 * H;
-    const int64_t tsize = unique ? 0 : table_rows * G; /* per-thread table partials */
+ * memory. Partial sums over batch rows are added in thread order. */
+int lstm_backward(const lstm_bwd_args *a) {
+    const int64_t B = a->B, H = a->H, G = 4 * H, unique = a->unique;
+    const int64_t nthreads = clamp_threads(a->nthreads, B);
+    const int64_t tsize = unique ? 0 : a->table_rows * G; /* per-thread table partials */
+    float *gtable = a->gtable, *gwhh_t = a->gwhh_t;
     float *partial = calloc((size_t)(nthreads * (H * G + tsize)), sizeof(float));
     if (!partial) return 1;
     bwd_job jobs[64];
     for (int64_t i = 0; i < nthreads; ++i) {
         float *mine = partial + i * (H * G + tsize);
-        jobs[i] = (bwd_job){steps, B, T, H, B * i / nthreads, B * (i + 1) / nthreads, unique,
-                            index, s, c, k, ht, cm, w, whh, out, gout,
-                            unique ? gtable : mine + H * G, gw, mine, 0};
+        jobs[i] = (bwd_job){a->steps, B, a->T, H, B * i / nthreads, B * (i + 1) / nthreads,
+                            unique, a->index, a->s, a->c, a->k, a->ht, a->cm, a->w, a->whh,
+                            a->out, a->gout, unique ? gtable : mine + H * G, a->gw, mine, 0};
     }
     run_jobs(jobs, sizeof(bwd_job), nthreads, bwd_run);
     int failed = 0;
@@ -276,4 +291,27 @@ int lstm_backward(int64_t steps, int64_t B, int64_t T, int64_t H, int64_t table_
     }
     free(partial);
     return failed;
+}
+
+/* sizeof and field offsets of lstm_fwd_args then lstm_bwd_args (entry i; -1 past the end). */
+int64_t masked_lstm_layout(int64_t i) {
+    const int64_t table[] = {
+        LAYOUT_SIZE(lstm_fwd_args), LAYOUT_AT(lstm_fwd_args, steps), LAYOUT_AT(lstm_fwd_args, B),
+        LAYOUT_AT(lstm_fwd_args, T), LAYOUT_AT(lstm_fwd_args, H), LAYOUT_AT(lstm_fwd_args, keep),
+        LAYOUT_AT(lstm_fwd_args, nthreads), LAYOUT_AT(lstm_fwd_args, table),
+        LAYOUT_AT(lstm_fwd_args, index), LAYOUT_AT(lstm_fwd_args, w),
+        LAYOUT_AT(lstm_fwd_args, whh_t), LAYOUT_AT(lstm_fwd_args, out),
+        LAYOUT_AT(lstm_fwd_args, s), LAYOUT_AT(lstm_fwd_args, c), LAYOUT_AT(lstm_fwd_args, k),
+        LAYOUT_AT(lstm_fwd_args, ht), LAYOUT_AT(lstm_fwd_args, cm),
+        LAYOUT_SIZE(lstm_bwd_args), LAYOUT_AT(lstm_bwd_args, steps), LAYOUT_AT(lstm_bwd_args, B),
+        LAYOUT_AT(lstm_bwd_args, T), LAYOUT_AT(lstm_bwd_args, H),
+        LAYOUT_AT(lstm_bwd_args, table_rows), LAYOUT_AT(lstm_bwd_args, unique),
+        LAYOUT_AT(lstm_bwd_args, nthreads), LAYOUT_AT(lstm_bwd_args, index),
+        LAYOUT_AT(lstm_bwd_args, s), LAYOUT_AT(lstm_bwd_args, c), LAYOUT_AT(lstm_bwd_args, k),
+        LAYOUT_AT(lstm_bwd_args, ht), LAYOUT_AT(lstm_bwd_args, cm), LAYOUT_AT(lstm_bwd_args, w),
+        LAYOUT_AT(lstm_bwd_args, whh), LAYOUT_AT(lstm_bwd_args, out),
+        LAYOUT_AT(lstm_bwd_args, gout), LAYOUT_AT(lstm_bwd_args, gtable),
+        LAYOUT_AT(lstm_bwd_args, gw), LAYOUT_AT(lstm_bwd_args, gwhh_t),
+    };
+    return i >= 0 && i < (int64_t)(sizeof table / sizeof table[0]) ? table[i] : -1;
 }

@@ -23,17 +23,88 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from compkit_utils.native import DEFAULT_FLAGS, KernelSwitch, common_source, load_library
+from compkit_utils.native import KernelSwitch, check_layout, common_source, load_library
 
 if TYPE_CHECKING:
     from rim_cells.cell import RIMCell
 
 __all__ = ["SWITCH", "active_backend", "native_library", "rim_lstm_sequence", "set_backend"]
 
-# index tables of rim_lstm.c
-_DIMS = 12
-_FWD = 23
-_BWD = 24
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+
+class _Dims(ctypes.Structure):
+    """``rim_dims`` of ``rim_lstm.c``: sizes and flags of a pass."""
+
+    _fields_ = [
+        (name, _I64)
+        for name in ("N", "B", "T", "H", "R", "Kp", "heads", "dk", "dv", "k", "save", "reverse")
+    ] + [("nthreads", _I64)]
+
+
+_FWD_FIELDS = [
+    "score",
+    "null_score",
+    "rows",
+    "wcell",
+    "wqkv",
+    "wout",
+    "h0",
+    "c0",
+    "in_keep",
+    "comm_keep",
+    "out",
+    "h_last",
+    "c_last",
+    "act",
+    "p",
+    "att",
+    "u",
+    "gact",
+    "cprev",
+    "tc",
+    "hcell",
+    "qkv",
+    "ctx",
+]
+_BWD_FIELDS = [
+    "score",
+    "rows",
+    "wcell_t",
+    "wqkv_t",
+    "wout_t",
+    "in_keep",
+    "comm_keep",
+    "act",
+    "p",
+    "att",
+    "u",
+    "gact",
+    "cprev",
+    "tc",
+    "qkv",
+    "gout",
+    "gc_last",
+    "dscore",
+    "drows",
+    "dh0",
+    "dc0",
+    "dgates",
+    "dqkv",
+    "dhnew",
+]
+
+
+class _FwdArgs(ctypes.Structure):
+    """``rim_fwd_args`` of ``rim_lstm.c`` (same fields, same order)."""
+
+    _fields_ = [("d", _Dims)] + [(name, _PTR) for name in _FWD_FIELDS]
+
+
+class _BwdArgs(ctypes.Structure):
+    """``rim_bwd_args`` of ``rim_lstm.c`` (same fields, same order)."""
+
+    _fields_ = [("d", _Dims)] + [(name, _PTR) for name in _BWD_FIELDS]
 
 
 def set_backend(name: str) -> None:
@@ -51,18 +122,13 @@ def set_backend(name: str) -> None:
 def native_library() -> ctypes.CDLL | None:
     """The compiled ``rim_lstm.c`` kernels, or ``None`` when unavailable."""
     source = importlib.resources.files("rim_cells").joinpath("rim_lstm.c").read_text()
-    flags = (*DEFAULT_FLAGS, "-ffp-contract=fast")  # fused multiply-adds in the products
-    lib = load_library("rim_cells_rim_lstm", common_source() + source, flags, openmp=True)
+    lib = load_library("rim_cells_rim_lstm", common_source() + source, openmp=True)
     if lib is None:
         return None
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    for fn in (lib.rim_forward, lib.rim_backward):
-        fn.argtypes = [ptr, ptr, i64]
-        fn.restype = ctypes.c_int
-    lib.rim_counts.argtypes = [i64]
-    lib.rim_counts.restype = i64
-    if (lib.rim_counts(0), lib.rim_counts(1), lib.rim_counts(2)) != (_DIMS, _FWD, _BWD):
-        raise RuntimeError("rim_lstm.c and _native.py disagree on the argument tables")
+    check_layout(lib, "rim_lstm_layout", [_FwdArgs, _BwdArgs])
+    lib.rim_forward.argtypes = [ctypes.POINTER(_FwdArgs)]
+    lib.rim_backward.argtypes = [ctypes.POINTER(_BwdArgs)]
+    lib.rim_forward.restype = lib.rim_backward.restype = ctypes.c_int
     return lib
 
 
@@ -82,8 +148,8 @@ def active_backend(cell: RIMCell, x: Tensor) -> str:
     return "torch"
 
 
-def _pointers(tensors: list[Tensor | None]) -> Any:
-    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
+def _pointers(tensors: list[Tensor | None]) -> list[int | None]:
+    return [None if t is None else t.data_ptr() for t in tensors]
 
 
 class _RimLSTM(torch.autograd.Function):
@@ -106,9 +172,9 @@ class _RimLSTM(torch.autograd.Function):
         qkv_w, ctx_w, kp = heads * (2 * d_k + d_v), heads * d_v, wcell.shape[1]
         save = meta["save"]
         slots = steps if save else 1
-        dims = (ctypes.c_int64 * _DIMS)(
+        dims = _Dims(
             n, batch, steps, hid, rows.shape[-1], kp, heads, d_k, d_v, meta["k"], int(save),
-            int(meta["reverse"]),
+            int(meta["reverse"]), torch.get_num_threads(),
         )  # fmt: skip
         new = functools.partial(torch.empty, dtype=score.dtype)
         out, h_last, c_last = new(steps, n, batch, hid), new(n, batch, hid), new(n, batch, hid)
@@ -122,7 +188,7 @@ class _RimLSTM(torch.autograd.Function):
             [score, meta["null_score"], rows, wcell, wqkv, wout, h0, c0, in_keep, comm_keep,
              out, h_last, c_last, act, p_real, att, u, gact, cprev, tc, hcell, qkv, context]
         )  # fmt: skip
-        if lib.rim_forward(dims, ptrs, torch.get_num_threads()):
+        if lib.rim_forward(ctypes.byref(_FwdArgs(dims, *ptrs))):
             raise MemoryError("RIM: the native forward pass ran out of memory")
         if save:
             ctx.save_for_backward(
@@ -165,7 +231,8 @@ class _RimLSTM(torch.autograd.Function):
              gact, cprev, tc, qkv, g_out, g_c, d_score, d_rows, dh0, dc0, d_gates, d_qkv,
              d_hnew]
         )  # fmt: skip
-        if lib.rim_backward(ctx.dims, ptrs, torch.get_num_threads()):
+        ctx.dims.nthreads = torch.get_num_threads()
+        if lib.rim_backward(ctypes.byref(_BwdArgs(ctx.dims, *ptrs))):
             raise MemoryError("RIM: the native backward pass ran out of memory")
 
         def weight_grad(inputs: Tensor, outputs: Tensor) -> Tensor:
@@ -177,6 +244,18 @@ class _RimLSTM(torch.autograd.Function):
         g_wqkv = weight_grad(hcell, d_qkv) if ctx.needs_input_grad[3] else None
         g_wout = weight_grad(context, d_hnew) if ctx.needs_input_grad[4] else None
         return d_score, d_rows, g_wcell, g_wqkv, g_wout, dh0, dc0, None
+
+
+def _kernel_gate_order(weight: Tensor) -> Tensor:
+    """Gate columns ``[i | f | o | g]`` (the group cell's) → ``[i | f | g | o]`` (the kernels').
+
+    Args:
+        weight: ``(..., 4H)`` with the cell's gate blocks in its last dimension.
+    """
+    i_f, o, g = weight.split(
+        [weight.shape[-1] // 2, weight.shape[-1] // 4, weight.shape[-1] // 4], -1
+    )
+    return torch.cat((i_f, g, o), dim=-1)
 
 
 def rim_lstm_sequence(
@@ -211,7 +290,7 @@ def rim_lstm_sequence(
     """
     n = score.shape[0]
     in_keep, comm_keep = keeps
-    wcell = torch.cat((cell.cell.weight_hh, x_gates), dim=1)  # rows: [h | read | bias]
+    wcell = _kernel_gate_order(torch.cat((cell.cell.weight_hh, x_gates), dim=1))
     tensors = (
         score.contiguous(),
         rows.contiguous(),

@@ -7,9 +7,14 @@
  * "tapes" that _native.py turns into three batched products after the call.
  *
  * Prepended at load time: compkit_utils' native_common.h (gemm, sigmoid_f, sigmoid_n,
- * FTZ_BEGIN/FTZ_END, run_jobs, MR). Row-major float32 buffers. Sizes:
+ * FTZ_BEGIN/FTZ_END, run_jobs, MR), whose header states the float rule and the argument
+ * convention: rim_forward and rim_backward take a pointer to rim_fwd_args / rim_bwd_args,
+ * mirrored by ctypes structures in _native.py and checked against rim_lstm_layout() when
+ * the library is loaded. Row-major float32 buffers. Sizes:
  *   N units, B batch rows, T steps, H hidden, R cell-input row width, Kp >= H + R + 1 the
- *   padded cell-input width, G = 4H gates [i | f | o | g], QKV = heads (2 dk + dv) and
+ *   padded cell-input width, G = 4H gates in the kernels' common order [i | f | g | o]
+ *   (torch.nn.LSTM's; _native.py permutes the cell weights, stored [i | f | o | g]),
+ *   QKV = heads (2 dk + dv) and
  *   C = heads dv the communication widths.
  * Everything a RIM step computes for one batch row depends only on that row, so a pass
  * gives each thread a block of batch rows and runs every step on it without
@@ -22,11 +27,30 @@
 
 #include <math.h>
 
-enum { D_N, D_B, D_T, D_H, D_R, D_KP, D_HEADS, D_DK, D_DV, D_K, D_SAVE, D_REVERSE, D_COUNT };
+/* Sizes and flags of a pass (see _native.py's _Dims). */
+typedef struct {
+    int64_t N, B, T, H, R, Kp, heads, dk, dv, k, save, reverse, nthreads;
+} rim_dims;
+
+/* rim_forward's arguments (_native.py's _FwdArgs); in_keep, comm_keep may be NULL, and
+ * null_score is NULL except for the raw-score activation rule. */
+typedef struct {
+    rim_dims d;
+    const float *score, *null_score, *rows, *wcell, *wqkv, *wout, *h0, *c0, *in_keep, *comm_keep;
+    float *out, *h_last, *c_last, *act, *p, *att, *u, *gact, *cprev, *tc, *hcell, *qkv, *ctx;
+} rim_fwd_args;
+
+/* rim_backward's arguments (_native.py's _BwdArgs); in_keep, comm_keep, gc_last and drows
+ * may be NULL, and drows must be zero-filled. */
+typedef struct {
+    rim_dims d;
+    const float *score, *rows, *wcell_t, *wqkv_t, *wout_t, *in_keep, *comm_keep, *act, *p, *att;
+    const float *u, *gact, *cprev, *tc, *qkv, *gout, *gc_last;
+    float *dscore, *drows, *dh0, *dc0, *dgates, *dqkv, *dhnew;
+} rim_bwd_args;
 
 typedef struct {
-    const int64_t *d;
-    void **p;
+    const void *args;
     int64_t r0, r1;
     int failed;
 } job;
@@ -58,25 +82,21 @@ static void rows_out(const float *src, int64_t N, int64_t rows, int64_t H, int64
         memcpy(dst + (n * B + r0) * H, src + n * rows * H, (size_t)(rows * H) * sizeof(float));
 }
 
-/* Forward pointers (index into p):                                                         */
-enum { F_SCORE, F_NULL, F_ROWS, F_WCELL, F_WQKV, F_WOUT, F_H0, F_C0, F_INKEEP, F_COMMKEEP,
-       F_OUT, F_HLAST, F_CLAST, F_ACT, F_P, F_ATT, F_U, F_GACT, F_CPREV, F_TC, F_HCELL, F_QKV,
-       F_CTX, F_COUNT };
-
 static void *forward_run(void *arg) {
     job *j = arg;
-    const int64_t *d = j->d;
-    const int64_t N = d[D_N], B = d[D_B], T = d[D_T], H = d[D_H], R = d[D_R], Kp = d[D_KP];
-    const int64_t heads = d[D_HEADS], dk = d[D_DK], dv = d[D_DV], K = d[D_K];
+    const rim_fwd_args *args = j->args;
+    const rim_dims *d = &args->d;
+    const int64_t N = d->N, B = d->B, T = d->T, H = d->H, R = d->R, Kp = d->Kp;
+    const int64_t heads = d->heads, dk = d->dk, dv = d->dv, K = d->k;
     const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv, NN = N * N;
-    const int64_t Ts = d[D_SAVE] ? T : 1, r0 = j->r0, rows = j->r1 - j->r0;
+    const int64_t Ts = d->save ? T : 1, r0 = j->r0, rows = j->r1 - j->r0;
     const float scale = 1.0f / sqrtf((float)dk);
-    const float *score = j->p[F_SCORE], *null_score = j->p[F_NULL], *xs = j->p[F_ROWS];
-    const float *wcell = j->p[F_WCELL], *wqkv = j->p[F_WQKV], *wout = j->p[F_WOUT];
-    const float *in_keep = j->p[F_INKEEP], *comm_keep = j->p[F_COMMKEEP];
-    float *out = j->p[F_OUT], *act = j->p[F_ACT], *pr = j->p[F_P], *att = j->p[F_ATT];
-    float *u = j->p[F_U], *gact = j->p[F_GACT], *cprev = j->p[F_CPREV], *tc = j->p[F_TC];
-    float *hcell = j->p[F_HCELL], *qkv = j->p[F_QKV], *ctx = j->p[F_CTX];
+    const float *score = args->score, *null_score = args->null_score, *xs = args->rows;
+    const float *wcell = args->wcell, *wqkv = args->wqkv, *wout = args->wout;
+    const float *in_keep = args->in_keep, *comm_keep = args->comm_keep;
+    float *out = args->out, *act = args->act, *pr = args->p, *att = args->att;
+    float *u = args->u, *gact = args->gact, *cprev = args->cprev, *tc = args->tc;
+    float *hcell = args->hcell, *qkv = args->qkv, *ctx = args->ctx;
 
     const int64_t state = N * rows * H;
     float *buf = malloc((size_t)(2 * state + rows * G + rows * H + 2 * N * N) * sizeof(float));
@@ -87,13 +107,13 @@ static void *forward_run(void *arg) {
     FTZ_BEGIN
     float *hcur = buf, *ccur = buf + state, *gates = buf + 2 * state;
     float *hnew = gates + rows * G, *s = hnew + rows * H;
-    const float *h0 = j->p[F_H0], *c0 = j->p[F_C0];
+    const float *h0 = args->h0, *c0 = args->c0;
     for (int64_t n = 0; n < N; ++n) {
         memcpy(hcur + n * rows * H, h0 + (n * B + r0) * H, (size_t)(rows * H) * sizeof(float));
         memcpy(ccur + n * rows * H, c0 + (n * B + r0) * H, (size_t)(rows * H) * sizeof(float));
     }
     for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = d[D_REVERSE] ? T - 1 - step : step, slot = d[D_SAVE] ? t : 0;
+        const int64_t t = d->reverse ? T - 1 - step : step, slot = d->save ? t : 0;
         float *act_t = act + t * N * B, *p_t = pr + t * N * B;
         /* 1-3. input-attention score difference s_real - s_null, and the active set */
         for (int64_t n = 0; n < N; ++n)
@@ -135,10 +155,11 @@ static void *forward_run(void *arg) {
             gemm(rows, G, H + R + 1, u + blk * Kp, Kp, 1, wcell + n * Kp * G, G, NULL, gates, G);
             for (int64_t r = 0; r < rows; ++r) {
                 float *g = gates + r * G, *ga = gact + (blk + r) * G;
-                sigmoid_n(g, ga, 3 * H, 1.0f);
-                sigmoid_n(g + 3 * H, ga + 3 * H, H, 2.0f);
-                const float *gi = ga, *gf = ga + H, *go = ga + 2 * H;
-                float *gg = ga + 3 * H, *cp = cprev + (blk + r) * H, *th = tc + (blk + r) * H;
+                sigmoid_n(g, ga, 2 * H, 1.0f);
+                sigmoid_n(g + 2 * H, ga + 2 * H, H, 2.0f);
+                sigmoid_n(g + 3 * H, ga + 3 * H, H, 1.0f);
+                const float *gi = ga, *gf = ga + H, *go = ga + 3 * H;
+                float *gg = ga + 2 * H, *cp = cprev + (blk + r) * H, *th = tc + (blk + r) * H;
                 float *hc = hcell + (blk + r) * H, *cc = ccur + (n * rows + r) * H;
                 const float a = act_t[n * B + r0 + r];
                 memcpy(cp, cc, (size_t)H * sizeof(float));
@@ -203,34 +224,30 @@ static void *forward_run(void *arg) {
             }
         }
     }
-    rows_out(hcur, N, rows, H, B, r0, j->p[F_HLAST]);
-    rows_out(ccur, N, rows, H, B, r0, j->p[F_CLAST]);
+    rows_out(hcur, N, rows, H, B, r0, args->h_last);
+    rows_out(ccur, N, rows, H, B, r0, args->c_last);
     FTZ_END
     free(buf);
     return NULL;
 }
 
-/* Backward pointers (index into p):                                                        */
-enum { B_SCORE, B_ROWS, B_WCELLT, B_WQKVT, B_WOUTT, B_INKEEP, B_COMMKEEP, B_ACT, B_P, B_ATT,
-       B_U, B_GACT, B_CPREV, B_TC, B_QKV, B_GOUT, B_GCLAST, B_DSCORE, B_DROWS, B_DH0, B_DC0,
-       B_DGATES, B_DQKV, B_DHNEW, B_COUNT };
-
 static void *backward_run(void *arg) {
     job *j = arg;
-    const int64_t *d = j->d;
-    const int64_t N = d[D_N], B = d[D_B], T = d[D_T], H = d[D_H], R = d[D_R], Kp = d[D_KP];
-    const int64_t heads = d[D_HEADS], dk = d[D_DK], dv = d[D_DV];
+    const rim_bwd_args *args = j->args;
+    const rim_dims *d = &args->d;
+    const int64_t N = d->N, B = d->B, T = d->T, H = d->H, R = d->R, Kp = d->Kp;
+    const int64_t heads = d->heads, dk = d->dk, dv = d->dv;
     const int64_t G = 4 * H, QKV = heads * (2 * dk + dv), C = heads * dv, NN = N * N;
     const int64_t r0 = j->r0, rows = j->r1 - j->r0;
     const float scale = 1.0f / sqrtf((float)dk);
-    const float *score = j->p[B_SCORE], *xs = j->p[B_ROWS];
-    const float *wcell_t = j->p[B_WCELLT], *wqkv_t = j->p[B_WQKVT], *wout_t = j->p[B_WOUTT];
-    const float *in_keep = j->p[B_INKEEP], *comm_keep = j->p[B_COMMKEEP];
-    const float *act = j->p[B_ACT], *pr = j->p[B_P], *att = j->p[B_ATT], *u = j->p[B_U];
-    const float *gact = j->p[B_GACT], *cprev = j->p[B_CPREV], *tc = j->p[B_TC];
-    const float *qkv = j->p[B_QKV], *gout = j->p[B_GOUT], *gc_last = j->p[B_GCLAST];
-    float *dscore = j->p[B_DSCORE], *drows = j->p[B_DROWS];
-    float *dgates = j->p[B_DGATES], *dqkv = j->p[B_DQKV], *dhnew = j->p[B_DHNEW];
+    const float *score = args->score, *xs = args->rows;
+    const float *wcell_t = args->wcell_t, *wqkv_t = args->wqkv_t, *wout_t = args->wout_t;
+    const float *in_keep = args->in_keep, *comm_keep = args->comm_keep;
+    const float *act = args->act, *pr = args->p, *att = args->att, *u = args->u;
+    const float *gact = args->gact, *cprev = args->cprev, *tc = args->tc;
+    const float *qkv = args->qkv, *gout = args->gout, *gc_last = args->gc_last;
+    float *dscore = args->dscore, *drows = args->drows;
+    float *dgates = args->dgates, *dqkv = args->dqkv, *dhnew = args->dhnew;
 
     const int64_t state = N * rows * H;
     float *buf = malloc((size_t)(4 * state + N * rows * C + rows * H + rows * Kp + 2 * N * N) *
@@ -250,7 +267,7 @@ static void *backward_run(void *arg) {
         else
             memset(dc + n * rows * H, 0, (size_t)(rows * H) * sizeof(float));
     for (int64_t step = T - 1; step >= 0; --step) {
-        const int64_t t = d[D_REVERSE] ? T - 1 - step : step;
+        const int64_t t = d->reverse ? T - 1 - step : step;
         const float *act_t = act + t * N * B;
         /* 8. split the state gradients: inactive units pass them straight to step t - 1 */
         for (int64_t n = 0; n < N; ++n)
@@ -324,12 +341,12 @@ static void *backward_run(void *arg) {
                 const float *th = tc + (blk + r) * H, *dhr = dhc + r * H;
 #pragma omp simd
                 for (int64_t e = 0; e < H; ++e) {
-                    const float gi = ga[e], gf = ga[H + e], go = ga[2 * H + e], gg = ga[3 * H + e];
+                    const float gi = ga[e], gf = ga[H + e], gg = ga[2 * H + e], go = ga[3 * H + e];
                     const float dct = dc[i + e] + dhr[e] * go * (1.0f - th[e] * th[e]);
                     dg[e] = dct * gg * gi * (1.0f - gi);
                     dg[H + e] = dct * cp[e] * gf * (1.0f - gf);
-                    dg[2 * H + e] = dhr[e] * th[e] * go * (1.0f - go);
-                    dg[3 * H + e] = dct * gi * (1.0f - gg * gg);
+                    dg[2 * H + e] = dct * gi * (1.0f - gg * gg);
+                    dg[3 * H + e] = dhr[e] * th[e] * go * (1.0f - go);
                     dc2[i + e] = dct * gf;
                 }
             }
@@ -376,42 +393,57 @@ static void *backward_run(void *arg) {
         dc = dc2;
         dc2 = swap;
     }
-    rows_out(dh, N, rows, H, B, r0, j->p[B_DH0]);
-    rows_out(dc, N, rows, H, B, r0, j->p[B_DC0]);
+    rows_out(dh, N, rows, H, B, r0, args->dh0);
+    rows_out(dc, N, rows, H, B, r0, args->dc0);
     FTZ_END
     free(buf);
     return NULL;
 }
 
-static int run(const int64_t *d, void **p, int64_t nthreads, void *(*fn)(void *)) {
-    const int64_t B = d[D_B];
+static int run(const void *args, const rim_dims *d, void *(*fn)(void *)) {
+    const int64_t B = d->B;
+    int64_t nthreads = d->nthreads;
     if (nthreads > B / MR) nthreads = B / MR;
     if (nthreads > 64) nthreads = 64;
     if (nthreads < 1) nthreads = 1;
     job jobs[64];
     for (int64_t i = 0; i < nthreads; ++i)
-        jobs[i] = (job){d, p, B * i / nthreads, B * (i + 1) / nthreads, 0};
+        jobs[i] = (job){args, B * i / nthreads, B * (i + 1) / nthreads, 0};
     run_jobs(jobs, sizeof(job), nthreads, fn);
     int failed = 0;
     for (int64_t i = 0; i < nthreads; ++i) failed |= jobs[i].failed;
     return failed;
 }
 
-/* The forward pass: d (D_COUNT sizes and flags), p (F_COUNT buffers; F_INKEEP and F_COMMKEEP
- * may be NULL; F_NULL is NULL except for the raw-score activation rule). Returns 0, or 1
- * when out of memory. */
-int rim_forward(const int64_t *d, void **p, int64_t nthreads) {
-    return run(d, p, nthreads, forward_run);
-}
+/* The forward pass. Returns 0, or 1 when out of memory. */
+int rim_forward(const rim_fwd_args *a) { return run(a, &a->d, forward_run); }
 
-/* The backward pass of rim_forward (run with save = 1): d as for the forward pass, p
- * (B_COUNT buffers; B_INKEEP, B_COMMKEEP, B_GCLAST and B_DROWS may be NULL; B_DROWS must be
- * zero-filled). Returns 0, or 1 when out of memory. */
-int rim_backward(const int64_t *d, void **p, int64_t nthreads) {
-    return run(d, p, nthreads, backward_run);
-}
+/* The backward pass of rim_forward (run with save = 1). Returns 0, or 1 when out of
+ * memory. */
+int rim_backward(const rim_bwd_args *a) { return run(a, &a->d, backward_run); }
 
-/* The sizes of the index tables, for the caller's consistency check. */
-int64_t rim_counts(int64_t which) {
-    return which == 0 ? D_COUNT : which == 1 ? F_COUNT : B_COUNT;
+#define DIMS_LAYOUT(S)                                                                     \
+    LAYOUT_AT(S, d.N), LAYOUT_AT(S, d.B), LAYOUT_AT(S, d.T), LAYOUT_AT(S, d.H),             \
+        LAYOUT_AT(S, d.R), LAYOUT_AT(S, d.Kp), LAYOUT_AT(S, d.heads), LAYOUT_AT(S, d.dk),   \
+        LAYOUT_AT(S, d.dv), LAYOUT_AT(S, d.k), LAYOUT_AT(S, d.save), LAYOUT_AT(S, d.reverse), \
+        LAYOUT_AT(S, d.nthreads)
+
+/* sizeof and field offsets (the dims fields flattened) of rim_fwd_args then rim_bwd_args:
+ * entry i, or -1 past the end. */
+int64_t rim_lstm_layout(int64_t i) {
+#define F(f) LAYOUT_AT(rim_fwd_args, f)
+#define G(f) LAYOUT_AT(rim_bwd_args, f)
+    const int64_t table[] = {
+        LAYOUT_SIZE(rim_fwd_args), DIMS_LAYOUT(rim_fwd_args), F(score), F(null_score), F(rows),
+        F(wcell), F(wqkv), F(wout), F(h0), F(c0), F(in_keep), F(comm_keep), F(out), F(h_last),
+        F(c_last), F(act), F(p), F(att), F(u), F(gact), F(cprev), F(tc), F(hcell), F(qkv),
+        F(ctx),
+        LAYOUT_SIZE(rim_bwd_args), DIMS_LAYOUT(rim_bwd_args), G(score), G(rows), G(wcell_t),
+        G(wqkv_t), G(wout_t), G(in_keep), G(comm_keep), G(act), G(p), G(att), G(u), G(gact),
+        G(cprev), G(tc), G(qkv), G(gout), G(gc_last), G(dscore), G(drows), G(dh0), G(dc0),
+        G(dgates), G(dqkv), G(dhnew),
+    };
+#undef F
+#undef G
+    return i >= 0 && i < (int64_t)(sizeof table / sizeof table[0]) ? table[i] : -1;
 }

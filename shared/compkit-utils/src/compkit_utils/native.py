@@ -6,36 +6,58 @@ ship such a loop as a few dozen lines of plain C (no Python or torch headers) an
 through :func:`load_library`; the matrix products stay in torch.
 
 The first call compiles the source with the system C compiler (``$CC``, else ``cc``, else
-``gcc``) into a cache directory and every later process loads the cached library (well
-under a second to compile; no build step at install time). The binary is tuned to the host
-CPU (``-march=native``), so the cache key includes the CPU's feature flags, the compiler's
-version and the flags, besides the source.
+``gcc``, else ``clang``) into a cache directory and every later process loads the cached
+library (well under a second to compile; no build step at install time). The binary is
+tuned to the host CPU (``-march=native``), so the cache key includes the CPU's feature
+flags, the compiler's version and the flags, besides the source.
+
+OpenMP (``openmp=True``) is used only where the compiler accepts ``-fopenmp``: a tiny probe
+program is compiled once per compiler and flags (the answer is cached on disk next to the
+libraries); without OpenMP the kernels are built serial and compute the same results.
+Apple clang has no OpenMP; see the compkit-utils docs for the Homebrew libomp recipe.
+
+A failed build is remembered: a ``<name>-<key>.failed`` file in the cache holds the
+compiler's message, so later processes neither recompile nor warn again (only the process
+that ran the failing compiler logs one warning, with the reason and the fix). Deleting the
+file, or a change of compiler, flags or source, retries.
 
 Everything here is optional by design: without a compiler, on a platform other than
 Linux/macOS, when compilation fails, or with ``COMPKIT_NATIVE=0`` in the environment,
-:func:`load_library` returns ``None`` (after one logged warning for a failure) and the
-caller keeps its pure-PyTorch path.
+:func:`load_library` returns ``None`` and the caller keeps its pure-PyTorch path. With
+``COMPKIT_NATIVE=require`` (what CI sets on its Linux runner) any of these is an error
+instead (:class:`NativeUnavailableError`), so the native path cannot silently drop out of a
+test run.
+
+Argument passing: a kernel entry point takes a pointer to a C struct of named fields, and
+the package declares the same struct as a :class:`ctypes.Structure`; :func:`check_layout`
+compares the two layouts (sizes and field offsets reported by the C side) when the library
+is loaded.
 
 Environment:
-    ``COMPKIT_NATIVE``: ``0`` disables native kernels.
+    ``COMPKIT_NATIVE``: ``0`` (``false``/``no``/``off``) disables native kernels;
+    ``require`` makes a missing kernel an error; anything else (default) is "use when
+    available".
     ``COMPKIT_CACHE_DIR``: cache root (default ``$XDG_CACHE_HOME/compkit``, else
     ``~/.cache/compkit``); libraries go to its ``native/`` folder.
-    ``CC``: the C compiler.
+    ``CC``: the C compiler. ``CFLAGS`` / ``LDFLAGS``: extra compile / link flags, appended
+    (e.g. the include and library folders of a separately installed OpenMP runtime).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _log = logging.getLogger(__name__)
@@ -46,16 +68,50 @@ DEFAULT_FLAGS: tuple[str, ...] = (
     "-fPIC",
     "-shared",
     "-fno-math-errno",
+    "-ffp-contract=off",
     "-fopenmp-simd",
     "-std=c11",
 )
-"""Compiler flags: IEEE arithmetic (no ``-ffast-math``), so results do not depend on how
-the compiler reassociates; ``-fopenmp-simd`` only honours ``#pragma omp simd`` (no runtime)."""
+"""Compiler flags. The float rule of every kernel: IEEE arithmetic, no ``-ffast-math``
+(results do not depend on how the compiler reassociates) and no implicit contraction of
+``a * b + c`` into a fused multiply-add (``-ffp-contract=off``); fused multiply-adds happen
+only where a kernel writes them (``native_common.h``'s ``FMA``). ``-fopenmp-simd`` only
+honours ``#pragma omp simd`` (no runtime)."""
+
+_OFF = ("0", "false", "no", "off")
+
+OPENMP_PROBE = """
+#include <omp.h>
+int compkit_openmp_probe(int n) {
+    int total = 0;
+#pragma omp parallel for reduction(+ : total)
+    for (int i = 0; i < n; ++i) total += i + omp_get_num_threads() * 0;
+    return total;
+}
+"""
+"""The program whose successful build with ``-fopenmp`` means the compiler has OpenMP."""
+
+
+class NativeUnavailableError(RuntimeError):
+    """``COMPKIT_NATIVE=require`` and a native library cannot be built or loaded."""
+
+
+def mode() -> str:
+    """``"off"``, ``"auto"`` or ``"require"``, from ``COMPKIT_NATIVE``."""
+    value = os.environ.get("COMPKIT_NATIVE", "").strip().lower()
+    if value in _OFF:
+        return "off"
+    return "require" if value == "require" else "auto"
 
 
 def enabled() -> bool:
     """Whether native kernels may be used (``COMPKIT_NATIVE`` is not ``0``/``false``/``no``)."""
-    return os.environ.get("COMPKIT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+    return mode() != "off"
+
+
+def required() -> bool:
+    """Whether ``COMPKIT_NATIVE=require``: a kernel that does not load is an error."""
+    return mode() == "require"
 
 
 def cache_dir() -> Path:
@@ -78,6 +134,14 @@ def find_compiler() -> str | None:
     return None
 
 
+def _env_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``CFLAGS`` and ``LDFLAGS`` split like a shell would."""
+    return (
+        tuple(shlex.split(os.environ.get("CFLAGS", ""))),
+        tuple(shlex.split(os.environ.get("LDFLAGS", ""))),
+    )
+
+
 @functools.cache
 def _host_signature(compiler: str) -> str:
     """Compiler version and CPU feature flags: what ``-march=native`` code depends on."""
@@ -95,19 +159,24 @@ def _host_signature(compiler: str) -> str:
                 break
     except OSError:
         pass
-    return version + "\n" + cpu
+    return compiler + "\n" + version + "\n" + cpu
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
 def _compile(compiler: str, source: str, flags: tuple[str, ...], target: Path) -> str | None:
     """Compile ``source`` to ``target`` atomically; the compiler's message on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    cflags, ldflags = _env_flags()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
         src = Path(tmp) / "kernel.c"
         src.write_text(source)
         out = Path(tmp) / target.name
         try:
             result = subprocess.run(
-                [compiler, *flags, str(src), "-o", str(out), "-lm"],
+                [compiler, *flags, *cflags, str(src), "-o", str(out), *ldflags, "-lm"],
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -122,46 +191,163 @@ def _compile(compiler: str, source: str, flags: tuple[str, ...], target: Path) -
     return None
 
 
+def _compile_somewhere(
+    compiler: str, source: str, flags: tuple[str, ...], target: Path
+) -> tuple[str | None, Path]:
+    """:func:`_compile` into the cache, else (read-only cache) into a private temp folder."""
+    try:
+        return _compile(compiler, source, flags, target), target
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="compkit-native-")) / target.name
+        error = _compile(compiler, source, flags, fallback)
+        if error is None:
+            _log.info("cache folder %s not writable (%s); built in %s", cache_dir(), exc, fallback)
+        return error, fallback
+
+
+def _first_error_line(message: str) -> str:
+    lines = message.splitlines() or [message]
+    return next((ln for ln in lines if "error" in ln.lower()), lines[0]).strip()
+
+
+@functools.cache
+def openmp_supported(compiler: str, flags: tuple[str, ...] = DEFAULT_FLAGS) -> bool:
+    """Whether ``compiler`` builds and links a shared library with ``-fopenmp`` (cached).
+
+    Compiles :data:`OPENMP_PROBE` once per compiler, flags and ``CFLAGS``/``LDFLAGS``; the
+    answer is kept in the cache folder (``openmp-<key>.yes`` or ``.no``), so later processes
+    do not probe again. Apple clang answers no (it rejects ``-fopenmp``).
+    """
+    base = tuple(f for f in flags if f not in ("-fopenmp-simd", "-fopenmp"))
+    cflags, ldflags = _env_flags()
+    key = _key(OPENMP_PROBE, " ".join(base), " ".join(cflags + ldflags), _host_signature(compiler))
+    folder = cache_dir()
+    for answer in ("yes", "no"):
+        if (folder / f"openmp-{key}.{answer}").exists():
+            return answer == "yes"
+    suffix = ".dylib" if sys.platform == "darwin" else ".so"
+    error, built = _compile_somewhere(
+        compiler, OPENMP_PROBE, (*base, "-fopenmp"), folder / f"openmp-probe-{key}{suffix}"
+    )
+    if error is None:
+        built.unlink(missing_ok=True)
+    else:
+        _log.info("%s has no usable OpenMP (-fopenmp): %s", compiler, _first_error_line(error))
+    answer = "yes" if error is None else "no"
+    with contextlib.suppress(OSError):
+        (folder / f"openmp-{key}.{answer}").write_text((error or "") + "\n")
+    return error is None
+
+
+def _unavailable(name: str, reason: str) -> None:
+    """In require mode raise :class:`NativeUnavailableError`; otherwise do nothing."""
+    if required():
+        raise NativeUnavailableError(
+            f"native kernels {name!r} are required (COMPKIT_NATIVE=require) but {reason}"
+        )
+
+
+_FIX = (
+    "to fix: point CC at a working C compiler (install gcc or clang; on macOS the Xcode "
+    "command line tools), or set COMPKIT_NATIVE=0 to use the PyTorch path without trying"
+)
+
+
 @functools.cache
 def _load_cached(name: str, source: str, flags: tuple[str, ...]) -> ctypes.CDLL | None:
     if sys.platform not in ("linux", "darwin"):
+        _unavailable(name, f"the platform {sys.platform!r} is not Linux or macOS")
         return None
     compiler = find_compiler()
     if compiler is None:
         _log.info("no C compiler found; %s uses its PyTorch path", name)
+        _unavailable(name, "no C compiler was found (set CC or install gcc/clang)")
         return None
-    key = hashlib.sha256(
-        "\0".join([source, " ".join(flags), _host_signature(compiler)]).encode()
-    ).hexdigest()[:20]
+    if "-fopenmp" in flags and not openmp_supported(compiler, flags):
+        flags = (*tuple(f for f in flags if f != "-fopenmp"), "-fopenmp-simd")
+        _log.info("%s: %s has no OpenMP; building %s serial", name, compiler, name)
+    cflags, ldflags = _env_flags()
+    key = _key(source, " ".join(flags), " ".join(cflags + ldflags), _host_signature(compiler))
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
     target = cache_dir() / f"{name}-{key}{suffix}"
+    marker = target.with_suffix(".failed")
     if not target.exists():
-        try:
-            error = _compile(compiler, source, flags, target)
-        except OSError as exc:  # e.g. a read-only cache folder: build in a private temp dir
-            fallback = Path(tempfile.mkdtemp(prefix="compkit-native-")) / target.name
-            error = _compile(compiler, source, flags, fallback)
-            target = fallback
-            if error is None:
-                _log.info(
-                    "cache folder %s not writable (%s); built in %s",
-                    cache_dir(),
-                    exc,
-                    fallback.parent,
-                )
-        if error is not None:
-            _log.warning(
-                "compiling native kernels %r failed, using the PyTorch path "
-                "(set COMPKIT_NATIVE=0 to skip the attempt): %s",
+        if marker.exists() and not required():
+            _log.info(
+                "native kernels %r: an earlier build failed (%s); using the PyTorch path. "
+                "Delete that file to retry.",
                 name,
-                next((ln for ln in error.splitlines() if "error" in ln), error.splitlines()[0]),
+                marker,
             )
             return None
+        error, target = _compile_somewhere(compiler, source, flags, target)
+        if error is not None:
+            with contextlib.suppress(OSError):
+                marker.write_text(f"{compiler} {' '.join(flags)}\n{error}\n")
+            _unavailable(name, f"compiling them failed: {_first_error_line(error)}")
+            _log.warning(
+                "compiling native kernels %r failed, using the PyTorch path (%s); the "
+                "failure is remembered in %s: %s",
+                name,
+                _FIX,
+                marker,
+                _first_error_line(error),
+            )
+            return None
+        with contextlib.suppress(OSError):  # a stale marker (e.g. after a failed retry)
+            marker.unlink(missing_ok=True)
     try:
         return ctypes.CDLL(str(target))
     except OSError as exc:
+        _unavailable(name, f"loading {target} failed: {exc}")
         _log.warning("loading native kernels %s failed, using the PyTorch path: %s", target, exc)
         return None
+
+
+def struct_layout(struct: type[ctypes.Structure], base: int = 0) -> list[int]:
+    """``[sizeof, offsetof(field)...]`` of a ctypes struct, in field order.
+
+    A field that is itself a struct contributes the offsets of its own fields (flattened,
+    relative to the outer struct) instead of its own offset.
+    """
+    fields: Sequence[tuple[str, object]] = struct._fields_  # pyright: ignore[reportAssignmentType]
+    offsets: list[int] = []
+    for field in fields:
+        name, kind = field[0], field[1]
+        offset = base + getattr(struct, name).offset
+        if isinstance(kind, type) and issubclass(kind, ctypes.Structure):
+            offsets += struct_layout(kind, offset)[1:]
+        else:
+            offsets.append(offset)
+    return [ctypes.sizeof(struct), *offsets]
+
+
+def check_layout(lib: ctypes.CDLL, symbol: str, structs: Sequence[type[ctypes.Structure]]) -> None:
+    """Check that a library's C structs have the layout of ``structs``.
+
+    The library exports ``int64_t symbol(int64_t i)``: entry ``i`` of the concatenated
+    ``[sizeof(S), offsetof(S, field)...]`` lists of its argument structs, in the order of
+    ``structs``, and ``-1`` past the end.
+
+    Raises:
+        RuntimeError: the layouts differ (the C source and its Python glue disagree).
+    """
+    fn = getattr(lib, symbol)
+    fn.argtypes = [ctypes.c_int64]
+    fn.restype = ctypes.c_int64
+    expected = [n for struct in structs for n in struct_layout(struct)]
+    actual: list[int] = []
+    while len(actual) <= len(expected):
+        value = int(fn(len(actual)))
+        if value < 0:
+            break
+        actual.append(value)
+    if actual != expected:
+        names = ", ".join(s.__name__ for s in structs)
+        raise RuntimeError(
+            f"{symbol}: the C argument structs differ from the ctypes ones ({names}): "
+            f"C {actual}, Python {expected}"
+        )
 
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "native")
@@ -228,14 +414,19 @@ def load_library(
         name: short name of the library (used in the file name and in messages).
         source: the C source text.
         flags: compiler flags (default :data:`DEFAULT_FLAGS`).
-        openmp: compile with ``-fopenmp``. Import torch first: its wheel ships GNU OpenMP
-            under the same soname (``libgomp.so.1``), so the library then binds to the
-            runtime torch already loaded and its parallel regions run on torch's intra-op
-            threads instead of a second pool that would compete for the cores.
+        openmp: compile with ``-fopenmp`` where the compiler accepts it (see
+            :func:`openmp_supported`; serial otherwise). Import torch first: its wheel
+            ships GNU OpenMP under the same soname (``libgomp.so.1``), so the library then
+            binds to the runtime torch already loaded and its parallel regions run on
+            torch's intra-op threads instead of a second pool that would compete for the cores.
 
     Returns:
         The loaded library, or ``None`` when native kernels are disabled or unavailable
         (callers then use their pure-PyTorch path). The result is cached per process.
+
+    Raises:
+        NativeUnavailableError: ``COMPKIT_NATIVE=require`` and the library cannot be built
+            or loaded.
     """
     if not enabled():
         return None

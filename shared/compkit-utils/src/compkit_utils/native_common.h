@@ -13,7 +13,25 @@
  *   sigmoid_n             y = sigmoid(scale x) over an array (AVX-512 when available).
  *   run_jobs              run n independent jobs on the OpenMP threads (torch's pool when
  *                         the library is built with openmp=True).
+ *   FMA                   a + s b for a vector a, b and a scalar s, fused where the CPU
+ *                         has fused multiply-adds.
+ *
+ * Conventions shared by every kernel built on this file (docs/conventions.md, "Native
+ * kernels"):
+ *   Gate order     LSTM gate blocks are (i, f, g, o), as torch.nn.LSTM / nn.LSTMCell store
+ *                  them: G = 4H columns, block b at columns [b H, (b + 1) H). A package whose
+ *                  weights use another order permutes them before the call.
+ *   Float rule     IEEE float32, no -ffast-math, no implicit contraction
+ *                  (-ffp-contract=off, compkit_utils.native.DEFAULT_FLAGS): a * b + c is
+ *                  rounded twice unless the source writes a fused multiply-add (FMA below,
+ *                  the AVX-512 sigmoid_n). Results therefore depend only on the source and
+ *                  the CPU's instruction set, not on the compiler's contraction choices.
+ *   Arguments      each entry point takes a pointer to a struct of named fields, mirrored
+ *                  by a ctypes.Structure in the package; a <name>_layout(i) function
+ *                  reports sizeof/offsetof (LAYOUT_SIZE, LAYOUT_AT) so the Python side
+ *                  checks that both agree when it loads the library.
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +59,22 @@ typedef float vf __attribute__((vector_size(VL * 4), aligned(4)));
 #define LD(p) (*(const vf *)(p))
 #define ST(p, v) (*(vf *)(p) = (v))
 
+/* a + s b (vector a, b; scalar s), fused where the CPU has fused multiply-adds. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define FMA(a, s, b) ((vf)_mm512_fmadd_ps(_mm512_set1_ps(s), (__m512)(b), (__m512)(a)))
+#elif defined(__FMA__) && defined(__AVX__)
+#include <immintrin.h>
+#define FMA(a, s, b) ((vf)_mm256_fmadd_ps(_mm256_set1_ps(s), (__m256)(b), (__m256)(a)))
+#else
+#define FMA(a, s, b) ((a) + (s) * (b))
+#endif
+
+/* Layout reports for the argument structs: a kernel's <name>_layout(i) returns entry i of
+ * {LAYOUT_SIZE(S), LAYOUT_AT(S, field), ...} (every struct, in the Python glue's order). */
+#define LAYOUT_SIZE(S) ((int64_t)sizeof(S))
+#define LAYOUT_AT(S, f) ((int64_t)offsetof(S, f))
+
 /* C[M, N] = Cin[M, N] + A B with A's element (m, k) at A[m * a_row + k * a_col] (so either
  * A or its transpose is stored row-major), B (K, N) and C row-major with leading dimensions
  * ldb and ldc. Cin may equal C (accumulate in place) or be NULL (start from zero). Columns are done NB at a time, then
@@ -65,8 +99,8 @@ static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t a_row,
                 const vf b0 = LD(B + k * ldb + n), b1 = LD(B + k * ldb + n + VL);
                 for (int r = 0; r < MR; ++r) {
                     const float ar = A[a_off[r] + k * a_col];
-                    c[r][0] += ar * b0;
-                    c[r][1] += ar * b1;
+                    c[r][0] = FMA(c[r][0], ar, b0);
+                    c[r][1] = FMA(c[r][1], ar, b1);
                 }
             }
             for (int r = 0; r < rows; ++r) {
@@ -87,7 +121,7 @@ static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t a_row,
             }
             for (int64_t k = 0; k < K; ++k) {
                 const vf b0 = LD(B + k * ldb + n);
-                for (int r = 0; r < MR; ++r) c[r] += A[a_off[r] + k * a_col] * b0;
+                for (int r = 0; r < MR; ++r) c[r] = FMA(c[r], A[a_off[r] + k * a_col], b0);
             }
             for (int r = 0; r < rows; ++r) ST(C + (m + r) * ldc + n, c[r]);
         }
