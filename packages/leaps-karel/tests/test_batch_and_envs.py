@@ -104,3 +104,45 @@ def test_env_truncates():
     env = envs.KarelEnv("harvester", max_steps=3)
     env.reset(seed=0)
     assert [env.step(1)[3] for _ in range(3)] == [False, False, True]
+
+
+@pytest.mark.parametrize("name", ["maze", "topoff"])
+def test_rgb_array_render_passes_the_checker_and_draws_the_world(name):
+    env = gymnasium.make(envs.env_id(name), render_mode="rgb_array").unwrapped
+    assert "rgb_array" in env.metadata["render_modes"]
+    check_env(env)  # with a spec, gymnasium also checks every other render mode
+    env.reset(seed=1)
+    frame = env.render()
+    spec = get_spec(name)
+    assert isinstance(frame, np.ndarray)
+    assert frame.dtype == np.uint8
+    cell = envs.RENDER_CELL  # plus the closing grid line
+    assert frame.shape == (spec.height * cell + 1, spec.width * cell + 1, 3)
+    before = frame.copy()
+    env.step(1)  # turnLeft redraws the agent
+    assert not np.array_equal(env.render(), before)
+    with pytest.raises(ValueError, match="render_mode"):
+        envs.KarelEnv(name, render_mode="human")
+
+
+def test_gymnasium_make_with_module_prefix_in_a_fresh_process():
+    """Gymnasium 1.x has no plugin entry points: ``module:id`` registers in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gymnasium\n"
+        "env = gymnasium.make('leaps_karel.envs:compkit/Karel-Maze-v0', render_mode='rgb_array')\n"
+        "env.reset(seed=0)\n"
+        "print(env.render().shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(257, 257, 3)"
+
+
+def test_env_ids_come_from_the_task_registry():
+    from leaps_karel.tasks.registry import TASKS
+
+    assert list(envs.ENV_NAMES) == list(TASKS)
+    for name in TASKS:
+        assert envs.env_id(name) in gymnasium.registry

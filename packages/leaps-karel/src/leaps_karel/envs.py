@@ -8,7 +8,12 @@ Importing this module registers ``compkit/Karel-<Task>-v0`` for every task (``St
 
     env = gymnasium.make("compkit/Karel-Maze-v0")
 
-or, without the explicit import, ``gymnasium.make("leaps_karel.envs:compkit/Karel-Maze-v0")``.
+or, without the explicit import, ``gymnasium.make("leaps_karel.envs:compkit/Karel-Maze-v0")``
+(gymnasium imports the module named before the colon). Gymnasium 1.x has no plugin
+entry points, so one of the two is needed in a fresh process.
+
+Rendering: ``render_mode="rgb_array"`` returns an ``(H * 32 + 1, W * 32 + 1, 3)`` uint8 frame
+drawn by :func:`leaps_karel.render.render_image`; ``"ansi"`` returns the ASCII grid.
 """
 
 from __future__ import annotations
@@ -23,15 +28,10 @@ from leaps_karel.tasks.base import Options
 from leaps_karel.tasks.registry import TASKS, get_spec
 from leaps_karel.world import ACTION_NAMES, NUM_CHANNELS, World
 
-#: Gymnasium id suffix of each task.
-ENV_NAMES = {
-    "stairclimber": "StairClimber",
-    "fourcorner": "FourCorner",
-    "topoff": "TopOff",
-    "maze": "Maze",
-    "cleanhouse": "CleanHouse",
-    "harvester": "Harvester",
-}
+#: Gymnasium id part of each task (``TaskSpec.env_name``, from the task registry).
+ENV_NAMES = {name: spec.env_name for name, spec in TASKS.items()}
+#: Side of a grid cell in pixels of an ``rgb_array`` frame.
+RENDER_CELL = 32
 #: Default episode horizon (the original's programs are stopped by the 220-call budget, which
 #: allows at most 217 actions).
 DEFAULT_MAX_STEPS = 220
@@ -68,7 +68,7 @@ class KarelEnv(gymnasium.Env[np.ndarray, np.int64]):
         the original's quirks).
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
 
     def __init__(
         self,
@@ -82,8 +82,9 @@ class KarelEnv(gymnasium.Env[np.ndarray, np.int64]):
         self.options = options or Options()
         if reward_mode not in ("delta", "state"):
             raise ValueError(f"reward_mode must be 'delta' or 'state', got {reward_mode!r}")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            modes = ", ".join(repr(m) for m in self.metadata["render_modes"])
+            raise ValueError(f"render_mode must be None, {modes}; got {render_mode!r}")
         self.reward_mode = reward_mode
         self.render_mode = render_mode
         self.max_steps = max_steps
@@ -142,15 +143,26 @@ class KarelEnv(gymnasium.Env[np.ndarray, np.int64]):
         truncated = not terminated and self._steps >= self.max_steps
         return self._obs(), float(out), terminated, truncated, self._info()
 
-    def render(self) -> str | None:  # type: ignore[override]
-        if self.render_mode == "ansi" and self.world is not None:
+    def render(self) -> str | np.ndarray | None:  # type: ignore[override]
+        """The current world as ASCII text or an RGB frame.
+
+        Returns:
+            ``"ansi"``: the ASCII grid; ``"rgb_array"``: an ``(H * 32 + 1, W * 32 + 1, 3)``
+            uint8 frame (cells and grid lines); ``None`` without a render mode or before `reset`.
+        """
+        if self.world is None or self.render_mode is None:
+            return None
+        if self.render_mode == "ansi":
             return self.world.render_ascii()
-        return None
+        from leaps_karel.render import render_image
+
+        image = render_image(self.world, cell=RENDER_CELL).convert("RGB")
+        return np.asarray(image, dtype=np.uint8)
 
 
 def env_id(task: str) -> str:
     """The gymnasium id of a task, e.g. ``compkit/Karel-Maze-v0``."""
-    return f"compkit/Karel-{ENV_NAMES[get_spec(task).name]}-v0"
+    return f"compkit/Karel-{get_spec(task).env_name}-v0"
 
 
 def register_envs() -> None:

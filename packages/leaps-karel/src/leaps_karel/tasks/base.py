@@ -82,6 +82,8 @@ class TaskSpec(abc.ABC):
     name: str = ""
     #: Name used in the paper.
     title: str = ""
+    #: Gymnasium id part: ``compkit/Karel-<env_name>-v0``.
+    env_name: str = ""
     height: int = 0
     width: int = 0
     #: ``"sparse"`` or ``"dense"``.

@@ -26,6 +26,7 @@ class StairClimber(TaskSpec):
 
     name = "stairclimber"
     title = "STAIRCLIMBER"
+    env_name = "StairClimber"
     height = 12
     width = 12
     reward_type = "sparse"
@@ -114,6 +115,7 @@ class FourCorner(TaskSpec):
 
     name = "fourcorner"
     title = "FOURCORNER"
+    env_name = "FourCorner"
     height = 12
     width = 12
     reward_type = "dense"
@@ -146,6 +148,7 @@ class TopOff(TaskSpec):
 
     name = "topoff"
     title = "TOPOFF"
+    env_name = "TopOff"
     height = 12
     width = 12
     reward_type = "dense"
@@ -196,6 +199,7 @@ class Maze(TaskSpec):
 
     name = "maze"
     title = "MAZE"
+    env_name = "Maze"
     height = 8
     width = 8
     reward_type = "sparse"
@@ -268,6 +272,7 @@ class CleanHouse(TaskSpec):
 
     name = "cleanhouse"
     title = "CLEANHOUSE"
+    env_name = "CleanHouse"
     height = 14
     width = 22
     reward_type = "dense"
@@ -329,6 +334,7 @@ class Harvester(TaskSpec):
 
     name = "harvester"
     title = "HARVESTER"
+    env_name = "Harvester"
     height = 8
     width = 8
     reward_type = "dense"
@@ -361,6 +367,15 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (StairClimber(), FourCorner(), TopOff(), Maze(), CleanHouse(), Harvester())
 }
 _ALIASES = {"fourcorners": "fourcorner", "stairclimber_sparse": "stairclimber"}
+
+
+def task_names(aliases: bool = False) -> list[str]:
+    """The registered task names (the one list: CLI choices, bench and docs use it).
+
+    Args:
+        aliases: also the accepted alternative spellings (``fourcorners``, ...).
+    """
+    return [*TASKS, *_ALIASES] if aliases else list(TASKS)
 
 
 def get_spec(name: str) -> TaskSpec:
