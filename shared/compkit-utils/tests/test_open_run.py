@@ -61,6 +61,7 @@ def test_open_run_creates_a_fresh_directory_with_default_names(tmp_path: Path) -
             (second.path / "checkpoints").mkdir()
             second.last_checkpoint.write_bytes(b"x")
     assert first.path.is_dir()  # a finished run stays
+    assert not (first.path / ".lock").exists()  # the lock file goes with the lock
 
 
 def test_existing_run_name_needs_resume(tmp_path: Path) -> None:
@@ -233,3 +234,24 @@ def test_testing_helpers(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "f").write_text("x")
     assert tree(tmp_path) == {"a", "a/b", "a/f"}
+
+
+def test_defer_interrupt_raises_sigint_when_the_body_ends() -> None:
+    import signal
+
+    from compkit_utils.runs import defer_interrupt
+
+    reached = []
+
+    def body() -> None:
+        with defer_interrupt():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("end of body")
+
+    with pytest.raises(KeyboardInterrupt):
+        body()
+    assert reached == ["end of body"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with defer_interrupt():  # no signal: nothing raised
+        reached.append("again")
+    assert reached == ["end of body", "again"]

@@ -212,10 +212,10 @@ def open_run(
 
     Without ``resume`` the directory is created atomically (``mkdir``, never reused); with
     ``resume`` it is the run :func:`resume_run_dir` finds. An exclusive lock on
-    ``<run>/.lock`` is held until the body ends. If the body raises anything (also
-    ``KeyboardInterrupt``) and this call created the directory and there is no
-    ``checkpoints/last.pt`` yet, the directory (and any parent folders this call created)
-    is removed: a failed command leaves nothing behind.
+    ``<run>/.lock`` is held until the body ends (the file is removed then). If the body
+    raises anything (also ``KeyboardInterrupt``) and this call created the directory and
+    there is no ``checkpoints/last.pt`` yet, the directory (and any parent folders this
+    call created) is removed: a failed command leaves nothing behind.
 
     Args:
         package: distribution name, e.g. ``"compile-seg"``.
@@ -284,25 +284,46 @@ def _create_run_dir(
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``fcntl`` lock on ``<path>/.lock`` (no locking where fcntl is absent)."""
+    """Hold an exclusive ``fcntl`` lock on ``<path>/.lock``; the file is removed afterwards.
+
+    The lock file is unlinked while still locked; a process that opened the old file
+    before that notices (its inode is no longer the path's) and tries again. Where fcntl
+    is absent (not POSIX) there is no lock.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    lock = path / LOCK_FILE
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             raise UserError(
                 f"run {path} is in use by another process; wait for it to finish or pass "
                 "another --run-name"
             ) from None
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        held = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (
+            held.st_ino,
+            held.st_dev,
+        ):
+            break
+        os.close(fd)  # the file was replaced while we waited: lock the new one
+    try:
         yield
     finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
         os.close(fd)
 
 
@@ -319,6 +340,31 @@ def save_on_interrupt(save: Callable[[], object]) -> Iterator[None]:
     except KeyboardInterrupt:
         save()
         raise
+
+
+@contextlib.contextmanager
+def defer_interrupt() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the body ends, then raise ``KeyboardInterrupt``.
+
+    Wrap the part of a training step that must not be cut in half (the optimizer update
+    and the bookkeeping of the finished step), so that :func:`save_on_interrupt` saves a
+    consistent state. Outside the main thread (where signal handlers cannot be set) the
+    body runs unguarded.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(*received[0])
 
 
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
