@@ -98,6 +98,39 @@ def test_resume_continues_exactly(tmp_path, capsys):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_exactly(tmp_path, monkeypatch, capsys):
+    import rim_cells.seqmnist.train as train_mod
+
+    runs = tmp_path / "runs"
+    base = ["seqmnist", "train", "--smoke", "--runs-dir", str(runs), "--epochs", "2"]
+    assert main([*base, "--run-name", "full"]) == 0
+    real_loss, calls = train_mod.loss_fn, []
+
+    def interrupted_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2 (3 batches per epoch), after its first batch
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "loss_fn", interrupted_loss)
+    capsys.readouterr()
+    assert main([*base, "--run-name", "cut"]) == 130
+    assert "interrupted; rerun with --resume to continue" in capsys.readouterr().err
+    cut = runs / "rim-cells" / "cut"
+    state = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert state["step"] == 4
+    assert (state["extra"]["epoch"], state["extra"]["batch"]) == (1, 1)
+    monkeypatch.setattr(train_mod, "loss_fn", real_loss)
+    assert main([*base, "--run-name", "cut", "--resume"]) == 0
+    full, resumed = _records(runs / "rim-cells" / "full"), _records(cut)
+    for rec in (*full, *resumed):
+        rec.pop("time/train_epoch_s")
+    assert resumed == full
+    sa = load_checkpoint(runs / "rim-cells" / "full" / "checkpoints" / "last.pt")["model"]
+    sb = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def _records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

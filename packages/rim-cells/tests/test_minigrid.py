@@ -324,6 +324,29 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert state["step"] == 4
 
 
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    base = ["minigrid", "train", "--smoke", "--model.memory", "lstm", "--runs-dir", str(runs)]
+    base += ["--run-name", "r", "--eval-episodes", "0", "--frames", "96"]
+    real_update, calls = RecurrentPPO.update, []
+
+    def interrupted_update(self, exps):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_update(self, exps)
+
+    monkeypatch.setattr(RecurrentPPO, "update", interrupted_update)
+    assert main(base) == 130
+    assert "interrupted; rerun with --resume" in capsys.readouterr().err
+    run_dir = runs / "rim-cells" / "r"
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
+    monkeypatch.setattr(RecurrentPPO, "update", real_update)
+    assert main([*base, "--resume"]) == 0
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+
+
 def test_evaluate_and_visualize(tmp_path, capsys):
     run_dir = _smoke(tmp_path, "--model.memory", "lstm", "--eval-episodes", "0")
     ckpt = run_dir / "checkpoints" / "last.pt"
