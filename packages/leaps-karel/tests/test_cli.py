@@ -67,11 +67,11 @@ def test_run_on_task_and_world_file(capsys, tmp_path):
         (["run", "--program", "DEF run m( move"], "parse error at token 4"),
         (["run", "--program", "DEF run m( jump m)"], "unknown token"),
         (["run", "--program", ""], "no program given"),
-        (["evaluate", "--task", "karel", "--program", SOLUTION], "unknown task 'karel'"),
-        (["run", "--task", "nope", "--program", SOLUTION], "unknown task"),
-        (["evaluate", "--program-file", "/nonexistent/p.txt"], "program file not found"),
+        (["evaluate", "--task", "karel", "--program", SOLUTION], "--task must be one of"),
+        (["run", "--task", "nope", "--program", SOLUTION], "--task must be one of"),
+        (["evaluate", "--program-file", "/nonexistent/p.txt"], "--program-file /nonexistent/p.txt"),
         (["evaluate", "--program", SOLUTION, "--num-worlds", "0"], "--num-worlds"),
-        (["bench", "--tasks", "karel"], "unknown task"),
+        (["bench", "--tasks", "karel"], "--tasks must be one of"),
     ],
 )
 def test_bad_input_exits_2(capsys, args, message):
@@ -103,7 +103,7 @@ def test_malformed_world_files_exit_2(capsys, tmp_path, content, message):
 
 def test_missing_world_file_exits_2(capsys, tmp_path):
     assert main(["run", "--world", str(tmp_path / "nope.json"), "--program", SOLUTION]) == 2
-    assert "world file not found" in capsys.readouterr().err
+    assert "--world " in capsys.readouterr().err
 
 
 def test_bench_runs_quickly(capsys):

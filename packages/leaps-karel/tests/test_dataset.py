@@ -367,7 +367,7 @@ def test_cli_smoke_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "programs/s" in capsys.readouterr().out
     out = tmp_path / "x"
     assert main(["generate-dataset", "--out-dir", str(out), "--num-programs", "0"]) == 2
-    assert "--num-programs must be >= 1" in capsys.readouterr().err
+    assert "--num-programs must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_config_round_trips_through_json(tmp_path: Path) -> None:

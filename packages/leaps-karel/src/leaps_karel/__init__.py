@@ -11,6 +11,8 @@ Quick start::
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from leaps_karel.dsl import ParseError, Program, is_valid, parse, to_text, tokenize
 from leaps_karel.interpreter import ExecutionResult, compile_program, execute
 from leaps_karel.world import KarelCrash, World
@@ -28,4 +30,7 @@ __all__ = [
     "to_text",
     "tokenize",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("leaps-karel")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0+unknown"

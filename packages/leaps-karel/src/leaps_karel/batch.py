@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +168,7 @@ def evaluate_batch(
     *,
     num_worlds: int = 10,
     workers: int = 1,
+    progress: bool = False,
 ) -> np.ndarray:
     """Task returns (§10.1, syntax bonus included) of many programs: ``(P,)`` float64.
 
@@ -176,15 +177,26 @@ def evaluate_batch(
         programs: programs as text, `Program` or token ids (invalid ones return 0.01).
         num_worlds: rollouts per program.
         workers: processes to use (1 = in this process; 0 = one per CPU).
+        progress: show a progress bar over the programs (tqdm; hidden when stderr is not a
+            terminal).
     """
+    from tqdm import tqdm
+
     task._ensure(num_worlds)
     progs = [p if isinstance(p, str | Program) else [int(t) for t in p] for p in programs]
     workers = _workers(workers)
-    if workers == 1 or len(progs) < 2 * workers:
-        return np.asarray(_evaluate_chunk(task, progs, num_worlds), dtype=np.float64)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [
-            pool.submit(_evaluate_chunk, task, progs[a:b], num_worlds)
-            for a, b in _chunks(len(progs), workers)
-        ]
-        return np.asarray([x for f in futures for x in f.result()], dtype=np.float64)
+    bar = tqdm(total=len(progs), unit="prog", desc="evaluate", disable=None if progress else True)
+    with bar:
+        if workers == 1 or len(progs) < 2 * workers:
+            returns = []
+            for program in progs:
+                returns.append(task.evaluate(program, num_worlds))
+                bar.update()
+            return np.asarray(returns, dtype=np.float64)
+        # Small chunks keep the bar moving; results are put back in program order.
+        parts = _chunks(len(progs), max(workers, min(len(progs), 8 * workers)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_evaluate_chunk, task, progs[a:b], num_worlds) for a, b in parts]
+            for future in as_completed(futures):
+                bar.update(len(future.result()))
+            return np.asarray([x for f in futures for x in f.result()], dtype=np.float64)

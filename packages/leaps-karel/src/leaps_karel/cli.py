@@ -16,6 +16,7 @@ from leaps_karel.config import (
     RunConfig,
     TaskOptionsConfig,
     TasksConfig,
+    VerifyDatasetConfig,
 )
 
 COMMANDS: dict[str, type] = {
@@ -24,6 +25,7 @@ COMMANDS: dict[str, type] = {
     "tasks": TasksConfig,
     "bench": BenchConfig,
     "generate-dataset": GenerateDatasetConfig,
+    "verify-dataset": VerifyDatasetConfig,
 }
 
 
@@ -58,8 +60,6 @@ def _programs(program: str, program_file: Path | None, *, many: bool) -> list[st
 def _options(cfg: TaskOptionsConfig) -> Any:
     from leaps_karel.tasks import Options
 
-    if cfg.budget < 0:
-        raise UserError(f"--options.budget must be >= 0, got {cfg.budget}")
     return Options(
         short_rollouts_score_zero=cfg.short_rollouts_score_zero,
         marker_total_lag=cfg.marker_total_lag,
@@ -102,8 +102,6 @@ def _run(cfg: RunConfig) -> int:
         world = load_world(cfg.world)
         source = str(cfg.world)
     else:
-        if cfg.index < 0:
-            raise UserError(f"--index must be >= 0, got {cfg.index}")
         task = make(cfg.task, seed=cfg.seed, num_worlds=cfg.index + 1, options=options)
         world = task.initial_worlds[cfg.index]
         source = f"task {task.name}, seed {cfg.seed}, world {cfg.index}"
@@ -163,10 +161,10 @@ def _evaluate(cfg: EvaluateConfig) -> int:
             raise UserError(
                 f"{where}: {reason} (pass --allow-invalid to score it as the original: 0.01)"
             )
-    if cfg.num_worlds < 1:
-        raise UserError(f"--num-worlds must be >= 1, got {cfg.num_worlds}")
     task = make(cfg.task, seed=cfg.seed, num_worlds=cfg.num_worlds, options=_options(cfg.options))
-    returns = evaluate_batch(task, programs, num_worlds=cfg.num_worlds, workers=cfg.workers)
+    returns = evaluate_batch(
+        task, programs, num_worlds=cfg.num_worlds, workers=cfg.workers, progress=True
+    )
     for text, ret in zip(programs, returns, strict=True):
         print(f"{ret:.6f}\t{text}")
         if cfg.per_rollout:
@@ -190,20 +188,27 @@ def _bench(cfg: BenchConfig) -> int:
     import os
 
     from leaps_karel.bench import format_table, run_bench
-    from leaps_karel.tasks.registry import get_spec
+    from leaps_karel.tasks.registry import get_spec, task_names
 
-    for t in cfg.tasks:
-        get_spec(t)
-    if cfg.seconds <= 0:
-        raise UserError(f"--seconds must be > 0, got {cfg.seconds}")
+    tasks = tuple(get_spec(t).name for t in cfg.tasks) if cfg.tasks else tuple(task_names())
     print(
         f"leaps-karel bench: {cfg.seconds:g} s of CPU time per measurement, seed {cfg.seed}, "
         "one process; rates are per CPU-second"
     )
-    rows = run_bench(cfg.seconds, cfg.seed, cfg.tasks)
+    rows = run_bench(cfg.seconds, cfg.seed, tasks)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(format_table(rows))
     print(f"\nload average (1 min) at the end: {load:.2f}; python {sys.version.split()[0]}")
+    return 0
+
+
+def _verify_dataset(cfg: VerifyDatasetConfig) -> int:
+    from leaps_karel.dataset import default_data_dir
+    from leaps_karel.reader import KarelProgramDataset
+
+    path = cfg.path if cfg.path is not None else default_data_dir()
+    data = KarelProgramDataset(path, validate=True)
+    print(f"{data.file}: {len(data)} programs, all readable; checksums match")
     return 0
 
 
@@ -221,6 +226,8 @@ def _dispatch(cfg: object) -> int:
             from leaps_karel.dataset import generate_dataset_command
 
             return generate_dataset_command(cfg)
+        case VerifyDatasetConfig():
+            return _verify_dataset(cfg)
         case _:
             raise AssertionError(f"unhandled command config: {cfg!r}")
 

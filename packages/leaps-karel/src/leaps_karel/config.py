@@ -4,9 +4,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
+
+from compkit_utils.validate import Choice, InputFile, InputPath, OutputDir, Range
+
+
+def _task_names() -> list[str]:
+    from leaps_karel.tasks.registry import task_names
+
+    return task_names()
+
+
+class TaskChoice(Choice):
+    """A task of the registry, spelled as `leaps_karel.tasks.registry.get_spec` accepts it.
+
+    Any case, ``-``/``_`` ignored, aliases; the error lists the registered names.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_task_names)
+
+    def validate(self, value: Any, flag: str) -> None:
+        """Raise `UserError` unless ``value`` names a registered task."""
+        from compkit_utils.errors import UserError
+        from leaps_karel.tasks.registry import get_spec
+
+        try:
+            get_spec(str(value))
+        except UserError:
+            listed = ", ".join(self.options())
+            raise UserError(f"{flag} must be one of {listed}; got {value!r}") from None
+
+
+#: A task name of the registry (``leaps-karel tasks``), checked when the command runs.
+TaskName = Annotated[str, TaskChoice()]
+Seed = Annotated[int, Range(0)]
 
 
 @dataclass(frozen=True)
@@ -21,7 +55,7 @@ class TaskOptionsConfig:
     """TOPOFF's bottom-right cell holds a marker, as in the released CEM runs."""
     stairclimber_off_stairs_penalty: bool = False
     """STAIRCLIMBER rewards -1 off the stairs, as the paper describes."""
-    budget: int = 220
+    budget: Annotated[int, Range(0)] = 220
     """Interpreter call budget."""
 
 
@@ -31,15 +65,15 @@ class RunConfig:
 
     program: str = ""
     """Program text, e.g. 'DEF run m( move m)'."""
-    program_file: Path | None = None
+    program_file: Annotated[Path | None, InputFile()] = None
     """Read the program from this file instead."""
-    task: str = "maze"
+    task: TaskName = "maze"
     """Task whose initial world is used (ignored with --world)."""
-    index: int = 0
+    index: Annotated[int, Range(0)] = 0
     """Which of the task's seeded initial worlds."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the task's initial worlds."""
-    world: Path | None = None
+    world: Annotated[Path | None, InputFile()] = None
     """JSON world file {"grid": [...], "agent": [row, col, dir]} instead of a task world."""
     mode: Literal["no_crash", "crash"] = "no_crash"
     """no_crash: reward semantics; crash: dataset-generation semantics."""
@@ -58,22 +92,22 @@ class RunConfig:
 class EvaluateConfig:
     """Task return of programs (mean last-step reward over the rollouts + 0.1)."""
 
-    task: str = "stairclimber"
+    task: TaskName = "stairclimber"
     """Task name (see `leaps-karel tasks`)."""
     program: str = ""
     """Program text."""
-    program_file: Path | None = None
+    program_file: Annotated[Path | None, InputFile()] = None
     """File with one program per line (blank lines and lines starting with '%' skipped)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the task's initial worlds."""
-    num_worlds: int = 10
+    num_worlds: Annotated[int, Range(1)] = 10
     """Rollouts per program."""
     per_rollout: bool = False
     """Also print every rollout's score."""
     allow_invalid: bool = False
     """Score programs that do not parse as the original did (return 0.01) instead of stopping
     with an error; for scoring generated candidates."""
-    workers: int = 1
+    workers: Annotated[int, Range(0)] = 1
     """Processes for many programs (0 = one per CPU)."""
     options: TaskOptionsConfig = TaskOptionsConfig()
     """Task options (budget, quirks)."""
@@ -88,19 +122,12 @@ class TasksConfig:
 class BenchConfig:
     """Measure interpreter and task-evaluation speed beside a reference implementation."""
 
-    seconds: float = 1.0
+    seconds: Annotated[float, Range(0, None, lo_open=True)] = 1.0
     """Time spent on each measurement (per side)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the benchmark worlds."""
-    tasks: tuple[str, ...] = (
-        "stairclimber",
-        "fourcorner",
-        "topoff",
-        "maze",
-        "cleanhouse",
-        "harvester",
-    )
-    """Tasks for the task-evaluation figure."""
+    tasks: Annotated[tuple[str, ...], TaskChoice()] = ()
+    """Tasks for the task-evaluation figure (default: every task of the registry)."""
 
 
 @dataclass(frozen=True)
@@ -111,72 +138,69 @@ class DatasetConfig:
     paper's 35 000 / 7 500 / 7 500 for N = 50 000); consumers re-split the programs (spec §9).
     """
 
-    num_programs: int = 50_000
+    num_programs: Annotated[int, Range(1)] = 50_000
     """Programs to generate (the paper's dataset has 50 000)."""
-    seed: int = 123
+    seed: Seed = 123
     """Seed of the program stream and of every program's worlds (the original used 123)."""
-    height: int = 8
+    height: Annotated[int, Range(3)] = 8
     """World rows H."""
-    width: int = 8
+    width: Annotated[int, Range(3)] = 8
     """World columns W."""
-    wall_prob: float = 0.1
+    wall_prob: Annotated[float, Range(0, 1, hi_open=True)] = 0.1
     """Probability that an interior cell is a wall."""
-    marker_prob: float = 0.1
+    marker_prob: Annotated[float, Range(0, 1)] = 0.1
     """Probability that a free cell starts with one marker."""
-    max_program_length: int = 50
+    max_program_length: Annotated[int, Range(5)] = 50
     """Longest program kept, in tokens (DEF ... m) included)."""
-    max_depth: int = 6
+    max_depth: Annotated[int, Range(1)] = 6
     """Sampler depth limit."""
-    max_nesting_depth: int = 4
+    max_nesting_depth: Annotated[int, Range(1)] = 4
     """Sampler nesting limit."""
-    min_demo_length: int = 4
+    min_demo_length: Annotated[int, Range(1)] = 4
     """Fewest states (initial state included) of a kept demonstration."""
-    max_demo_length: int = 20
+    max_demo_length: Annotated[int, Range(1)] = 20
     """Most states of a kept demonstration."""
-    min_max_demo_length: int = 2
+    min_max_demo_length: Annotated[int, Range(1)] = 2
     """A program is dropped when its longest demonstration has fewer states."""
-    num_demo_per_program: int = 10
+    num_demo_per_program: Annotated[int, Range(1)] = 10
     """Demonstrations per program."""
-    max_demo_generation_trial: int = 100
+    max_demo_generation_trial: Annotated[int, Range(1)] = 100
     """Worlds tried per program before it is dropped."""
 
-    def validate(self) -> None:
-        """Check ranges; raises `UserError` naming the field."""
+    def check(self) -> None:
+        """Cross-field rules (the field ranges are markers); raises `UserError`."""
         from compkit_utils.errors import UserError
 
-        checks = [
-            (self.num_programs >= 1, "--num-programs must be >= 1"),
-            (self.height >= 3 and self.width >= 3, "--height and --width must be >= 3"),
-            (0.0 <= self.wall_prob < 1.0, "--wall-prob must be in [0, 1)"),
-            (0.0 <= self.marker_prob <= 1.0, "--marker-prob must be in [0, 1]"),
-            (self.max_program_length >= 5, "--max-program-length must be >= 5"),
-            (
-                1 <= self.min_demo_length <= self.max_demo_length,
-                "need 1 <= --min-demo-length <= --max-demo-length",
-            ),
-            (self.num_demo_per_program >= 1, "--num-demo-per-program must be >= 1"),
-            (
-                self.max_demo_generation_trial >= self.num_demo_per_program,
-                "--max-demo-generation-trial must be >= --num-demo-per-program",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(f"generate-dataset: {message}")
+        if self.min_demo_length > self.max_demo_length:
+            raise UserError(
+                f"--min-demo-length ({self.min_demo_length}) must be <= --max-demo-length "
+                f"({self.max_demo_length})"
+            )
+        if self.max_demo_generation_trial < self.num_demo_per_program:
+            raise UserError(
+                f"--max-demo-generation-trial ({self.max_demo_generation_trial}) must be >= "
+                f"--num-demo-per-program ({self.num_demo_per_program})"
+            )
+
+    def validate(self) -> None:
+        """Check the field ranges and `check` (for callers outside the CLI)."""
+        from compkit_utils.validate import validate_config
+
+        validate_config(self)
 
 
 @dataclass(frozen=True)
 class GenerateDatasetConfig:
     """Generate the pre-training dataset: programs + demonstrations (original HDF5 layout)."""
 
-    out_dir: Path | None = None
+    out_dir: Annotated[Path | None, OutputDir()] = None
     """Output folder; default $COMPKIT_DATA_DIR/karel-programs, else
     ~/.cache/compkit/karel-programs (with --smoke: a run folder under --runs-dir)."""
     data: Annotated[DatasetConfig, tyro.conf.OmitArgPrefixes] = DatasetConfig()
     """Dataset content."""
-    n_procs: int = 1
+    n_procs: Annotated[int, Range(1)] = 1
     """Worker processes; the output is identical for any value."""
-    shard_size: int = 200
+    shard_size: Annotated[int, Range(1)] = 200
     """Candidate programs per shard (unit of work and of resumption; output unchanged)."""
     compression: Literal["gzip", "lzf", "none"] = "gzip"
     """HDF5 filter of the large datasets ('none' = the original's plain layout, ~69 kB/program)."""
@@ -187,6 +211,19 @@ class GenerateDatasetConfig:
     keep_shards: bool = False
     """Keep the per-shard files (.shards/) after merging."""
     smoke: bool = False
-    """Tiny run (20 programs) into a fresh run folder, for checking an install."""
-    runs_dir: Path | None = None
+    """Tiny run (default 20 programs) into a fresh run folder, for checking an install."""
+    runs_dir: Annotated[Path | None, OutputDir()] = None
     """Root of run folders for --smoke (default: $RUNS_DIR, else 'runs')."""
+
+    @classmethod
+    def smoke_defaults(cls) -> GenerateDatasetConfig:
+        """The ``--smoke`` defaults: 20 programs (explicit flags still win)."""
+        return cls(data=DatasetConfig(num_programs=20), smoke=True)
+
+
+@dataclass(frozen=True)
+class VerifyDatasetConfig:
+    """Check a generated dataset: SHA-256 of every file, and every program readable."""
+
+    path: Annotated[Path | None, InputPath()] = None
+    """Dataset folder (or its data.hdf5); default: the generate-dataset default --out-dir."""

@@ -397,7 +397,7 @@ def generate_dataset_command(cfg: GenerateDatasetConfig) -> int:
     from compkit_utils.runs import make_run_dir, write_config
 
     configure_logging()
-    data = dataclasses.replace(cfg.data, num_programs=20) if cfg.smoke else cfg.data
+    data = cfg.data  # --smoke defaults (20 programs) come from GenerateDatasetConfig.smoke_defaults
     if cfg.out_dir is not None:
         out_dir = cfg.out_dir
     elif cfg.smoke:
