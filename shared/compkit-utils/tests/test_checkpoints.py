@@ -102,7 +102,13 @@ def test_keep_last_n(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "not found"), (b"garbage", "not a readable checkpoint"), (b"", "not a readable")],
+    [
+        (None, "not found"),
+        (b"garbage", "not a readable checkpoint"),
+        (b"", "not a readable"),
+        (b"truncated", "not a readable checkpoint"),  # IndexError inside torch.load
+        (b"\x80\x02}q\x00", "not a readable checkpoint"),
+    ],
 )
 def test_bad_checkpoints_give_clear_errors(tmp_path: Path, content, message) -> None:
     path = tmp_path / "bad.pt"
@@ -117,9 +123,10 @@ def test_truncated_checkpoint_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "c.pt"
     save_checkpoint(path, make_state(step=1, model=_model()))
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="not a readable checkpoint"):
-        load_checkpoint(path)
+    for size in (len(data) // 2, 7, 100, len(data) - 1):
+        path.write_bytes(data[:size])
+        with pytest.raises(UserError, match="not a readable checkpoint"):
+            load_checkpoint(path)
 
 
 def test_foreign_dict_is_rejected(tmp_path: Path) -> None:
