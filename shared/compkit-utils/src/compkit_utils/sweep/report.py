@@ -10,13 +10,13 @@ seeded, so the same runs always give the same table.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +154,26 @@ def _interval_estimates(values: Any, reps: int, seed: int) -> tuple[Any, Any]:
         return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores)])
 
     scores = {"x": np.asarray(values, dtype=np.float64).reshape(-1, 1)}
-    with warnings.catch_warnings():  # arch deprecates random_state; rliable still passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        points, cis = rly.get_interval_estimates(
-            scores, both, reps=reps, random_state=np.random.RandomState(seed)
-        )
+    with seeded_numpy(seed):
+        points, cis = rly.get_interval_estimates(scores, both, reps=reps)
     return points["x"], cis["x"]
+
+
+@contextlib.contextmanager
+def seeded_numpy(seed: int) -> Iterator[None]:
+    """Seed NumPy's global generator for the body, then restore its state.
+
+    rliable's stratified bootstrap draws its resampling indices from ``np.random``
+    (not from its ``random_state`` argument), so this is what makes the CIs reproducible.
+    """
+    import numpy as np
+
+    state = np.random.get_state()  # noqa: NPY002 - rliable draws from the global RNG
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
 
 
 def summarise(
@@ -329,13 +343,9 @@ def plot_curves(
         if not common:
             continue
         scores = np.array([[s[step] for step in common] for s in series])  # (runs, steps)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+        with seeded_numpy(seed):
             points, cis = rly.get_interval_estimates(
-                {"x": scores},
-                lambda x: x.mean(axis=0),
-                reps=reps,
-                random_state=np.random.RandomState(seed),
+                {"x": scores}, lambda x: x.mean(axis=0), reps=reps
             )
         line = ax.plot(common, points["x"], label=f"{group.label} (n={len(series)})")[0]
         ax.fill_between(common, cis["x"][0], cis["x"][1], alpha=0.25, color=line.get_color())
