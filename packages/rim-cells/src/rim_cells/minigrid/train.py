@@ -14,7 +14,13 @@ from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_s
 from compkit_utils.config import from_dict, to_dict
 from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.logging import RunLogger, progress
-from compkit_utils.runs import open_run, package_version, save_on_interrupt, write_config
+from compkit_utils.runs import (
+    defer_interrupt,
+    open_run,
+    package_version,
+    save_on_interrupt,
+    write_config,
+)
 from compkit_utils.seeding import seed_everything
 from compkit_utils.validate import validate_config
 from rim_cells.config import upgrade_saved_config
@@ -141,10 +147,11 @@ def _train(
                 start = time.perf_counter()
                 exps, episodes = algo.collect()
                 rollout_s = time.perf_counter() - start
-                losses = algo.update(exps)
+                with defer_interrupt():  # an update is finished (and counted) or not started
+                    losses = algo.update(exps)
+                    update += 1
+                    env_steps += algo.frames_per_update
                 duration = time.perf_counter() - start
-                update += 1
-                env_steps += algo.frames_per_update
                 metrics: dict[str, float] = {"env_steps": env_steps}
                 metrics.update({f"train/{k}": v for k, v in episodes.items()})
                 metrics.update(losses)

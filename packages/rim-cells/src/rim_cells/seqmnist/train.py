@@ -18,6 +18,7 @@ from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.logging import RunLogger, progress
 from compkit_utils.runs import (
     check_resume_config,
+    defer_interrupt,
     open_run,
     package_version,
     save_on_interrupt,
@@ -111,7 +112,7 @@ def _train(cfg: SeqMnistTrainConfig, run_dir: Path, device: torch.device) -> Non
         print(line, flush=True)
     n_train = len(data.train_x)
     saved_config = to_dict(dataclasses.replace(cfg, resume=False))
-    # Where an interrupt saves from: the position and the RNG states before the current batch.
+    # What Ctrl-C saves: the position after the last finished batch and the RNG states then.
     position: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, **partial}
     rng_before_batch = capture_rng_state()
 
@@ -156,13 +157,6 @@ def _train(cfg: SeqMnistTrainConfig, run_dir: Path, device: torch.device) -> Non
             for index_in_epoch, start in enumerate(
                 progress(batches, total=len(batches), desc=f"epoch {epoch + 1}"), first
             ):
-                position = {
-                    "epoch": epoch,
-                    "batch": index_in_epoch,
-                    "loss": total_loss,
-                    "correct": total_correct,
-                }
-                rng_before_batch = capture_rng_state()
                 index = order[start : start + cfg.optim.batch_size]
                 tokens = torch.from_numpy(data.train_x[index]).to(device)
                 labels = torch.from_numpy(data.train_y[index]).to(device)
@@ -173,13 +167,20 @@ def _train(cfg: SeqMnistTrainConfig, run_dir: Path, device: torch.device) -> Non
                 loss.backward()
                 if cfg.optim.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                step += 1
-                total_loss += loss.item() * len(index)
-                total_correct += int((logits.argmax(-1) == labels).sum())
-            position = {"epoch": epoch, "batch": len(range(0, n_train, cfg.optim.batch_size))}
-            position.update(loss=total_loss, correct=total_correct)
-            rng_before_batch = capture_rng_state()
+                batch_loss = loss.item() * len(index)
+                batch_correct = int((logits.argmax(-1) == labels).sum())
+                with defer_interrupt():  # the update and its bookkeeping are not cut apart
+                    optimizer.step()
+                    step += 1
+                    total_loss += batch_loss
+                    total_correct += batch_correct
+                    position = {
+                        "epoch": epoch,
+                        "batch": index_in_epoch + 1,
+                        "loss": total_loss,
+                        "correct": total_correct,
+                    }
+                    rng_before_batch = capture_rng_state()
             train_time = time.perf_counter() - started
             accs = evaluate_sizes(model, data.tests, cfg.optim.eval_batch_size, device)
             row = {
@@ -197,10 +198,11 @@ def _train(cfg: SeqMnistTrainConfig, run_dir: Path, device: torch.device) -> Non
             }
             logger.log(step, metrics)
             print(format_table([row], sides)[1], flush=True)
-            history.append(row)
-            position = {"epoch": epoch + 1, "batch": 0, "loss": 0.0, "correct": 0}
-            save(position)
-            rng_before_batch = capture_rng_state()
+            with defer_interrupt():
+                history.append(row)
+                position = {"epoch": epoch + 1, "batch": 0, "loss": 0.0, "correct": 0}
+                save(position)
+                rng_before_batch = capture_rng_state()
         if cfg.plot:
             from rim_cells.plot import plot_model_activations
 
