@@ -193,6 +193,8 @@ def run_bench(cfg: BenchConfig, print_fn: Callable[[str], None] = print) -> dict
     threads = set_threads(cfg.threads)
     tune_allocator()
     device = pick_device(cfg.device)
+    if cfg.contended and device.type != "cpu":
+        raise UserError(f"--contended times CPU threads; use --device cpu, not {device.type}")
     try:
         lstm.set_backend(cfg.kernels)
     except RuntimeError as exc:
@@ -283,4 +285,54 @@ def run_bench(cfg: BenchConfig, print_fn: Callable[[str], None] = print) -> dict
         f"{ORIGINAL_MS_PER_STEP / result['ours_step']:.1f}x, "
         f"{ORIGINAL_MS_PER_EVAL / result['ours_eval']:.1f}x"
     )
+    if cfg.contended:
+        contended = {"step": jobs["ours_step"], "eval": jobs["ours_eval"]}
+        result |= run_contended(contended, cfg.threads, cfg.repeats, cfg.warmup, print_fn)
     return result
+
+
+def run_contended(
+    jobs: dict[str, Callable[[], object]],
+    threads: int | None,
+    repeats: int,
+    warmup: int,
+    print_fn: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Time ``jobs`` beside one busy process: default thread count, 1 thread, all cores.
+
+    The default count is chosen while the busy process runs, as a run started then would
+    choose it (``threads`` if given, else :func:`compkit_utils.devices.auto_threads`).
+
+    Returns:
+        ``contended_<job>_default``, ``contended_<job>_1``, ``contended_<job>_all`` (median
+        ms), ``contended_<job>_ratio`` (default / 1 thread) and ``contended_threads``.
+    """
+    import os
+
+    from compkit_utils.devices import auto_threads, busy_process, time_thread_counts, usable_cpus
+
+    cores = len(usable_cpus())
+    with busy_process():
+        chosen, reason = (threads, "--threads") if threads else auto_threads()
+        load = os.getloadavg()[0]
+        counts = {"default": chosen, "1": 1, "all": cores}
+        times = time_thread_counts(jobs, counts, repeats, warmup)
+    print_fn(
+        f"contended: beside 1 busy process (load average {load:.2f}), the default thread "
+        f"count is {chosen} ({reason}); median of {repeats}, each setting timed separately"
+    )
+    print_fn(
+        f"{'':<26}{f'default ({chosen})':>12}{'1 thread':>10}{f'{cores} threads':>11}"
+        f"{'default/1 thread':>18}"
+    )
+    out: dict[str, float] = {"contended_threads": float(chosen)}
+    labels = {"step": "train step (ms)", "eval": "evaluation (ms)"}
+    for name, per in times.items():
+        ratio = per["default"] / per["1"]
+        out |= {f"contended_{name}_{key}": ms for key, ms in per.items()}
+        out[f"contended_{name}_ratio"] = ratio
+        print_fn(
+            f"{labels.get(name, name):<26}{per['default']:>12.2f}{per['1']:>10.2f}"
+            f"{per['all']:>11.2f}{ratio:>17.2f}x"
+        )
+    return out

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from compkit_utils.devices import pick_device
+from compkit_utils.devices import (
+    auto_threads,
+    busy_process,
+    pick_device,
+    set_threads,
+    time_thread_counts,
+    usable_cpus,
+)
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
 from rim_cells import _native
@@ -113,6 +120,45 @@ def _models(cfg: BenchConfig, num_units: int, k: int, device: torch.device) -> d
     }
 
 
+def _contended(
+    fns: dict[str, Callable[[], None]], threads: int | None, repeats: int, warmup: int
+) -> dict[str, Any]:
+    """Time ``fns`` beside one busy process at the default thread count, 1 and all cores.
+
+    The default count is chosen while the busy process runs, as a run started then would
+    choose it (``threads`` if given, else :func:`compkit_utils.devices.auto_threads`).
+    """
+    cores = len(usable_cpus())
+    with busy_process():
+        chosen, reason = (threads, "--threads") if threads else auto_threads()
+        load = os.getloadavg()[0]
+        times = time_thread_counts(fns, {"default": chosen, "1": 1, "all": cores}, repeats, warmup)
+    print(
+        f"\ncontended: beside 1 busy process (load average {load:.2f}), the default thread "
+        f"count is {chosen} ({reason}); median ms of {repeats}, each setting timed separately"
+    )
+    print(
+        f"{'model':<19} {f'default ({chosen})':>12} {'1 thread':>9} {f'{cores} threads':>10} "
+        f"{'default/1 thread':>17}"
+    )
+    for name, t in times.items():
+        ratio = t["default"] / t["1"]
+        print(f"{name:<19} {t['default']:12.1f} {t['1']:9.1f} {t['all']:10.1f} {ratio:16.2f}x")
+    rim_lstm = {key: times["RIMCell loop"][key] / times["nn.LSTM"][key] for key in times["RIM"]}
+    print(
+        f"RIMCell loop / nn.LSTM under contention: {rim_lstm['default']:.2f}x at the default, "
+        f"{rim_lstm['all']:.2f}x at {cores} threads"
+    )
+    return {
+        "threads": chosen,
+        "reason": reason,
+        "cores": cores,
+        "load_average": load,
+        "median_ms": times,
+        "ratio_default_to_1": {name: t["default"] / t["1"] for name, t in times.items()},
+    }
+
+
 def bench(cfg: BenchConfig) -> None:
     """``rim-cells bench``: run the benchmark and print the tables."""
     run_bench(cfg)
@@ -120,16 +166,18 @@ def bench(cfg: BenchConfig) -> None:
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark, print the tables and return the figures."""
-    if cfg.threads < 1 or cfg.repeats < 1 or cfg.warmup < 0:
+    if (cfg.threads is not None and cfg.threads < 1) or cfg.repeats < 1 or cfg.warmup < 0:
         raise UserError("--threads and --repeats must be >= 1, --warmup >= 0")
     if not 1 <= cfg.k_active <= cfg.num_units:
         raise UserError(f"--k-active {cfg.k_active} must be between 1 and --num-units")
     device = pick_device(cfg.device)
+    if cfg.contended and device.type != "cpu":
+        raise UserError(f"--contended times CPU threads; use --device cpu, not {device.type}")
     try:
         _native.set_backend(cfg.kernels)
     except RuntimeError as exc:
         raise UserError(f"--kernels native: {exc}") from exc
-    torch.set_num_threads(cfg.threads)
+    threads = set_threads(cfg.threads)
     repeats, warmup = (3, 1) if cfg.quick else (cfg.repeats, cfg.warmup)
     sweep = tuple(n for n in cfg.sweep_units if n <= 12) if cfg.quick else cfg.sweep_units
     torch.manual_seed(0)
@@ -152,7 +200,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     print(
         f"rim-cells bench: B={cfg.batch_size} T={cfg.seq_len} I={cfg.input_size} "
         f"H={cfg.hidden_size} N={cfg.num_units} k={cfg.k_active} {cfg.rnn_cell}; "
-        f"fwd+bwd per batch, train mode; device {device}, {cfg.threads} threads, "
+        f"fwd+bwd per batch, train mode; device {device}, {threads} threads, "
         f"{repeats} repeats; load average {load_before[0]:.2f}"
     )
     print(
@@ -169,12 +217,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     # The RIM step is a chain of small ops that gain little from a second thread, while
     # nn.LSTM's large matrix products do: show the 1-thread ratio beside the main one.
     one_thread: dict[str, dict[str, float]] = {}
-    if cfg.threads != 1 and device.type == "cpu":
+    if threads != 1 and device.type == "cpu":
         torch.set_num_threads(1)
         one_thread = _time_all(
             {"nn.LSTM": fns["nn.LSTM"], "RIM": fns["RIM"]}, repeats, warmup, device
         )
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(threads)
         ratio = one_thread["RIM"]["min_ms"] / one_thread["nn.LSTM"]["min_ms"]
         print(
             f"1 thread: nn.LSTM {one_thread['nn.LSTM']['min_ms']:.1f} ms, "
@@ -204,6 +252,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             scaling.append(row)
             ratio = row["rim_ms"] / row["lstm_ms"]
             print(f"{n:>4} {k:>3} {row['rim_ms']:9.1f} {row['lstm_ms']:11.1f} {ratio:10.2f}")
+    contended: dict[str, Any] = {}
+    if cfg.contended:
+        names = ("nn.LSTM", "RIMCell loop", "RIM")
+        contended = _contended({n: fns[n] for n in names}, cfg.threads, repeats, warmup)
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f}")
     result: dict[str, Any] = {
@@ -215,7 +267,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "num_units": cfg.num_units,
             "k_active": cfg.k_active,
             "rnn_cell": cfg.rnn_cell,
-            "threads": cfg.threads,
+            "threads": threads,
             "repeats": repeats,
         },
         "device": str(device),
@@ -227,6 +279,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "ratios_min": {name: t["min_ms"] / base["min_ms"] for name, t in main.items()},
         "one_thread": one_thread,
         "scaling": scaling,
+        "contended": contended,
     }
     if cfg.out:
         atomic_write_json(Path(cfg.out), result)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Literal
 
 from compkit_utils.errors import UserError
 
 if TYPE_CHECKING:
     import torch
+
+_log = logging.getLogger(__name__)
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -51,17 +60,237 @@ def pick_device(name: str = "auto") -> torch.device:
 def set_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op CPU thread count and return the count in force.
 
+    Without an explicit count the thread policy applies: ``$OMP_NUM_THREADS`` when set, else
+    :func:`auto_threads` (one thread per core idle at start, at least one). The choice is
+    logged at INFO (``threads: 1 (1 of 2 cores busy)``). Over-subscribing a small machine
+    (more threads than free cores) makes small models many times slower.
+
+    The thread count can change the last bits of a seeded CPU run (torch's reductions and
+    the encoder kernels' weight gradients add per-thread partial sums); pass ``--threads``
+    (or set ``OMP_NUM_THREADS``) to reproduce a run exactly on a machine under other load.
+
     Args:
-        num_threads: threads to use; ``None`` keeps torch's choice unless the
-            ``OMP_NUM_THREADS`` environment variable says otherwise. Over-subscribing a
-            small machine (more threads than cores) makes small models many times slower.
+        num_threads: threads to use; ``None`` applies the policy above.
+
+    Raises:
+        UserError: the count, or ``$OMP_NUM_THREADS``, is not a whole number of at least 1.
     """
     import torch
 
     if num_threads is None and os.environ.get("OMP_NUM_THREADS"):
-        num_threads = int(os.environ["OMP_NUM_THREADS"])
-    if num_threads is not None:
+        value = os.environ["OMP_NUM_THREADS"]
+        try:
+            num_threads = int(value)
+        except ValueError:
+            msg = f"OMP_NUM_THREADS={value!r} is not a whole number; set e.g. 1, or unset it"
+            raise UserError(msg) from None
         if num_threads < 1:
-            raise UserError(f"--threads must be at least 1, got {num_threads}")
-        torch.set_num_threads(num_threads)
+            raise UserError(f"OMP_NUM_THREADS must be at least 1, got {num_threads}")
+        _log.info("threads: %d (OMP_NUM_THREADS)", num_threads)
+    elif num_threads is None:
+        num_threads, reason = auto_threads()
+        _log.info("threads: %d (%s)", num_threads, reason)
+    if num_threads < 1:
+        raise UserError(f"--threads must be at least 1, got {num_threads}")
+    torch.set_num_threads(num_threads)
     return torch.get_num_threads()
+
+
+def usable_cpus() -> list[int]:
+    """The CPU numbers this process may run on (its affinity mask where the OS has one)."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        try:
+            return sorted(getaffinity(0))
+        except OSError:
+            pass
+    return list(range(os.cpu_count() or 1))
+
+
+def _read_proc_stat() -> str:
+    with open("/proc/stat", encoding="ascii") as f:
+        return f.read()
+
+
+def _cpu_times(text: str, cpus: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """``cpu → (idle, total)`` jiffies of the given CPUs from ``/proc/stat`` text."""
+    wanted = set(cpus)
+    times: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or not fields[0].startswith("cpu") or fields[0] == "cpu":
+            continue
+        try:
+            cpu = int(fields[0][3:])
+            values = [int(v) for v in fields[1:9]]  # user … steal; guest is inside user
+        except ValueError:
+            continue
+        if cpu in wanted and len(values) >= 4:
+            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            times[cpu] = (idle, sum(values))
+    return times
+
+
+def free_cores(
+    interval: float = 0.08,
+    *,
+    cpus: Iterable[int] | None = None,
+    read_stat: Callable[[], str] = _read_proc_stat,
+    sleep: Callable[[float], object] = time.sleep,
+) -> float | None:
+    """Idle capacity, in cores, of the CPUs this process may use, sampled over ``interval``.
+
+    Reads the per-CPU counters of ``/proc/stat`` twice, ``interval`` seconds apart (the
+    calling thread sleeps meanwhile, so its own process counts as idle).
+
+    Args:
+        interval: sampling time in seconds (~0.1 s resolves one busy core on 2 cores).
+        cpus: CPU numbers to look at (default: :func:`usable_cpus`).
+        read_stat: returns the text of ``/proc/stat`` (tests pass a fake).
+        sleep: waits ``interval`` seconds (tests pass a no-op).
+
+    Returns:
+        The sum over those CPUs of their idle fraction (0 … number of CPUs), or ``None``
+        when the counters cannot be read (no ``/proc/stat``, CPUs missing, no ticks).
+    """
+    cpu_list = list(usable_cpus() if cpus is None else cpus)
+    try:
+        before = _cpu_times(read_stat(), cpu_list)
+        sleep(interval)
+        after = _cpu_times(read_stat(), cpu_list)
+    except OSError:
+        return None
+    if not cpu_list or set(before) != set(cpu_list) or set(after) != set(cpu_list):
+        return None
+    free = 0.0
+    ticks = 0
+    for cpu in cpu_list:
+        d_idle = after[cpu][0] - before[cpu][0]
+        d_total = after[cpu][1] - before[cpu][1]
+        if d_total <= 0:
+            continue
+        ticks += d_total
+        free += min(max(d_idle / d_total, 0.0), 1.0)
+    return free if ticks > 0 else None
+
+
+FREE_CORE_IDLE = 0.75
+"""Idle fraction from which a core counts as free for :func:`auto_threads`."""
+
+
+def auto_threads(
+    *,
+    cpus: Iterable[int] | None = None,
+    measure: Callable[[list[int]], float | None] | None = None,
+) -> tuple[int, str]:
+    """The default thread count: one per core idle at start, capped by the usable cores.
+
+    A small model's step is a chain of short parallel regions; one thread on a core that
+    another process holds stalls every region (seen: 3.5x slower than one thread with one
+    busy process on 2 cores), while a thread short of an idle core costs at most that
+    core's share. So a core counts as free only when it is at least
+    :data:`FREE_CORE_IDLE` idle, and the answer is 1 whenever it is unclear.
+
+    Args:
+        cpus: the CPU numbers the process may use (default: :func:`usable_cpus`).
+        measure: ``cpus → idle cores`` or ``None`` (default: :func:`free_cores`).
+
+    Returns:
+        ``(threads, reason)``, e.g. ``(1, "1 of 2 cores busy")``.
+    """
+    cpu_list = list(usable_cpus() if cpus is None else cpus)
+    total = len(cpu_list)
+    if total <= 1:
+        return 1, "1 core available"
+    free = (measure or (lambda c: free_cores(cpus=c)))(cpu_list)
+    if free is None:
+        return 1, f"idle cores unknown, {total} available"
+    threads = min(total, max(1, int(free + (1.0 - FREE_CORE_IDLE))))
+    busy = total - min(total, int(free + (1.0 - FREE_CORE_IDLE)))
+    return threads, f"{busy} of {total} cores busy"
+
+
+_SPIN = """\
+import os
+import sys
+parent = int(sys.argv[1])
+while os.getppid() == parent:
+    for _ in range(200_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def busy_process(start_delay: float = 0.3) -> Iterator[subprocess.Popen[bytes]]:
+    """Keep one CPU core busy with a spinning child process for the duration of the block.
+
+    The child is a pure-Python loop, pinned nowhere (the scheduler places it like any other
+    job); it is killed when the block exits, by an exception or Ctrl-C included, and exits
+    by itself if this process dies first (it watches its parent).
+
+    Args:
+        start_delay: seconds to wait after starting it, so that it is spinning already.
+
+    Yields:
+        The child process.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SPIN, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(start_delay)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def time_thread_counts(
+    jobs: Mapping[str, Callable[[], object]],
+    counts: Mapping[str, int],
+    repeats: int,
+    warmup: int = 1,
+    sync: Callable[[], object] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds of each job at each of several torch thread counts.
+
+    The settings are interleaved repetition by repetition, so a change of machine load
+    affects them alike; each is timed on its own even where two name the same count. The
+    thread count in force before is restored.
+
+    Args:
+        jobs: name → a callable to time.
+        counts: setting name → thread count, e.g. ``{"default": 2, "1 thread": 1}``.
+        repeats: timed repetitions (the median is reported).
+        warmup: untimed repetitions first.
+        sync: called before starting and stopping the clock (e.g. CUDA synchronisation).
+
+    Returns:
+        ``{job name: {setting name: median ms}}``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    samples = {name: {key: list[float]() for key in counts} for name in jobs}
+    try:
+        for rep in range(warmup + repeats):
+            for name, job in jobs.items():
+                for key, n in counts.items():
+                    torch.set_num_threads(n)
+                    if sync is not None:
+                        sync()
+                    start = time.perf_counter()
+                    job()
+                    if sync is not None:
+                        sync()
+                    if rep >= warmup:
+                        samples[name][key].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return {
+        name: {key: 1e3 * statistics.median(v) for key, v in per.items()}
+        for name, per in samples.items()
+    }
