@@ -33,9 +33,13 @@ def test_smoke_cli_writes_a_complete_run(tmp_path, capsys):
     assert main(["train", "--smoke", "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
     run_dir = only_run_dir(tmp_path, "compile-seg")
     records = assert_run_dir(run_dir, checkpoint=True, min_records=3)
-    assert [r["step"] for r in records] == [0, 2, 4]
+    assert [r["step"] for r in records] == [0, 2, 4, 6]
     for key in ("train/nll", "train/rec_acc_eval", "eval/rec_acc", "eval/boundary_f1"):
         assert key in records[0]
+    # The final held-out evaluation is the last record, at step = iterations.
+    assert set(records[-1]) == {"step"} | {
+        f"heldout/{k[5:]}" for k in records[0] if k[:5] == "eval/"
+    }
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "Training model..."
     # The original's three lines per logged step.
@@ -47,6 +51,17 @@ def test_smoke_cli_writes_a_complete_run(tmp_path, capsys):
         assert re.match(r"^input sample: tensor\(\[[\d, ]+\]\)$", sample), sample
         assert re.match(r"^reconstruction: tensor\(\[[\d, ]+\]\)$", rec), rec
     assert lines[-1].startswith("held-out (32 fresh sequences")
+    assert f"rec_acc {records[-1]['heldout/rec_acc']:.3f}" in lines[-1]
+
+
+def test_smoke_keeps_explicit_flags(tmp_path):
+    args = ["train", "--smoke", "--iterations", "3", "--hidden-dim", "12"]
+    assert main([*args, "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
+    run_dir = only_run_dir(tmp_path, "compile-seg")
+    cfg = load(run_dir / "config.json", TrainConfig)
+    assert (cfg.smoke, cfg.iterations, cfg.model.hidden_dim) == (True, 3, 12)
+    assert cfg.data.batch_size == 16  # the other smoke defaults still apply
+    assert [r["step"] for r in read_metrics(run_dir)] == [0, 2, 3]
 
 
 def test_config_round_trips_through_config_json(tmp_path, tiny_args):
@@ -62,7 +77,7 @@ def test_logging_interval_does_not_change_a_seeded_run(tmp_path, tiny_args):
     sparse = _train(tmp_path, tiny_args, "--iterations", "7", "--log-interval", "3", name="b")
     dense = {r["step"]: r for r in read_metrics(every)}
     records = read_metrics(sparse)
-    assert [r["step"] for r in records] == [0, 3, 6]
+    assert [r["step"] for r in records] == [0, 3, 6, 7]
     for record in records:
         assert record == dense[record["step"]]
     model_a, _, _ = load_trained(every)
@@ -166,7 +181,7 @@ def test_tensorboard_event_files(tmp_path):
     ("args", "message"),
     [
         (["evaluate"], "pass --checkpoint"),
-        (["evaluate", "--checkpoint", "missing.pt"], "checkpoint not found"),
+        (["evaluate", "--checkpoint", "missing.pt"], "--checkpoint missing.pt: not found"),
         (["train", "--resume", "--run-name", "nope"], "--resume"),
         (["train", "--resume"], "no train run"),
         (["train", "--batch-size", "0"], "--batch-size"),
@@ -220,3 +235,81 @@ def test_checkpoint_holds_plain_data_only(tmp_path, tiny_args):
     assert state["config"]["model"]["hidden_dim"] == 16
     assert state["rng"]["generator"] is not None
     json.dumps(state["config"])
+
+
+def _interrupt_on_call(monkeypatch, name: str, call: int, action) -> None:
+    """Patch ``compile_seg.train.<name>`` so that its ``call``-th call runs ``action()`` first."""
+    import compile_seg.train as train_module
+
+    original = getattr(train_module, name)
+    calls = []
+
+    def patched(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            action()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, name, patched)
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _send_sigint() -> None:
+    import signal
+
+    signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "action", "saved_step"),
+    [
+        # Ctrl-C in the middle of step 3 (before its update): saved at step 3.
+        ("compute_losses", 4, _raise_keyboard_interrupt, 3),
+        # Ctrl-C during the update of step 2: held back until the step is done, saved at 3.
+        ("_log_step", 3, _send_sigint, 3),
+    ],
+)
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_exactly(
+    tmp_path, tiny_args, capsys, monkeypatch, name, call, action, saved_step
+):
+    common = ["--iterations", "6", "--log-interval", "1", "--checkpoint-every", "50"]
+    full = _train(tmp_path, tiny_args, *common, name="full")
+    with monkeypatch.context() as patch:
+        _interrupt_on_call(patch, name, call, action)
+        args = ["train", *tiny_args, *common, "--runs-dir", str(tmp_path), "--run-name", "cut"]
+        assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        "compile-seg: interrupted; rerun with --resume to continue"
+    )
+    cut = tmp_path / "compile-seg" / "cut"
+    _, _, step = load_trained(cut)
+    assert step == saved_step
+    assert [r["step"] for r in read_metrics(cut)] == list(range(saved_step))
+    resumed = _train(tmp_path, tiny_args, *common, "--resume", name="cut")
+    assert read_metrics(resumed) == read_metrics(full)
+    model_a, _, _ = load_trained(full)
+    model_b, _, _ = load_trained(resumed)
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_interrupt_before_any_step_keeps_a_step_0_checkpoint(tmp_path, tiny_args, monkeypatch):
+    _interrupt_on_call(monkeypatch, "compute_losses", 1, _raise_keyboard_interrupt)
+    args = ["train", *tiny_args, "--iterations", "3", "--runs-dir", str(tmp_path)]
+    assert main(args) == 130
+    _, _, step = load_trained(only_run_dir(tmp_path, "compile-seg"))
+    assert step == 0
+
+
+def test_failure_before_a_checkpoint_leaves_nothing(tmp_path, tiny_args, capsys, monkeypatch):
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    _interrupt_on_call(monkeypatch, "compute_losses", 2, boom)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", *tiny_args, "--iterations", "3", "--runs-dir", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []

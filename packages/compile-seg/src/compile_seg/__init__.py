@@ -9,5 +9,10 @@ Torch is imported lazily by the submodules that need it; importing this package 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("compile-seg")
+except PackageNotFoundError:  # pragma: no cover - running from an uninstalled source tree
+    __version__ = "0+unknown"
 __all__ = ["__version__"]

@@ -78,9 +78,9 @@ def load_trained(
 
 
 def _find_smoke_checkpoint(cfg: EvaluateConfig) -> Path | None:
-    from compkit_utils.runs import resolve_runs_dir
+    from compkit_utils.runs import run_root
 
-    root = resolve_runs_dir(cfg.runs_dir) / PACKAGE
+    root = run_root(PACKAGE, cfg.runs_dir)
     found = []
     for last in root.glob("*/checkpoints/last.pt"):
         config_path = last.parent.parent / "config.json"
@@ -95,42 +95,44 @@ def _find_smoke_checkpoint(cfg: EvaluateConfig) -> Path | None:
 def evaluate(cfg: EvaluateConfig, print_fn: Any = print) -> EvaluateResult:
     """Evaluate a checkpoint (see the module docstring).
 
+    Everything that can fail on bad input (the checkpoint, its config) is checked before
+    the run directory is created; a failure after that removes it again
+    (:func:`compkit_utils.runs.open_run`).
+
     Args:
-        cfg: the configuration.
+        cfg: the configuration (``--smoke`` defaults are applied by the CLI,
+            :meth:`EvaluateConfig.smoke_defaults`).
         print_fn: where the summary lines go.
     """
     from compkit_utils.devices import pick_device, set_threads
-    from compkit_utils.errors import UserError
     from compkit_utils.logging import RunLogger
-    from compkit_utils.runs import make_run_dir, write_config
+    from compkit_utils.runs import open_run, write_config
+    from compkit_utils.validate import validate_config
 
+    validate_config(cfg)
     device = pick_device(cfg.device)
     set_threads(cfg.threads)
     tune_allocator()
-    num_samples = 64 if cfg.smoke else cfg.num_samples
-    if num_samples < 1 or cfg.num_figure < 0:
-        raise UserError("--num-samples must be at least 1 and --num-figure at least 0")
     checkpoint = cfg.checkpoint
-    if checkpoint is None:
-        if not cfg.smoke:
-            raise UserError(
-                "pass --checkpoint PATH (a train run's checkpoints/last.pt or its run directory)"
-            )
+    if checkpoint is None:  # --smoke (validate_config demands --checkpoint otherwise)
         checkpoint = _find_smoke_checkpoint(cfg)
         if checkpoint is None:
             from compile_seg.train import train
 
             print_fn("no smoke run found; training one first (train --smoke)")
-            result = train(
-                TrainConfig(smoke=True, seed=cfg.seed, runs_dir=cfg.runs_dir, device=cfg.device),
-                print_fn=print_fn,
+            smoke = dataclasses.replace(
+                TrainConfig.smoke_defaults(),
+                seed=cfg.seed,
+                runs_dir=cfg.runs_dir,
+                device=cfg.device,
+                threads=cfg.threads,
             )
-            checkpoint = result.run_dir / "checkpoints" / "last.pt"
+            checkpoint = train(smoke, print_fn=print_fn).run_dir / "checkpoints" / "last.pt"
     model, train_cfg, step = load_trained(Path(checkpoint), device)
     data = train_cfg.data
     batch = generate_batch(
         np.random.default_rng(cfg.seed),
-        num_samples,
+        cfg.num_samples,
         data.num_symbols,
         data.num_segments,
         data.max_segment_len,
@@ -139,20 +141,27 @@ def evaluate(cfg: EvaluateConfig, print_fn: Any = print) -> EvaluateResult:
     metrics, rec = evaluate_batch(model, inputs, lengths, bounds)
     metrics = {f"eval/{key}": value for key, value in metrics.items()}
 
-    run_dir = make_run_dir(PACKAGE, "evaluate", cfg.seed, cfg.runs_dir, cfg.run_name)
-    write_config(run_dir, cfg, PACKAGE)
-    with RunLogger(run_dir, console_every=0) as logger:
-        logger.log(step, metrics)
-    count = min(cfg.num_figure, num_samples)
-    figure = save_figure(
-        run_dir / "segmentation.png", batch.inputs, batch.lengths, batch.boundaries, rec, count
-    )
+    with open_run(
+        PACKAGE, "evaluate", seed=cfg.seed, runs_dir=cfg.runs_dir, run_name=cfg.run_name
+    ) as run:
+        write_config(run.path, cfg, PACKAGE)
+        with RunLogger(run.path, console_every=0, package=PACKAGE) as logger:
+            logger.log(step, metrics)
+        count = min(cfg.num_figure, cfg.num_samples)
+        figure = save_figure(
+            run.path / "segmentation.png",
+            batch.inputs,
+            batch.lengths,
+            batch.boundaries,
+            rec,
+            count,
+        )
     print_fn(f"checkpoint: {checkpoint} (step {step}, {train_cfg.model.latent_dist} latents)")
-    print_fn(f"fresh sequences: {num_samples} (seed {cfg.seed})")
+    print_fn(f"fresh sequences: {cfg.num_samples} (seed {cfg.seed})")
     for key, value in metrics.items():
         print_fn(f"{key}: {value:.4f}")
     print_fn(f"figure: {figure}")
-    return EvaluateResult(run_dir, metrics, figure, Path(checkpoint))
+    return EvaluateResult(run.path, metrics, figure, Path(checkpoint))
 
 
 def save_figure(

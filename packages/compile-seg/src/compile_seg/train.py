@@ -14,7 +14,12 @@ untouched) and records everything in ``metrics.jsonl``:
 
 * ``train/loss``, ``train/nll``, ``train/kl_z``, ``train/kl_b``, ``train/rec_acc_eval``;
 * ``eval/rec_acc``, ``eval/boundary_precision``, ``eval/boundary_recall``,
-  ``eval/boundary_f1``, ``eval/segmentation_exact`` on the held-out batch.
+  ``eval/boundary_f1``, ``eval/segmentation_exact`` on the held-out batch;
+* a last record at ``step = iterations`` with the same metrics of the final model on the
+  held-out batch, under ``heldout/...``.
+
+A progress bar over the steps goes to stderr when it is a terminal. Ctrl-C saves
+``checkpoints/last.pt`` at the last finished step; ``--resume`` continues from it.
 
 Evaluation draws no random numbers, so the logging interval does not change the run.
 """
@@ -30,7 +35,7 @@ import numpy as np
 import torch
 
 from compile_seg import __version__
-from compile_seg.config import TrainConfig, smoke_train_config, validate_train_config
+from compile_seg.config import TrainConfig
 from compile_seg.data import generate_batch
 from compile_seg.losses import compute_losses
 from compile_seg.metrics import evaluate_batch
@@ -76,32 +81,53 @@ TRAJECTORY_FIELDS = ("seed", "data", "model", "optim", "loss")
 def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring for the output.
 
+    The run directory comes from :func:`compkit_utils.runs.open_run`: a failure before the
+    first checkpoint leaves nothing behind, and Ctrl-C writes ``checkpoints/last.pt`` at the
+    last finished step (``--resume`` continues from there, exactly as if uninterrupted).
+
     Args:
-        cfg: the resolved configuration (``--smoke`` is applied here).
+        cfg: the resolved configuration (``--smoke`` defaults are applied by the CLI,
+            :meth:`TrainConfig.smoke_defaults`).
         print_fn: where the original's log lines go (default ``print``).
 
     Returns:
         The run directory, trained model and final metrics.
     """
-    from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_state, restore
-    from compkit_utils.config import to_dict
-    from compkit_utils.errors import UserError
-    from compkit_utils.logging import RunLogger
-    from compkit_utils.runs import check_resume_config, make_run_dir, resume_run_dir, write_config
-    from compkit_utils.seeding import seed_everything
-
-    if cfg.smoke:
-        cfg = smoke_train_config(cfg)
-    validate_train_config(cfg)
     from compkit_utils.devices import pick_device, set_threads
+    from compkit_utils.runs import open_run
+    from compkit_utils.validate import validate_config
 
+    validate_config(cfg)
     device = pick_device(cfg.device)
     set_threads(cfg.threads)
     tune_allocator()
+    with open_run(
+        PACKAGE,
+        "train",
+        seed=cfg.seed,
+        runs_dir=cfg.runs_dir,
+        run_name=cfg.run_name,
+        resume=cfg.resume,
+    ) as run:
+        return _train_in(run.path, cfg, device, print_fn)
+
+
+def _train_in(run_dir: Path, cfg: TrainConfig, device: torch.device, print_fn: Any) -> TrainResult:
+    """The training loop inside an open run directory (see :func:`train`)."""
+    from compkit_utils.checkpoints import CheckpointManager, load_checkpoint, make_state, restore
+    from compkit_utils.config import to_dict
+    from compkit_utils.errors import UserError
+    from compkit_utils.logging import RunLogger, progress
+    from compkit_utils.runs import (
+        check_resume_config,
+        defer_interrupt,
+        save_on_interrupt,
+        write_config,
+    )
+    from compkit_utils.seeding import seed_everything
 
     resume_state = None
     if cfg.resume:
-        run_dir = resume_run_dir(PACKAGE, "train", cfg.runs_dir, cfg.run_name)
         checkpoint = run_dir / "checkpoints" / "last.pt"
         resume_state = load_checkpoint(checkpoint)
         check_resume_config(
@@ -110,10 +136,6 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
             to_dict(cfg),
             TRAJECTORY_FIELDS,
         )
-    else:
-        run_dir = make_run_dir(PACKAGE, "train", cfg.seed, cfg.runs_dir, cfg.run_name)
-    write_config(run_dir, cfg, PACKAGE)
-
     rng = seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.data).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.learning_rate)
@@ -126,11 +148,17 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
                 f"above {start_step} to train further"
             )
         _log.info("resuming %s at step %d", run_dir, start_step)
+    write_config(run_dir, cfg, PACKAGE)
     checkpoints = CheckpointManager(run_dir / "checkpoints")
     heldout = heldout_batch(cfg)
-    held_x, held_len, held_bounds = heldout.to_torch(device)
+    heldout_tensors = heldout.to_torch(device)
+    held_x, held_len, held_bounds = heldout_tensors
     data = cfg.data
     config_dict = to_dict(cfg)
+    # Steps finished so far, and the RNG states at the start of the unfinished step: an
+    # interrupt inside a step saves the state before it, so the step is redone exactly.
+    done = start_step
+    step_start_rng: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None
 
     def save(step: int) -> None:
         state = make_state(
@@ -143,6 +171,15 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
         )
         checkpoints.save(state)
 
+    def save_interrupted() -> None:
+        if step_start_rng is not None:  # rewind the RNGs to the start of step `done`
+            rng.bit_generator.state, cpu_state, cuda_state = step_start_rng
+            torch.set_rng_state(cpu_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, device)
+        save(done)
+        _log.warning("interrupted: saved %s at step %d", checkpoints.last_path, done)
+
     final: dict[str, float] = {}
     logger = RunLogger(
         run_dir,
@@ -152,10 +189,17 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
         resume=resume_state is not None,
         resume_step=start_step - 1,
         wandb_config=config_dict,
+        package=PACKAGE,
     )
-    with logger:
+    with logger, save_on_interrupt(save_interrupted):
         print_fn("Training model...")
-        for step in range(start_step, cfg.iterations):
+        steps = range(start_step, cfg.iterations)
+        for step in progress(steps, total=cfg.iterations, initial=start_step, desc="train"):
+            step_start_rng = (
+                rng.bit_generator.state,
+                torch.get_rng_state(),
+                torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            )
             batch = generate_batch(
                 rng, data.batch_size, data.num_symbols, data.num_segments, data.max_segment_len
             )
@@ -173,31 +217,20 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
             )
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
-            optimizer.step()
+            with defer_interrupt():  # the update and its bookkeeping are never cut in half
+                optimizer.step()
+                if step % cfg.log_interval == 0:
+                    final = _log_step(
+                        step, model, inputs, lengths, losses, heldout_tensors, logger, print_fn
+                    )
+                if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
+                    save(step + 1)
+                done, step_start_rng = step + 1, None
+        with defer_interrupt():
+            save(cfg.iterations)
+            held_metrics, _ = evaluate_batch(model, held_x, held_len, held_bounds)
+            logger.log(cfg.iterations, {f"heldout/{k}": v for k, v in held_metrics.items()})
 
-            if step % cfg.log_interval == 0:
-                train_metrics, rec = evaluate_batch(model, inputs, lengths)
-                held_metrics, _ = evaluate_batch(model, held_x, held_len, held_bounds)
-                nll = losses.nll.item()
-                acc = train_metrics["rec_acc"]
-                last = inputs.shape[0] - 1
-                print_fn(f"step: {step}, nll_train: {nll:.6f}, rec_acc_eval: {acc:.3f}")
-                print_fn(f"input sample: {inputs[last, : int(lengths[last]) - 1].cpu()}")
-                print_fn(f"reconstruction: {rec.sample(last).cpu()}")
-                final = {
-                    "train/loss": losses.total.item(),
-                    "train/nll": nll,
-                    "train/kl_z": losses.kl_z.item(),
-                    "train/kl_b": losses.kl_b.item(),
-                    "train/rec_acc_eval": acc,
-                    **{f"eval/{key}": value for key, value in held_metrics.items()},
-                }
-                logger.log(step, final)
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
-                save(step + 1)
-        save(cfg.iterations)
-
-    held_metrics, _ = evaluate_batch(model, held_x, held_len, held_bounds)
     print_fn(
         f"held-out ({cfg.heldout_size} fresh sequences, final model): "
         f"rec_acc {held_metrics['rec_acc']:.3f}, boundary P/R/F1 "
@@ -207,3 +240,48 @@ def train(cfg: TrainConfig, print_fn: Any = print) -> TrainResult:
         else f"held-out rec_acc {held_metrics['rec_acc']:.3f}; run directory: {run_dir}"
     )
     return TrainResult(run_dir, model, final, held_metrics)
+
+
+def _log_step(
+    step: int,
+    model: CompILE,
+    inputs: torch.Tensor,
+    lengths: torch.Tensor,
+    losses: Any,
+    heldout_inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    logger: Any,
+    print_fn: Any,
+) -> dict[str, float]:
+    """Evaluate the updated model on the training batch and the held-out batch; log both.
+
+    Args:
+        step: the step just taken.
+        model: the model after the update.
+        inputs: ``(B, T)`` the step's training tokens.
+        lengths: ``(B,)`` their lengths.
+        losses: the step's :class:`compile_seg.losses.Losses` (before the update).
+        heldout_inputs: ``(inputs (N, T'), lengths (N,), boundaries (N, M))`` held out.
+        logger: the run's :class:`compkit_utils.logging.RunLogger`.
+        print_fn: where the original's three lines go.
+
+    Returns:
+        The logged record (without ``step``).
+    """
+    train_metrics, rec = evaluate_batch(model, inputs, lengths)
+    held_metrics, _ = evaluate_batch(model, *heldout_inputs)
+    nll = losses.nll.item()
+    acc = train_metrics["rec_acc"]
+    last = inputs.shape[0] - 1
+    print_fn(f"step: {step}, nll_train: {nll:.6f}, rec_acc_eval: {acc:.3f}")
+    print_fn(f"input sample: {inputs[last, : int(lengths[last]) - 1].cpu()}")
+    print_fn(f"reconstruction: {rec.sample(last).cpu()}")
+    record = {
+        "train/loss": losses.total.item(),
+        "train/nll": nll,
+        "train/kl_z": losses.kl_z.item(),
+        "train/kl_b": losses.kl_b.item(),
+        "train/rec_acc_eval": acc,
+        **{f"eval/{key}": value for key, value in held_metrics.items()},
+    }
+    logger.log(step, record)
+    return record
