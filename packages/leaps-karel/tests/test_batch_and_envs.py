@@ -120,7 +120,9 @@ def test_rgb_array_render_passes_the_checker_and_draws_the_world(name):
     assert frame.shape == (spec.height * cell + 1, spec.width * cell + 1, 3)
     before = frame.copy()
     env.step(1)  # turnLeft redraws the agent
-    assert not np.array_equal(env.render(), before)
+    after = env.render()
+    assert isinstance(after, np.ndarray)
+    assert not np.array_equal(after, before)
     with pytest.raises(ValueError, match="render_mode"):
         envs.KarelEnv(name, render_mode="human")
 

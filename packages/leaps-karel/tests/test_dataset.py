@@ -17,7 +17,7 @@ from compkit_utils.datasets.info import read_info, verify_info
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
 from leaps_karel import dataset as ds
-from leaps_karel import demos, dsl
+from leaps_karel import dataset_shards, demos, dsl
 from leaps_karel.cli import main
 from leaps_karel.config import DatasetConfig, GenerateDatasetConfig
 from leaps_karel.dataset import generate_dataset, sample_worlds
@@ -220,7 +220,7 @@ def test_output_identical_with_worker_processes(generated: Path, tmp_path: Path)
 def test_resumes_after_interruption(
     generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ds._run_shard
+    real = dataset_shards._run_shard
     calls = []
 
     def interrupted(job: dict) -> dict:

@@ -207,6 +207,12 @@ def _verify_dataset(cfg: VerifyDatasetConfig) -> int:
     from leaps_karel.reader import KarelProgramDataset
 
     path = cfg.path if cfg.path is not None else default_data_dir()
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "dataset_info.json").is_file():
+        raise UserError(
+            f"{folder}: no dataset_info.json, so the checksums cannot be checked; regenerate "
+            f"the dataset with `leaps-karel generate-dataset --out-dir {folder} --overwrite`"
+        )
     data = KarelProgramDataset(path, validate=True)
     print(f"{data.file}: {len(data)} programs, all readable; checksums match")
     return 0

@@ -174,7 +174,7 @@ def generate_dataset(
         finished = resume and (out / INFO_FILE).is_file()
         if finished and _finished_dataset(out, params, shard_size, compression):
             info = read_info(out)
-            log.info("%s: the dataset is complete and its checksums match", out)
+            log.debug("%s: the dataset is complete and its checksums match", out)
             return GenerationReport(
                 out, params.num_programs, int(info.counts.get("candidates", 0)), 0, 0, 0.0,
                 dict(info.extra.get("trial_stats", {})),
@@ -391,8 +391,6 @@ def default_data_dir() -> Path:
 
 def generate_dataset_command(cfg: GenerateDatasetConfig) -> int:
     """``leaps-karel generate-dataset``: generate, then print a summary with the throughput."""
-    import sys
-
     from compkit_utils.logging import configure_logging
     from compkit_utils.runs import make_run_dir, write_config
 
@@ -406,7 +404,8 @@ def generate_dataset_command(cfg: GenerateDatasetConfig) -> int:
         out_dir = run_dir / "dataset"
     else:
         out_dir = default_data_dir()
-    print(f"generating {data.num_programs} programs into {out_dir}", file=sys.stderr, flush=True)
+    action = "resuming the generation of" if cfg.resume else "generating"
+    print(f"{action} {data.num_programs} programs into {out_dir}", flush=True)
     report = generate_dataset(
         out_dir,
         data,

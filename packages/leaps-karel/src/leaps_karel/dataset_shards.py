@@ -92,7 +92,7 @@ def _reuse_shard(path: Path, expected: str | None, out_dir: Path) -> dict[str, A
     import h5py
 
     if expected is None:
-        log.info("%s: no checksum recorded (interrupted); regenerating it", path)
+        log.debug("%s: no checksum recorded (interrupted); regenerating it", path)
         path.unlink(missing_ok=True)
         return None
     if sha256_file(path) != expected:
@@ -200,7 +200,7 @@ def _prepare_out_dir(
                 f"{manifest_path}: an interrupted generation with different settings is in "
                 f"{out_dir}; rerun with the same settings to resume it, or pass --overwrite"
             )
-        log.info("resuming the interrupted generation in %s", out_dir)
+        log.debug("resuming the interrupted generation in %s", out_dir)
     else:
         shard_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(manifest_path, manifest)
