@@ -321,3 +321,21 @@ def test_validate_module_does_not_import_torch() -> None:
     code = "import compkit_utils.validate, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unresolvable_annotations_do_not_crash_validation() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class LocalInner:
+        n: int = 0
+
+    @dataclasses.dataclass(frozen=True)
+    class LocalOuter:
+        inner: LocalInner = dataclasses.field(default_factory=LocalInner)  # a local name
+        device: str = "auto"
+
+        def check(self) -> None:
+            CALLS.append("local")
+
+    CALLS.clear()
+    validate_config(LocalOuter())
+    assert CALLS == ["local"]

@@ -232,7 +232,10 @@ def validate_config(cfg: Any) -> None:
 
 
 def _walk(cfg: Any, prefix: str) -> None:
-    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    try:
+        hints = typing.get_type_hints(type(cfg), include_extras=True)
+    except (NameError, TypeError):  # a forward reference to a local name: no markers
+        hints = {}
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
         metadata = _annotated_metadata(hints.get(field.name))
