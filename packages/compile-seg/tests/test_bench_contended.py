@@ -40,3 +40,13 @@ def test_contended_default_policy_is_named(capsys, monkeypatch):
     assert main([*args, "--contended"]) == 0
     out = capsys.readouterr().out
     assert "cores busy" in out or "idle cores unknown" in out or "1 core available" in out
+
+
+def test_the_command_line_requests_passive_openmp_waiting(monkeypatch, capsys):
+    import compkit_utils.devices
+
+    calls: list[str] = []
+    monkeypatch.setattr(compkit_utils.devices, "prefer_passive_wait", lambda: calls.append("x"))
+    assert main(["bench", "--threads", "0"]) == 2
+    assert calls == ["x"]
+    assert "--threads" in capsys.readouterr().err

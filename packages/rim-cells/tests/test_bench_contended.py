@@ -38,3 +38,13 @@ def test_contended_prints_the_ratio_and_leaves_no_process(capsys, tmp_path, monk
     assert set(contended["median_ms"]["RIM"]) == {"default", "1", "all"}
     assert result["config"]["threads"] >= 1  # the count in force, not None
     assert _children() <= before
+
+
+def test_the_command_line_requests_passive_openmp_waiting(monkeypatch, capsys):
+    import compkit_utils.devices
+
+    calls: list[str] = []
+    monkeypatch.setattr(compkit_utils.devices, "prefer_passive_wait", lambda: calls.append("x"))
+    assert main(["bench", "--threads", "0"]) == 2
+    assert calls == ["x"]
+    assert "--threads" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from compkit_utils.devices import (
     auto_threads,
     busy_process,
     free_cores,
+    prefer_passive_wait,
     set_threads,
     time_thread_counts,
     usable_cpus,
@@ -257,3 +258,40 @@ def test_busy_process_exits_when_its_parent_dies():
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+@pytest.fixture
+def no_wait_env(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    return monkeypatch
+
+
+def test_passive_wait_is_requested_before_torch_loads(no_wait_env):
+    no_wait_env.delitem(sys.modules, "torch")
+    assert prefer_passive_wait() is True
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_passive_wait_is_not_requested_once_torch_is_loaded(no_wait_env):
+    assert "torch" in sys.modules
+    assert prefer_passive_wait() is False
+    assert "OMP_WAIT_POLICY" not in os.environ
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "passive"),
+    [("OMP_WAIT_POLICY", "active", False), ("OMP_WAIT_POLICY", "passive", True)],
+)
+def test_passive_wait_leaves_the_users_setting(no_wait_env, name, value, passive):
+    no_wait_env.delitem(sys.modules, "torch")
+    no_wait_env.setenv(name, value)
+    assert prefer_passive_wait() is passive
+    assert os.environ[name] == value
+
+
+def test_passive_wait_leaves_a_user_spin_count(no_wait_env):
+    no_wait_env.delitem(sys.modules, "torch")
+    no_wait_env.setenv("GOMP_SPINCOUNT", "10000")
+    assert prefer_passive_wait() is False
+    assert "OMP_WAIT_POLICY" not in os.environ

@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status (2 for bad input, with a one-line ``compile-seg: error: ...``).
     """
+    from compkit_utils.devices import prefer_passive_wait
     from compkit_utils.logging import configure_logging
 
+    prefer_passive_wait()  # before torch loads its OpenMP runtime
     configure_logging()
     return run_cli(COMMANDS, _dispatch, argv, prog="compile-seg", description=DESCRIPTION)
 

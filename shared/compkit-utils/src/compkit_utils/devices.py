@@ -96,6 +96,26 @@ def set_threads(num_threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+def prefer_passive_wait() -> bool:
+    """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``).
+
+    By default libgomp's threads spin for a while after each parallel region; when another
+    process holds a core, the spinning thread and the descheduled one stall each other and a
+    small model's step gets several times slower than at one thread. The OpenMP runtime reads
+    the setting once, when torch loads it, so call this before importing torch (the command
+    lines do, first thing). It changes no numbers.
+
+    Returns:
+        Whether the passive policy is requested for this process: False when torch is
+        already imported or the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (theirs
+        wins).
+    """
+    user_set = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+    if not user_set and "torch" not in sys.modules:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
+
 def usable_cpus() -> list[int]:
     """The CPU numbers this process may run on (its affinity mask where the OS has one)."""
     getaffinity = getattr(os, "sched_getaffinity", None)
