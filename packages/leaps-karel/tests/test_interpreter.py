@@ -9,13 +9,13 @@ from leaps_karel import dsl
 from leaps_karel.dsl import ParseError, Program, parse, to_text
 from leaps_karel.interpreter import (
     Mode,
-    _reference_raw,
     compile_program,
     execute,
     execute_reference,
     program_source,
     replay,
 )
+from leaps_karel.interpreter_reference import _reference_raw
 from leaps_karel.world import World, bordered_room
 
 MODES = ("compiled", "reference")
@@ -203,7 +203,7 @@ def test_history_records_states_and_perceptions():
 
 
 def test_non_contiguous_checks_stop_at_the_first_failing_value():
-    from leaps_karel.interpreter import _first_fail, _NoCrashGen
+    from leaps_karel.interpreter_codegen import _first_fail, _NoCrashGen
 
     assert _first_fail(5, (0, 2, 4), 6) == 7
     assert _first_fail(1, (0, 2, 6), 6) == 7
