@@ -28,7 +28,12 @@ def make_sweep(root: Path, name: str = "train", *, finals=FINAL, unfinished: boo
             run = f"learning-rate={lr}__seed={seed}"
             (sweep / run).mkdir(parents=True)
             records = [
-                {"step": step, "eval/acc": final * (step + 1) / 4, "train/loss": 1.0 / (step + 1)}
+                {
+                    "step": step,
+                    "env_steps": 100 * (step + 1),
+                    "eval/acc": final * (step + 1) / 4,
+                    "train/loss": 1.0 / (step + 1),
+                }
                 for step in range(4)
             ]
             (sweep / run / "metrics.jsonl").write_text(
@@ -101,6 +106,10 @@ def test_csv_json_reach_and_plot(tmp_path, capsys):
     # lr 0.1: finals 0.5..0.9 reach 0.44 at steps 3,2,2,2,1; lr 0.3: all at step 1.
     assert float(rows[0]["mean"]) == pytest.approx(2.0)
     assert float(rows[1]["mean"]) == pytest.approx(1.0)
+    assert main([*base, "--reach", "0.44", "--x", "env_steps", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["value"] == "first env_steps with eval/acc ≥ 0.44"
+    assert [float(r["mean"]) for r in rows] == pytest.approx([300.0, 200.0])
     assert main([*base, "--at", "best", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["rows"][1]["mean"] == pytest.approx(np.mean(FINAL["0.3"]))
@@ -119,10 +128,12 @@ def test_csv_json_reach_and_plot(tmp_path, capsys):
     [
         (
             ["--metric", "eval/nope"],
-            "--metric 'eval/nope' is not in the runs' metrics.jsonl; known: eval/acc, train/loss",
+            "--metric 'eval/nope' is not in the runs' metrics.jsonl; "
+            "known: env_steps, eval/acc, train/loss",
         ),
         (["--metric", "eval/acc", "--at", "last"], "--at 'last': expected final, best"),
         (["--metric", "eval/acc", "--reps", "10"], "--reps 10"),
+        (["--metric", "eval/acc", "--x", "frames"], "--x 'frames' is not in the runs'"),
     ],
 )
 def test_bad_report_input(tmp_path, capsys, args, message):

@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="report the first step where the metric reaches this value instead",
     )
+    report.add_argument(
+        "--x", default="step", help="progress key of the records: step (default), env_steps, ..."
+    )
     report.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
     report.add_argument("--plot", help="also draw learning curves with 95%% CI bands to this PNG")
     report.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
@@ -146,11 +149,12 @@ def _report(args: argparse.Namespace) -> int:
         reach=args.reach,
         reps=args.reps,
         seed=args.seed,
+        x=args.x,
     )
-    title = describe(args.metric, args.at, args.mode, args.reach)
+    title = describe(args.metric, args.at, args.mode, args.reach, args.x)
     sys.stdout.write(format_rows(rows, args.format, title=title))
     if args.plot:
-        path = plot_curves(groups, args.metric, args.plot, seed=args.seed)
+        path = plot_curves(groups, args.metric, args.plot, seed=args.seed, x=args.x)
         print(f"learning curves: {path}", file=sys.stderr)
     return 0
 

@@ -54,14 +54,33 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
+def _field_type(cls: type, path: list[str]) -> type | None:
+    """The dataclass that holds the last field of ``path`` (``None`` if ``path`` is not a field)."""
+    import typing
+
+    for i, name in enumerate(path):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if name.replace("-", "_") not in fields:
+            return None
+        if i == len(path) - 1:
+            return cls
+        hint = typing.get_type_hints(cls, include_extras=False)[name.replace("-", "_")]
+        cls = hint
+    return None
+
+
 def _flag_for(key: str, spec: CommandSpec) -> str | None:
-    """The command flag a grid key names: the flag itself or a dotted field path."""
-    key = key.replace("_", "-").removeprefix("--")
+    """The command flag a grid key names: the flag itself or a dotted config field path."""
+    key = key.removeprefix("--").replace("_", "-")
     if key in spec.flags:
         return key
-    # A dotted field path whose group is flattened on the command line
-    # (compile-seg: optim.learning-rate → --learning-rate).
+    # A dotted field path (optim.learning_rate) whose group the command may flatten
+    # (compile-seg: --learning-rate): the longest flag that is a suffix of the path.
     parts = key.split(".")
+    if len(parts) < 2 or _field_type(spec.config_class, parts) is None:
+        return None
     for start in range(1, len(parts)):
         candidate = ".".join(parts[start:])
         if candidate in spec.flags:

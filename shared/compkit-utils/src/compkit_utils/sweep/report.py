@@ -104,6 +104,7 @@ def run_value(
     at: str = "final",
     mode: str = "max",
     reach: float | None = None,
+    x: str = "step",
 ) -> float | None:
     """One number per run.
 
@@ -114,11 +115,13 @@ def run_value(
         mode: ``max`` or ``min``: what "best" and "reach" mean.
         reach: if given, the value is the first step where the metric is ≥ ``reach``
             (``mode=max``) or ≤ ``reach`` (``mode=min``); ``None`` if it never gets there.
+        x: the record key that counts progress (``step``; ``env_steps`` for frames); a
+            step given in ``at`` and the ``reach`` result are in this unit.
 
     Returns:
         The value, or ``None`` if the run has no such value.
     """
-    points = [(int(r["step"]), float(r[metric])) for r in records if metric in r]
+    points = [(float(r[x]), float(r[metric])) for r in records if metric in r and x in r]
     if not points:
         return None
     if reach is not None:
@@ -131,7 +134,7 @@ def run_value(
     if at == "best":
         values = [v for _, v in points]
         return max(values) if mode == "max" else min(values)
-    wanted = int(at)
+    wanted = float(at)
     for step, value in points:
         if step == wanted:
             return value
@@ -185,6 +188,7 @@ def summarise(
     reach: float | None = None,
     reps: int = 2000,
     seed: int = 0,
+    x: str = "step",
 ) -> list[Row]:
     """One :class:`Row` per group (see :func:`run_value` for the arguments).
 
@@ -198,6 +202,8 @@ def summarise(
     if at not in ("final", "best") and not at.lstrip("-").isdigit():
         raise UserError(f"--at {at!r}: expected final, best or a step number")
     known = metric_names(groups)
+    if x != "step" and x not in known:
+        raise UserError(f"--x {x!r} is not in the runs' metrics.jsonl; known: " + ", ".join(known))
     if metric not in known:
         raise UserError(
             f"--metric {metric!r} is not in the runs' metrics.jsonl; known: " + ", ".join(known)
@@ -205,7 +211,7 @@ def summarise(
     rows = []
     for group in groups:
         values = [
-            run_value(records, metric, at=at, mode=mode, reach=reach)
+            run_value(records, metric, at=at, mode=mode, reach=reach, x=x)
             for records in group.runs.values()
         ]
         kept = np.array([v for v in values if v is not None], dtype=np.float64)
@@ -299,19 +305,25 @@ def format_rows(rows: Sequence[Row], fmt: str, *, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def describe(metric: str, at: str, mode: str, reach: float | None) -> str:
+def describe(metric: str, at: str, mode: str, reach: float | None, x: str = "step") -> str:
     """The table's title: which value per run it summarises."""
     if reach is not None:
-        return f"first step with {metric} {'≥' if mode == 'max' else '≤'} {reach:g}"
+        return f"first {x} with {metric} {'≥' if mode == 'max' else '≤'} {reach:g}"
     if at == "final":
-        return f"{metric} at the final step"
+        return f"{metric} at the final {x}"
     if at == "best":
-        return f"{metric} at the best step ({mode})"
-    return f"{metric} at step {at}"
+        return f"{metric} at the best {x} ({mode})"
+    return f"{metric} at {x} {at}"
 
 
 def plot_curves(
-    groups: Sequence[Group], metric: str, path: str | Path, *, reps: int = 1000, seed: int = 0
+    groups: Sequence[Group],
+    metric: str,
+    path: str | Path,
+    *,
+    reps: int = 1000,
+    seed: int = 0,
+    x: str = "step",
 ) -> Path:
     """Learning curves (mean over seeds) with 95% bootstrap bands, one line per grid point.
 
@@ -336,7 +348,7 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for group in groups:
         series = [
-            {int(r["step"]): float(r[metric]) for r in records if metric in r}
+            {float(r[x]): float(r[metric]) for r in records if metric in r and x in r}
             for records in group.runs.values()
         ]
         common = sorted(set.intersection(*(set(s) for s in series))) if series else []
@@ -349,7 +361,7 @@ def plot_curves(
             )
         line = ax.plot(common, points["x"], label=f"{group.label} (n={len(series)})")[0]
         ax.fill_between(common, cis["x"][0], cis["x"][1], alpha=0.25, color=line.get_color())
-    ax.set_xlabel("step")
+    ax.set_xlabel(x)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
