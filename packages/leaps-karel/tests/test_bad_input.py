@@ -347,3 +347,26 @@ def test_resume_regenerates_a_deleted_file(
     # Complete and intact: --resume has nothing to do.
     assert main([*GEN, "--out-dir", str(folder), "--resume"]) == 0
     assert leftovers(tmp_path) == []
+
+
+def _dying_shard(job: dict) -> dict:
+    """A worker killed while writing shard 1 (module level: picklable for the pool)."""
+    from leaps_karel import dataset_shards
+
+    if job["shard"] == 1:
+        os._exit(1)
+    return dataset_shards._run_shard(job)
+
+
+def test_dead_worker_exits_2_without_hanging_or_leftovers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "ds"
+    monkeypatch.setattr(ds, "_run_shard", _dying_shard)
+    assert main([*GEN, "--out-dir", str(out), "--n-procs", "2"]) == 2
+    line = error_line(capsys)
+    assert "worker process died" in line
+    assert "--resume" in line
+    assert leftovers(tmp_path) == []
+    monkeypatch.undo()
+    assert main([*GEN, "--out-dir", str(out), "--resume"]) == 0

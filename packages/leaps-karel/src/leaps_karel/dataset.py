@@ -38,6 +38,8 @@ import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -240,8 +242,17 @@ def _generate(
 
     # fork starts workers without re-importing anything; the parent holds no open HDF5 file
     # and runs no threads here. Elsewhere (macOS, Windows) fall back to spawn.
+    # A worker that dies (killed, out of memory) breaks the executor, which then stops the
+    # others and raises BrokenProcessPool: no waiting forever for a lost shard.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(n_procs) if n_procs > 1 else None
+    pool = (
+        ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context(method))
+        if n_procs > 1
+        else None
+    )
+    if pool is not None:
+        # Start the workers now: forking after tqdm's monitor thread exists is unsafe.
+        pool.submit(os.getpid).result()
     window = 2 * n_procs if pool is not None else 1
     pending: collections.deque[tuple[int, Any]] = collections.deque()
     bar = tqdm(
@@ -261,11 +272,18 @@ def _generate(
                 elif pool is None:
                     pending.append((job["shard"], _run_shard(job)))
                 else:
-                    pending.append((job["shard"], pool.apply_async(_run_shard, (job,))))
+                    pending.append((job["shard"], pool.submit(_run_shard, job)))
             if prefix()[0] >= target or not pending:
                 continue
             shard, result = pending.popleft()
-            record(shard, result if pool is None else result.get())
+            try:
+                record(shard, result if pool is None else result.result())
+            except BrokenProcessPool as exc:
+                raise UserError(
+                    f"generate-dataset: a worker process died (killed, or out of memory?) "
+                    f"while writing {_shard_path(out, shard)}; rerun with --resume, or with "
+                    "fewer --n-procs"
+                ) from exc
             generated += 1
             examined = (shard + 1) * shard_size
             if examined > 10_000 + 100 * target and prefix()[0] < examined // 1000:
@@ -277,8 +295,9 @@ def _generate(
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()  # workers killed mid-write leave temporary files: removed above
-            pool.join()
+            # Running shards finish (or fail) first, so their temporary files are gone or
+            # renamed before the caller removes what is left.
+            pool.shutdown(wait=True, cancel_futures=True)
     _, used_shards = prefix()
     stats: collections.Counter[str] = collections.Counter()
     for shard in range(used_shards):
