@@ -291,3 +291,26 @@ def test_explicit_comm_value_size_is_honoured():
     assert cell.comm_out.weight.shape == (3, 10, 8)
     h, _c = cell(torch.randn(2, 4))
     assert h.shape == (2, 3, 8)
+
+
+@pytest.mark.parametrize("rnn_cell", ["LSTM", "GRU"])
+def test_a_partial_backward_leaves_no_stale_weight_gradients(rnn_cell):
+    """``autograd.grad`` for the initial state alone (which never reaches the weights) must
+    not leave deferred weight-gradient factors behind for the next backward pass."""
+    cell = make_cell(rnn_cell)
+    torch.manual_seed(6)
+    x = torch.randn(3, 5, 5, dtype=torch.float64)
+    h0 = torch.randn(5, 4, 6, dtype=torch.float64, requires_grad=True)
+
+    def weight_grads(partial: bool) -> list[torch.Tensor]:
+        cell.zero_grad()
+        out = cell.forward_sequence(x, h0)[0]
+        if partial:
+            torch.autograd.grad(out.sum(), h0, retain_graph=True)
+        out.sum().backward()
+        return [p.grad.clone() for p in cell.parameters() if p.grad is not None]
+
+    clean, after_partial = weight_grads(False), weight_grads(True)
+    assert len(clean) == len(after_partial) > 0
+    for a, b in zip(clean, after_partial, strict=True):
+        torch.testing.assert_close(a, b)

@@ -47,6 +47,17 @@ class WeightTape:
             if torch.is_grad_enabled() and weight.requires_grad
             else weight
         )
+        self.node = self.alias.grad_fn if self.alias is not weight else None
+
+    def record(self, x: Tensor, grad: Tensor) -> None:
+        """Keep one product's factors, if this backward pass reaches the weight at all.
+
+        A pass that does not (e.g. ``torch.autograd.grad`` for the initial state only) must
+        not leave factors behind for a later pass to count.
+        """
+        if self.node is not None and torch._C._will_engine_execute_node(self.node):
+            self.inputs.append(x)
+            self.grads.append(grad)
 
     def bmm(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """``add + x @ weight`` per unit; x ``(N, B, d_in)``, add ``(N, B, d_out)`` or None."""
@@ -90,8 +101,7 @@ class _TapedBmm(torch.autograd.Function):
     def backward(ctx: Any, *grads: Any) -> Any:
         grad: Tensor = grads[0]
         x, weight = ctx.saved_tensors
-        ctx.tape.inputs.append(x)
-        ctx.tape.grads.append(grad)
+        ctx.tape.record(x, grad)
         dx = torch.bmm(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         return dx, None, None
 
@@ -107,8 +117,7 @@ class _TapedBaddbmm(torch.autograd.Function):
     def backward(ctx: Any, *grads: Any) -> Any:
         grad: Tensor = grads[0]
         x, weight = ctx.saved_tensors
-        ctx.tape.inputs.append(x)
-        ctx.tape.grads.append(grad)
+        ctx.tape.record(x, grad)
         dx = torch.bmm(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[1] else None
         return grad, dx, None, None
 

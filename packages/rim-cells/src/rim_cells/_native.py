@@ -10,6 +10,12 @@ machine without a C compiler, takes the PyTorch path in ``cell.py``. Both paths 
 the same function (tested to float32 rounding, in train mode too: both take the
 sequence's dropout masks from ``RIMCell._dropout_masks``).
 
+``RIMCell.forward`` (one step) calls the same kernels with one time step. Its
+parameter-derived weights (input-query map, the kernel's cell weight, transposed copies
+for the backward pass) come from :func:`prepare_weights`: one autograd node shared by all
+steps of a loop, whose backward pass receives the steps' weight gradients summed in place
+(each step's backward pass adds its products to a running sum) and runs once.
+
 Not supported by the native path: double backward (``create_graph=True``).
 """
 
@@ -18,7 +24,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.resources
-from typing import TYPE_CHECKING, Any
+import weakref
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -197,6 +204,8 @@ class _RimLSTM(torch.autograd.Function):
             )  # fmt: skip
             ctx.dims, ctx.reverse = dims, meta["reverse"]
             ctx.keeps = (in_keep, comm_keep)
+            ctx.transposed = meta.get("transposed")
+            ctx.tape, ctx.derive_node = meta.get("tape"), meta.get("derive_node")
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(act, p_real, att)
         return out, h_last, c_last, act, p_real, att
@@ -224,7 +233,13 @@ class _RimLSTM(torch.autograd.Function):
         d_rows = torch.zeros_like(rows) if ctx.needs_input_grad[1] else None
         d_gates, d_hnew = new(n, steps, batch, 4 * hid), new(n, steps, batch, hid)
         d_qkv = new(n, steps, batch, qkv.shape[-1])
-        wcell_t, wqkv_t, wout_t = (w.transpose(1, 2).contiguous() for w in (wcell, wqkv, wout))
+        memo: dict[str, Tensor] | None = ctx.transposed
+        if memo is not None and "wcell_t" in memo:  # shared by the steps of a stepped loop
+            wcell_t, wqkv_t, wout_t = memo["wcell_t"], memo["wqkv_t"], memo["wout_t"]
+        else:
+            wcell_t, wqkv_t, wout_t = (w.transpose(1, 2).contiguous() for w in (wcell, wqkv, wout))
+            if memo is not None:
+                memo.update(wcell_t=wcell_t, wqkv_t=wqkv_t, wout_t=wout_t)
         in_keep, comm_keep = ctx.keeps
         ptrs = _pointers(
             [score, rows, wcell_t, wqkv_t, wout_t, in_keep, comm_keep, act, p_real, att, u,
@@ -240,6 +255,16 @@ class _RimLSTM(torch.autograd.Function):
             flat_in = inputs.view(n, steps * batch, -1).transpose(1, 2)
             return torch.bmm(flat_in, outputs.view(n, steps * batch, -1))
 
+        tape: list[Tensor] | None = ctx.tape
+        if tape is not None:  # a stepped loop: sums for the shared weights' node
+            if torch._C._will_engine_execute_node(ctx.derive_node):
+                pairs = ((u, d_gates), (hcell, d_qkv), (context, d_hnew))
+                if not tape:
+                    tape += [u.new_zeros(n, i.shape[-1], o.shape[-1]) for i, o in pairs]
+                for acc, (inputs, outputs) in zip(tape, pairs, strict=True):
+                    flat_in = inputs.view(n, steps * batch, -1).transpose(1, 2)
+                    acc.baddbmm_(flat_in, outputs.view(n, steps * batch, -1))
+            return d_score, d_rows, None, None, None, dh0, dc0, None
         g_wcell = weight_grad(u, d_gates) if ctx.needs_input_grad[2] else None
         g_wqkv = weight_grad(hcell, d_qkv) if ctx.needs_input_grad[3] else None
         g_wout = weight_grad(context, d_hnew) if ctx.needs_input_grad[4] else None
@@ -258,16 +283,172 @@ def _kernel_gate_order(weight: Tensor) -> Tensor:
     return torch.cat((i_f, g, o), dim=-1)
 
 
+def kernel_cell_weight(weight_hh: Tensor, x_gates: Tensor) -> Tensor:
+    """The kernel's cell weight ``(N, H + R + 1, 4H)``, gates in the kernels' order.
+
+    Rows ``[h | read | bias]``: ``weight_hh`` ``(N, H, 4H)`` then ``x_gates`` ``(N, R + 1, 4H)``.
+    """
+    return _kernel_gate_order(torch.cat((weight_hh, x_gates), dim=1))
+
+
+class Prepared(NamedTuple):
+    """Parameter-derived tensors shared by the steps of a stepped loop.
+
+    Attributes:
+        wq_t: ``(N, heads·d_k, H)`` scaled, transposed input-query weights.
+        null_score: ``(N, 1, H)`` null-slot score vectors.
+        w_val: ``(d_v, I)`` value weight averaged over heads when the step's rows are
+            projected values, or an empty tensor when the value map is folded into ``wcell``.
+        wcell: ``(N, H + R + 1, 4H)`` the kernel's cell weight (:func:`kernel_cell_weight`).
+        wqkv: ``(N, H, QKV)`` the communication query/key/value weight.
+        wout: ``(N, C, H)`` the communication output weight.
+        transposed: memo of the transposed weights for the backward passes of these steps.
+        tape: with grad, the running sums of the steps' gradients of ``wcell``, ``wqkv``
+            and ``wout`` (accumulated in place by each step's backward pass, handed to
+            autograd once by the shared node's); ``None`` without grad.
+        node: with grad, the autograd node that produced these tensors.
+    """
+
+    wq_t: Tensor
+    null_score: Tensor
+    w_val: Tensor
+    wcell: Tensor
+    wqkv: Tensor
+    wout: Tensor
+    transposed: dict[str, Tensor]
+    tape: list[Tensor] | None
+    node: Any
+
+
+class _StepCache:
+    """A layer's :class:`Prepared` weights, kept while parameters and grad mode are unchanged.
+
+    Not copied by ``copy.deepcopy`` nor pickled (a copy starts empty).
+    """
+
+    __slots__ = ("__weakref__", "key", "value")
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.value: Prepared | None = None
+
+    def clear(self) -> None:
+        self.key = self.value = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _StepCache:
+        return _StepCache()
+
+    def __reduce__(self) -> tuple[type[_StepCache], tuple[()]]:
+        return (_StepCache, ())
+
+
+class _Derive(torch.autograd.Function):
+    """Parameter-derived tensors as one autograd node that many steps consume.
+
+    The forward pass computes ``fn(*params)`` without recording; autograd sums the gradients
+    that all consuming steps send to its outputs and calls the backward pass once, which
+    adds the steps' summed weight gradients (:class:`Prepared`'s tape), recomputes ``fn`` with
+    recording and differentiates it. Parameters are held as plain attributes (not saved
+    tensors), so graphs that share this node can each be differentiated; the backward pass
+    also drops the layer's cached copy, so the next forward pass derives the weights afresh.
+    """
+
+    @staticmethod
+    def forward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any, fn: Any, cache: Any, tape: list[Tensor], *params: Tensor
+    ) -> tuple[Tensor, ...]:
+        ctx.fn, ctx.cache, ctx.tape, ctx.params = fn, cache, tape, params
+        ctx.versions = [p._version for p in params]
+        ctx.set_materialize_grads(False)
+        return tuple(fn(*params))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, *grads: Tensor | None) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
+        cache = ctx.cache()
+        if cache is not None:
+            cache.clear()
+        params: tuple[Tensor, ...] = ctx.params
+        if [p._version for p in params] != ctx.versions:
+            raise RuntimeError(
+                "RIMCell: a parameter was modified in place between the forward and the "
+                "backward pass of a stepped loop"
+            )
+        grads_list = list(grads)
+        tape: list[Tensor] = ctx.tape
+        for slot, grad in zip((3, 4, 5), tape, strict=False):  # wcell, wqkv, wout
+            prev = grads_list[slot]
+            grads_list[slot] = grad if prev is None else prev + grad
+        tape.clear()
+        with torch.enable_grad():
+            needs = ctx.needs_input_grad[3:]
+            leaves = [
+                p.detach().requires_grad_(need) for p, need in zip(params, needs, strict=True)
+            ]
+            outs = ctx.fn(*leaves)
+            pairs = [
+                (o, g)
+                for o, g in zip(outs, grads_list, strict=True)
+                if g is not None and o.requires_grad
+            ]
+            wanted = [leaf for leaf in leaves if leaf.requires_grad]
+            found: list[Tensor | None] = [None] * len(wanted)
+            if pairs and wanted:
+                found = list(
+                    torch.autograd.grad(
+                        [o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True
+                    )
+                )
+        it = iter(found)
+        return (None, None, None, *(next(it) if leaf.requires_grad else None for leaf in leaves))
+
+
+def prepare_weights(
+    layer: Any, fn: Any, params: tuple[Tensor, ...], extra_key: tuple[Any, ...]
+) -> Prepared:
+    """The :class:`Prepared` weights of a layer, shared by consecutive steps.
+
+    With grad enabled the result is cached on the layer (``layer._native_step_cache``) until
+    a backward pass goes through it or a parameter changes (in place or replaced); without
+    grad it is computed afresh (parameters may then be edited through ``.data``, which a
+    cache could not notice).
+
+    Args:
+        layer: the module stepping (holds the cache).
+        fn: ``fn(*params) -> (wq_t, null_score, w_val, wcell, wqkv, wout)``.
+        params: the parameters ``fn`` reads.
+        extra_key: anything else ``fn``'s result depends on (e.g. the batch size).
+    """
+    if not torch.is_grad_enabled():
+        with torch.no_grad():
+            return Prepared(*fn(*params), transposed={}, tape=None, node=None)
+    cache = layer.__dict__.get("_native_step_cache")
+    if cache is None:
+        cache = layer.__dict__["_native_step_cache"] = _StepCache()
+    key = (extra_key, tuple((id(p), p.data_ptr(), p._version, p.requires_grad) for p in params))
+    if cache.key == key and cache.value is not None:
+        return cache.value
+    tape: list[Tensor] = []
+    derived = _Derive.apply(fn, weakref.ref(cache), tape, *params)
+    node = derived[0].grad_fn
+    cache.key = key
+    cache.value = Prepared(
+        *derived, transposed={}, tape=tape if node is not None else None, node=node
+    )
+    return cache.value
+
+
 def rim_lstm_sequence(
     cell: RIMCell,
     score: Tensor,
     null_score: Tensor,
     rows: Tensor,
-    x_gates: Tensor,
+    x_gates: Tensor | None,
     h0: Tensor,
     c0: Tensor,
     keeps: tuple[Tensor | None, Tensor | None],
     reverse: bool,
+    prepared: Prepared | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run a LSTM RIM layer over a sequence with the native kernels.
 
@@ -276,11 +457,15 @@ def rim_lstm_sequence(
         score: ``(N, T, B, H)`` input-attention score vectors (``s_real − s_null = <h, score>``).
         null_score: ``(N, 1, H)`` null-slot score vectors (used by the raw-score rule only).
         rows: ``(T, B, R)`` cell-input rows.
-        x_gates: ``(N, R + 1, 4H)`` the rows' (and the bias weight's) map to the gates.
+        x_gates: ``(N, R + 1, 4H)`` the rows' (and the bias weight's) map to the gates
+            (``None`` with ``prepared``).
         h0: ``(N, B, H)`` initial hidden state, unit-major.
         c0: ``(N, B, H)`` initial cell state, unit-major.
         keeps: dropout multipliers ``(T, 2, N, B)`` and ``(T, B·heads, N, N)`` (or ``None``).
         reverse: run the steps from last to first.
+        prepared: the cell weight in the kernels' layout (``wcell``) and a memo of the
+            transposed weights shared by the steps of a stepped loop (see
+            :func:`prepare_weights`); ``x_gates`` is then not used.
 
     Returns:
         ``(out, h, c, active, p_real, attention)``: the hidden state after every step
@@ -290,13 +475,17 @@ def rim_lstm_sequence(
     """
     n = score.shape[0]
     in_keep, comm_keep = keeps
-    wcell = _kernel_gate_order(torch.cat((cell.cell.weight_hh, x_gates), dim=1))
+    if prepared is not None:
+        wcell = prepared.wcell
+    else:
+        assert x_gates is not None
+        wcell = kernel_cell_weight(cell.cell.weight_hh, x_gates)
     tensors = (
         score.contiguous(),
         rows.contiguous(),
         wcell,
-        cell.comm_qkv.weight.contiguous(),
-        cell.comm_out.weight.contiguous(),
+        cell.comm_qkv.weight.contiguous() if prepared is None else prepared.wqkv,
+        cell.comm_out.weight.contiguous() if prepared is None else prepared.wout,
         h0.contiguous(),
         c0.contiguous(),
     )
@@ -312,5 +501,8 @@ def rim_lstm_sequence(
         "in_keep": in_keep.contiguous() if in_keep is not None else None,
         "comm_keep": comm_keep.contiguous() if comm_keep is not None else None,
         "save": torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
+        "transposed": prepared.transposed if prepared is not None else None,
+        "tape": prepared.tape if prepared is not None else None,
+        "derive_node": prepared.node if prepared is not None else None,
     }
     return _RimLSTM.apply(*tensors, meta)

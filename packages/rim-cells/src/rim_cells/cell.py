@@ -15,11 +15,15 @@ cell's input map is linear); only floating-point rounding differs from a literal
 step-by-step evaluation. The time loop then runs a handful of batched ops per step; for
 LSTM units on CPU in float32 it runs in C instead (``_native.py`` / ``rim_lstm.c``: one
 forward and one backward call per sequence, same results up to float rounding; see
-:func:`rim_cells.set_backend`).
+:func:`rim_cells.set_backend`). Stepping the cell by hand (``forward``, a Python loop like
+``nn.LSTMCell``'s) makes one such call per step each way; the parameter-derived weights are
+then shared by the steps of a loop and their gradients summed in place, so a step costs
+little more than its kernel calls (``_native.prepare_weights``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -249,6 +253,13 @@ class RIMCell(nn.Module):
                     f"{tuple(x.shape)}; use forward_sequence (or RIM) for whole sequences"
                 )
             x = x[:, 0]
+        if (
+            self.is_lstm
+            and x.dim() == 2
+            and x.shape[-1] == self.input_size
+            and _native.active_backend(self, x) == "native"
+        ):
+            return self._forward_native_step(x, hs, cs, return_info)
         out, h, c, info = self.forward_sequence(x.unsqueeze(0), hs, cs, return_info=return_info)
         del out
         if return_info:
@@ -407,6 +418,50 @@ class RIMCell(nn.Module):
             raise ValueError("RIMCell: cs was given but rnn_cell is 'GRU' (no cell state)")
         return h, c
 
+    def _per_unit(self, shared: Tensor, weight: Tensor) -> Tensor:
+        """``(rows, d) @ weight[n]`` for every unit → ``(N, rows, out)``; no weight copies."""
+        return torch.bmm(shared.unsqueeze(0).expand(self.num_units, *shared.shape), weight)
+
+    def _input_weights(
+        self,
+        count: int,
+        query_weight: Tensor,
+        key_bias: Tensor,
+        value_weight: Tensor,
+        value_bias: Tensor,
+        weight_ih: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """The parameter-only part of `_input_side` for ``count`` input rows.
+
+        Returns ``(wq_t, null_score, w_val, x_gates)``: the scaled transposed query weights
+        ``(N, heads·d_k, H)``, the null-slot score vectors ``(N, 1, H)``, the head-averaged
+        value weight ``(d_v, I)`` when the rows are projected values (``None`` when the
+        value map is folded into ``x_gates``) and ``x_gates`` ``(N, R + 1, G)``.
+        """
+        n, size = self.num_units, self.input_size
+        heads, d_k, d_v = self.num_input_heads, self.input_key_size, self.input_value_size
+        # Scores: s = <q, k> / sqrt(d_k) averaged over heads, with q = h @ Wq[n]. Applying
+        # Wq[n] on the key side gives s_real - s_null = <h, (x @ Wk^T) @ Wq[n]^T>.
+        wq_t = query_weight.transpose(1, 2) * (1.0 / (heads * math.sqrt(d_k)))
+        null_score = self._per_unit(key_bias.unsqueeze(0), wq_t)  # (N, 1, H)
+
+        # Values (averaged over heads) pushed through every unit's input->gate weights.
+        # The read value is w_real·(x W_val^T + b_val) + w_null·b_val, so its gate
+        # contribution is [w_real·x, w_real + w_null] @ [W_val^T W_ih[n]; b_val W_ih[n]].
+        w_val = value_weight.view(heads, d_v, size).mean(0)  # (d_v, I)
+        b_val = value_bias.view(heads, d_v).mean(0)  # (d_v,)
+        # Either fold W_val into the gate weights (rows = x, cheap when I is small) or
+        # project the values once for the whole sequence (rows = x W_val^T, when I is large
+        # or the sequence is short); pick the order with fewer multiply-adds.
+        width = weight_ih.shape[-1]
+        fold = n * (size + 1) * width * (d_v + count)
+        project = count * size * d_v + count * n * (d_v + 1) * width
+        if fold <= project:
+            value_map = torch.cat((w_val.t(), b_val.unsqueeze(0)))  # (I + 1, d_v)
+            return wq_t, null_score, None, self._per_unit(value_map, weight_ih)  # (N, I + 1, G)
+        bias_gates = self._per_unit(b_val.unsqueeze(0), weight_ih)  # (N, 1, G)
+        return wq_t, null_score, w_val, torch.cat((weight_ih, bias_gates), dim=1)
+
     def _input_side(self, x: Tensor) -> _InputSide:
         """Everything that depends only on the inputs, for all time steps at once.
 
@@ -414,42 +469,101 @@ class RIMCell(nn.Module):
         input rows against the per-unit weight blocks, so no weight is ever permuted.
         """
         steps, batch, size = x.shape
-        n, hid = self.num_units, self.hidden_size
-        heads, d_k, d_v = self.num_input_heads, self.input_key_size, self.input_value_size
         count = steps * batch
         rows = x.reshape(count, size)
+        wq_t, null_score, w_val, x_gates = self._input_weights(
+            count,
+            self.input_query.weight,
+            self.input_key.bias,
+            self.input_value.weight,
+            self.input_value.bias,
+            self.cell.weight_ih,
+        )
+        score = self._per_unit(rows @ self.input_key.weight.t(), wq_t)  # (N, T*B, H), no bias
+        step_rows = x if w_val is None else (rows @ w_val.t()).view(steps, batch, -1)
+        score = score.view(self.num_units, steps, batch, self.hidden_size)
+        return _InputSide(score, null_score, step_rows, x_gates)
 
-        def per_unit(shared: Tensor, weight: Tensor) -> Tensor:
-            """(rows, d) @ weight[n] for every unit → (N, rows, out); no weight copies."""
-            return torch.bmm(shared.unsqueeze(0).expand(n, *shared.shape), weight)
+    def _step_weights(
+        self,
+        count: int,
+        query_weight: Tensor,
+        key_bias: Tensor,
+        value_weight: Tensor,
+        value_bias: Tensor,
+        weight_ih: Tensor,
+        weight_hh: Tensor,
+        weight_qkv: Tensor,
+        weight_out: Tensor,
+    ) -> tuple[Tensor, ...]:
+        """``(wq_t, null_score, w_val, wcell, wqkv, wout)`` of the native single-step path.
 
-        # Scores: s = <q, k> / sqrt(d_k) averaged over heads, with q = h @ Wq[n]. Applying
-        # Wq[n] on the key side gives s_real - s_null = <h, (x @ Wk^T) @ Wq[n]^T>.
-        wq_t = self.input_query.weight.transpose(1, 2) * (1.0 / (heads * math.sqrt(d_k)))
-        score = per_unit(rows @ self.input_key.weight.t(), wq_t)  # (N, T*B, H), no bias
-        null_score = per_unit(self.input_key.bias.unsqueeze(0), wq_t)  # (N, 1, H)
+        ``w_val`` is empty when the value map is folded into ``wcell``, the kernel's cell
+        weight (see ``_native.kernel_cell_weight``); ``wqkv`` and ``wout`` are the
+        communication weights themselves (views), routed through the same autograd node so
+        that their gradients are taped too.
+        """
+        wq_t, null_score, w_val, x_gates = self._input_weights(
+            count, query_weight, key_bias, value_weight, value_bias, weight_ih
+        )
+        w_val = w_val if w_val is not None else x_gates.new_empty(0)
+        wcell = _native.kernel_cell_weight(weight_hh, x_gates)
+        return (
+            wq_t,
+            null_score,
+            w_val,
+            wcell,
+            weight_qkv.view_as(weight_qkv),
+            weight_out.view_as(weight_out),
+        )
 
-        # Values (averaged over heads) pushed through every unit's input->gate weights.
-        # The read value is w_real·(x W_val^T + b_val) + w_null·b_val, so its gate
-        # contribution is [w_real·x, w_real + w_null] @ [W_val^T W_ih[n]; b_val W_ih[n]].
-        w_val = self.input_value.weight.view(heads, d_v, size).mean(0)  # (d_v, I)
-        b_val = self.input_value.bias.view(heads, d_v).mean(0)  # (d_v,)
-        # Either fold W_val into the gate weights (rows = x, cheap when I is small) or
-        # project the values once for the whole sequence (rows = x W_val^T, when I is large
-        # or the sequence is short); pick the order with fewer multiply-adds.
-        w_ih = self.cell.weight_ih  # (N, d_v, G)
-        width = w_ih.shape[-1]
-        fold = n * (size + 1) * width * (d_v + count)
-        project = count * size * d_v + count * n * (d_v + 1) * width
-        if fold <= project:
-            value_map = torch.cat((w_val.t(), b_val.unsqueeze(0)))  # (I + 1, d_v)
-            x_gates = per_unit(value_map, w_ih)  # (N, I + 1, G)
-            step_rows = x
-        else:
-            bias_gates = per_unit(b_val.unsqueeze(0), w_ih)  # (N, 1, G)
-            x_gates = torch.cat((w_ih, bias_gates), dim=1)  # (N, d_v + 1, G)
-            step_rows = (rows @ w_val.t()).view(steps, batch, d_v)
-        return _InputSide(score.view(n, steps, batch, hid), null_score, step_rows, x_gates)
+    def _forward_native_step(
+        self, x: Tensor, hs: Tensor | None, cs: Tensor | None, return_info: bool
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, RIMStepInfo]:
+        """`forward` with the native kernels (LSTM units, CPU float32): one call each way.
+
+        The parameter-derived weights (query map, null scores, the kernel's cell weight and,
+        for the backward pass, transposed copies) are computed once and shared by the steps
+        of a loop until a backward pass or a parameter update (``_native.prepare_weights``),
+        so a step costs a few small products, the dropout draws and one native call.
+        """
+        batch = x.shape[0]
+        h0, c0 = self._check_state(hs, cs, batch, x)
+        assert c0 is not None
+        params = (
+            self.input_query.weight,
+            self.input_key.bias,
+            self.input_value.weight,
+            self.input_value.bias,
+            self.cell.weight_ih,
+            self.cell.weight_hh,
+            self.comm_qkv.weight,
+            self.comm_out.weight,
+        )
+        prepared = _native.prepare_weights(
+            self, functools.partial(self._step_weights, batch), params, (batch,)
+        )
+        keeps = self._dropout_masks(1, batch, x)
+        score = self._per_unit(x @ self.input_key.weight.t(), prepared.wq_t)  # (N, B, H)
+        rows = x if prepared.w_val.numel() == 0 else x @ prepared.w_val.t()
+        _, h, c, active, p_real, att = _native.rim_lstm_sequence(
+            self,
+            score.unsqueeze(1),
+            prepared.null_score,
+            rows.unsqueeze(0),
+            None,
+            h0.transpose(0, 1),
+            c0.transpose(0, 1),
+            keeps,
+            False,
+            prepared=prepared,
+        )
+        h_out, c_out = h.transpose(0, 1), c.transpose(0, 1)
+        if not return_info:
+            return h_out, c_out
+        mask = active[0].t() > 0  # (B, N)
+        comm = att[0] * mask[:, None, :, None]
+        return h_out, c_out, RIMStepInfo(mask, p_real[0].t(), comm)
 
     def _step(
         self,
