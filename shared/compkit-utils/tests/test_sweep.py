@@ -117,6 +117,16 @@ def test_failed_run_does_not_stop_the_others(tmp_path, capsys):
     assert manifest(runs)["runs"]["seed=1"]["resumed"] is True
 
 
+def test_a_run_that_kills_its_worker_does_not_stop_the_others(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = ["sweep", TOY, "train", "--seeds", "0-2", "--runs-dir", str(runs)]
+    extra = ["--", "--steps", "3", "--fail-at", "1", "--fail-seed", "1", "--crash"]
+    assert main([*argv, *extra]) == 1
+    assert "FAILED seed=1: the worker process died" in capsys.readouterr().out
+    statuses = {name: e["status"] for name, e in manifest(runs)["runs"].items()}
+    assert statuses == {"seed=0": "finished", "seed=1": "failed", "seed=2": "finished"}
+
+
 def test_run_failing_before_its_first_checkpoint_keeps_its_log(tmp_path, capsys):
     runs = tmp_path / "runs"
     argv = ["sweep", TOY, "train", "--seeds", "0", "--runs-dir", str(runs)]

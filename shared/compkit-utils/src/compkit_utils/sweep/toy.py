@@ -39,6 +39,8 @@ class ToyTrainConfig:
     """Raise an error at this step (to test failure handling)."""
     fail_seed: int | None = None
     """With --fail-at: fail only the run with this seed (default: every seed)."""
+    crash: bool = False
+    """With --fail-at: end the whole process (``os._exit``) instead of raising."""
     seed: int = 0
     """Seed of the noise."""
     threads: int | None = None
@@ -92,6 +94,8 @@ def train(cfg: ToyTrainConfig) -> Path:
         with RunLogger(run.path, console_every=0, resume=run.resumed, resume_step=start - 1) as log:
             for step in range(start, cfg.steps):
                 if step == cfg.fail_at and cfg.fail_seed in (None, cfg.seed):
+                    if cfg.crash:
+                        os._exit(3)
                     raise RuntimeError(f"toy failure at step {step} (--fail-at)")
                 if cfg.work_s > 0:
                     time.sleep(cfg.work_s)
