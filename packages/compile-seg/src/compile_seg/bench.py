@@ -335,4 +335,6 @@ def run_contended(
             f"{labels.get(name, name):<26}{per['default']:>12.2f}{per['1']:>10.2f}"
             f"{per['all']:>11.2f}{ratio:>17.2f}x"
         )
+    if chosen == 1:
+        print_fn("(the default is 1 thread here: its two columns differ by timing noise only)")
     return out

@@ -149,6 +149,8 @@ def _contended(
         f"RIMCell loop / nn.LSTM under contention: {rim_lstm['default']:.2f}x at the default, "
         f"{rim_lstm['all']:.2f}x at {cores} threads"
     )
+    if chosen == 1:
+        print("(the default is 1 thread here: its two columns differ by timing noise only)")
     return {
         "threads": chosen,
         "reason": reason,
