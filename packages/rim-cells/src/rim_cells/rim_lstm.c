@@ -58,7 +58,7 @@ typedef struct {
 static float dot_f(const float *a, const float *b, int64_t n) {
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
+    for (int64_t j = 0; j < n; ++j) acc = FMAF(a[j], b[j], acc);
     return acc;
 }
 

@@ -13,8 +13,8 @@
  *   sigmoid_n             y = sigmoid(scale x) over an array (AVX-512 when available).
  *   run_jobs              run n independent jobs on the OpenMP threads (torch's pool when
  *                         the library is built with openmp=True).
- *   FMA                   a + s b for a vector a, b and a scalar s, fused where the CPU
- *                         has fused multiply-adds.
+ *   FMA, FMAF             a + s b for vectors a, b and a scalar s, and a b + c for floats,
+ *                         fused where the CPU has fused multiply-adds.
  *
  * Conventions shared by every kernel built on this file (docs/conventions.md, "Native
  * kernels"):
@@ -23,9 +23,10 @@
  *                  weights use another order permutes them before the call.
  *   Float rule     IEEE float32, no -ffast-math, no implicit contraction
  *                  (-ffp-contract=off, compkit_utils.native.DEFAULT_FLAGS): a * b + c is
- *                  rounded twice unless the source writes a fused multiply-add (FMA below,
- *                  the AVX-512 sigmoid_n). Results therefore depend only on the source and
- *                  the CPU's instruction set, not on the compiler's contraction choices.
+ *                  rounded twice unless the source writes a fused multiply-add (FMA and
+ *                  FMAF below, the AVX-512 sigmoid_n). Results therefore depend only on the
+ *                  source and the CPU's instruction set, not on the compiler's contraction
+ *                  choices.
  *   Arguments      each entry point takes a pointer to a struct of named fields, mirrored
  *                  by a ctypes.Structure in the package; a <name>_layout(i) function
  *                  reports sizeof/offsetof (LAYOUT_SIZE, LAYOUT_AT) so the Python side
@@ -68,6 +69,16 @@ typedef float vf __attribute__((vector_size(VL * 4), aligned(4)));
 #define FMA(a, s, b) ((vf)_mm256_fmadd_ps(_mm256_set1_ps(s), (__m256)(b), (__m256)(a)))
 #else
 #define FMA(a, s, b) ((a) + (s) * (b))
+#endif
+
+/* a b + c for floats, fused where the CPU has fused multiply-adds (the compiler turns fmaf
+ * into the vector instruction in vectorised loops; without FMA hardware it would be a slow
+ * library call, so the plain expression is used there). */
+#if defined(__FMA__) || defined(__AVX512F__) || defined(__aarch64__)
+#include <math.h>
+#define FMAF(a, b, c) fmaf((a), (b), (c))
+#else
+#define FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
 /* Layout reports for the argument structs: a kernel's <name>_layout(i) returns entry i of
@@ -147,12 +158,12 @@ static inline float exp_f(float x) {
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = FMAF(p, r, 1.3981999507e-3f);
+    p = FMAF(p, r, 8.3334519073e-3f);
+    p = FMAF(p, r, 4.1665795894e-2f);
+    p = FMAF(p, r, 1.6666665459e-1f);
+    p = FMAF(p, r, 5.0000001201e-1f);
+    p = FMAF(p * r, r, r) + 1.0f;
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
