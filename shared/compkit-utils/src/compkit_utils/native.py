@@ -75,8 +75,8 @@ DEFAULT_FLAGS: tuple[str, ...] = (
 """Compiler flags. The float rule of every kernel: IEEE arithmetic, no ``-ffast-math``
 (results do not depend on how the compiler reassociates) and no implicit contraction of
 ``a * b + c`` into a fused multiply-add (``-ffp-contract=off``); fused multiply-adds happen
-only where a kernel writes them (``native_common.h``'s ``FMA``). ``-fopenmp-simd`` only
-honours ``#pragma omp simd`` (no runtime)."""
+only where a kernel writes them (``native_common.h``'s ``FMA``/``FMAF``).
+``-fopenmp-simd`` only honours ``#pragma omp simd`` (no runtime)."""
 
 _OFF = ("0", "false", "no", "off")
 
