@@ -177,7 +177,8 @@ class MiniGridTrainConfig:
     frames: Positive = 80_000
     """Training frames (README: 80k Empty-5x5, 1M MultiRoom-N2-S4, 300k DoorKey-5x5)."""
     eval_episodes: Annotated[int, Range(0)] = 100
-    """Episodes of a final evaluation on the training env (sampled actions); 0 = none."""
+    """Episodes of the final evaluation (sampled actions) on the training env (eval/...) and,
+    zero-shot, on its larger variants (zeroshot/<env id>/...); 0 = none."""
     seed: int = 0
     """Random seed (the original script used 1)."""
     device: DeviceName = "auto"

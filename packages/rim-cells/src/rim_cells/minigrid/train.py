@@ -24,7 +24,7 @@ from compkit_utils.runs import (
 from compkit_utils.seeding import seed_everything
 from compkit_utils.validate import validate_config
 from rim_cells.config import upgrade_saved_config
-from rim_cells.minigrid.config import MiniGridTrainConfig
+from rim_cells.minigrid.config import MiniGridTrainConfig, zero_shot_envs
 from rim_cells.minigrid.envs import make_env, make_vector_env
 from rim_cells.minigrid.evaluate import evaluate_policy
 from rim_cells.minigrid.model import ActorCritic
@@ -162,19 +162,20 @@ def _train(
                 if update % cfg.log.save_every == 0 or update == num_updates:
                     checkpoint()
             if cfg.eval_episodes > 0:
-                results = evaluate_policy(
-                    model,
-                    cfg.env.env_id,
-                    cfg.eval_episodes,
-                    num_envs=cfg.env.num_envs,
-                    seed=cfg.seed + 1_000_000,
-                    device=device,
-                )
-                logger.log(
-                    update,
-                    {"env_steps": env_steps, **{f"eval/{k}": v for k, v in results.items()}},
-                    console=True,
-                )
+                final: dict[str, float] = {"env_steps": env_steps}
+                # The training env as eval/..., each larger variant as zeroshot/<env id>/...
+                for index, env_id in enumerate(zero_shot_envs(cfg.env.env_id)):
+                    results = evaluate_policy(
+                        model,
+                        env_id,
+                        cfg.eval_episodes,
+                        num_envs=cfg.env.num_envs,
+                        seed=cfg.seed + 1_000_000,
+                        device=device,
+                    )
+                    prefix = "eval" if index == 0 else f"zeroshot/{env_id}"
+                    final.update({f"{prefix}/{k}": v for k, v in results.items()})
+                logger.log(update, final, console=True)
     finally:
         envs.close()
     return run_dir
