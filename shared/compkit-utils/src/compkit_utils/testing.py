@@ -33,9 +33,17 @@ def _one_torch_thread() -> Any:
     import torch
 
     previous = torch.get_num_threads()
+    previous_env = os.environ.get("OMP_NUM_THREADS")
+    # Commands called in-process choose their threads with set_threads(None), which follows
+    # OMP_NUM_THREADS: pin it too, so two runs compared exactly use the same count.
+    os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+    if previous_env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = previous_env
 
 
 def only_run_dir(root: str | os.PathLike[str], package: str) -> Path:
