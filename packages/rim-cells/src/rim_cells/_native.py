@@ -14,7 +14,8 @@ sequence's dropout masks from ``RIMCell._dropout_masks``).
 parameter-derived weights (input-query map, the kernel's cell weight, transposed copies
 for the backward pass) come from :func:`prepare_weights`: one autograd node shared by all
 steps of a loop, whose backward pass receives the steps' weight gradients summed in place
-(each step's backward pass adds its products to a running sum) and runs once.
+(each step's native backward call adds its products to running sums, one unit per thread)
+and runs once.
 
 Not supported by the native path: double backward (``create_graph=True``).
 """
@@ -99,6 +100,11 @@ _BWD_FIELDS = [
     "dgates",
     "dqkv",
     "dhnew",
+    "hcell",
+    "ctx",
+    "acc_wcell",
+    "acc_wqkv",
+    "acc_wout",
 ]
 
 
@@ -240,31 +246,34 @@ class _RimLSTM(torch.autograd.Function):
             wcell_t, wqkv_t, wout_t = (w.transpose(1, 2).contiguous() for w in (wcell, wqkv, wout))
             if memo is not None:
                 memo.update(wcell_t=wcell_t, wqkv_t=wqkv_t, wout_t=wout_t)
+        # A stepped loop (tape): the kernel adds this step's weight gradients to running sums
+        # that the shared weights' node hands to autograd once; none when that node is not
+        # part of this backward pass (e.g. a gradient for the initial state only).
+        tape: list[Tensor] | None = ctx.tape
+        stepped = tape is not None
+        if tape is not None and torch._C._will_engine_execute_node(ctx.derive_node):
+            if not tape:
+                tape += [w.new_zeros(w.shape) for w in (wcell, wqkv, wout)]
+            acc: list[Tensor | None] = [hcell, context, *tape]
+        else:
+            acc = [None] * 5
         in_keep, comm_keep = ctx.keeps
         ptrs = _pointers(
             [score, rows, wcell_t, wqkv_t, wout_t, in_keep, comm_keep, act, p_real, att, u,
              gact, cprev, tc, qkv, g_out, g_c, d_score, d_rows, dh0, dc0, d_gates, d_qkv,
-             d_hnew]
+             d_hnew, *acc]
         )  # fmt: skip
         ctx.dims.nthreads = torch.get_num_threads()
         if lib.rim_backward(ctypes.byref(_BwdArgs(ctx.dims, *ptrs))):
             raise MemoryError("RIM: the native backward pass ran out of memory")
+        if stepped:
+            return d_score, d_rows, None, None, None, dh0, dc0, None
 
         def weight_grad(inputs: Tensor, outputs: Tensor) -> Tensor:
             """Sum over all steps and rows of inputs^T outputs, per unit: one batched product."""
             flat_in = inputs.view(n, steps * batch, -1).transpose(1, 2)
             return torch.bmm(flat_in, outputs.view(n, steps * batch, -1))
 
-        tape: list[Tensor] | None = ctx.tape
-        if tape is not None:  # a stepped loop: sums for the shared weights' node
-            if torch._C._will_engine_execute_node(ctx.derive_node):
-                pairs = ((u, d_gates), (hcell, d_qkv), (context, d_hnew))
-                if not tape:
-                    tape += [u.new_zeros(n, i.shape[-1], o.shape[-1]) for i, o in pairs]
-                for acc, (inputs, outputs) in zip(tape, pairs, strict=True):
-                    flat_in = inputs.view(n, steps * batch, -1).transpose(1, 2)
-                    acc.baddbmm_(flat_in, outputs.view(n, steps * batch, -1))
-            return d_score, d_rows, None, None, None, dh0, dc0, None
         g_wcell = weight_grad(u, d_gates) if ctx.needs_input_grad[2] else None
         g_wqkv = weight_grad(hcell, d_qkv) if ctx.needs_input_grad[3] else None
         g_wout = weight_grad(context, d_hnew) if ctx.needs_input_grad[4] else None
@@ -304,7 +313,7 @@ class Prepared(NamedTuple):
         wout: ``(N, C, H)`` the communication output weight.
         transposed: memo of the transposed weights for the backward passes of these steps.
         tape: with grad, the running sums of the steps' gradients of ``wcell``, ``wqkv``
-            and ``wout`` (accumulated in place by each step's backward pass, handed to
+            and ``wout`` (added to by each step's native backward call, handed to
             autograd once by the shared node's); ``None`` without grad.
         node: with grad, the autograd node that produced these tensors.
     """

@@ -41,12 +41,17 @@ typedef struct {
 } rim_fwd_args;
 
 /* rim_backward's arguments (_native.py's _BwdArgs); in_keep, comm_keep, gc_last and drows
- * may be NULL, and drows must be zero-filled. */
+ * may be NULL, and drows must be zero-filled. With acc_wcell non-NULL (a stepped loop) the
+ * pass also adds its weight gradients to acc_wcell (N, Kp, G), acc_wqkv (N, H, QKV) and
+ * acc_wout (N, C, H), from u, hcell (N, T, B, H) and ctx (N, T, B, C) of the forward pass;
+ * otherwise hcell, ctx and the acc_* may be NULL. */
 typedef struct {
     rim_dims d;
     const float *score, *rows, *wcell_t, *wqkv_t, *wout_t, *in_keep, *comm_keep, *act, *p, *att;
     const float *u, *gact, *cprev, *tc, *qkv, *gout, *gc_last;
     float *dscore, *drows, *dh0, *dc0, *dgates, *dqkv, *dhnew;
+    const float *hcell, *ctx;
+    float *acc_wcell, *acc_wqkv, *acc_wout;
 } rim_bwd_args;
 
 typedef struct {
@@ -418,9 +423,33 @@ static int run(const void *args, const rim_dims *d, void *(*fn)(void *)) {
 /* The forward pass. Returns 0, or 1 when out of memory. */
 int rim_forward(const rim_fwd_args *a) { return run(a, &a->d, forward_run); }
 
+/* acc_w += inputs^T outputs for one unit n, summed over all T B rows (the weight gradients
+ * of rim_backward with accumulators); each unit's sums belong to one thread. */
+static void accumulate_unit(const rim_bwd_args *a, int64_t n) {
+    const rim_dims *d = &a->d;
+    const int64_t TB = d->T * d->B, H = d->H, G = 4 * H, Kp = d->Kp;
+    const int64_t QKV = d->heads * (2 * d->dk + d->dv), C = d->heads * d->dv;
+    FTZ_BEGIN
+    float *wc = a->acc_wcell + n * Kp * G, *wq = a->acc_wqkv + n * H * QKV;
+    float *wo = a->acc_wout + n * C * H;
+    gemm(Kp, G, TB, a->u + n * TB * Kp, 1, Kp, a->dgates + n * TB * G, G, wc, wc, G);
+    gemm(H, QKV, TB, a->hcell + n * TB * H, 1, H, a->dqkv + n * TB * QKV, QKV, wq, wq, QKV);
+    gemm(C, H, TB, a->ctx + n * TB * C, 1, C, a->dhnew + n * TB * H, H, wo, wo, H);
+    FTZ_END
+}
+
 /* The backward pass of rim_forward (run with save = 1). Returns 0, or 1 when out of
  * memory. */
-int rim_backward(const rim_bwd_args *a) { return run(a, &a->d, backward_run); }
+int rim_backward(const rim_bwd_args *a) {
+    const int failed = run(a, &a->d, backward_run);
+    if (failed || !a->acc_wcell) return failed;
+    const int64_t N = a->d.N;
+    int64_t nthreads = a->d.nthreads < N ? a->d.nthreads : N;
+    if (nthreads < 1) nthreads = 1;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t n = 0; n < N; ++n) accumulate_unit(a, n);
+    return 0;
+}
 
 #define DIMS_LAYOUT(S)                                                                     \
     LAYOUT_AT(S, d.N), LAYOUT_AT(S, d.B), LAYOUT_AT(S, d.T), LAYOUT_AT(S, d.H),             \
@@ -441,7 +470,7 @@ int64_t rim_lstm_layout(int64_t i) {
         LAYOUT_SIZE(rim_bwd_args), DIMS_LAYOUT(rim_bwd_args), G(score), G(rows), G(wcell_t),
         G(wqkv_t), G(wout_t), G(in_keep), G(comm_keep), G(act), G(p), G(att), G(u), G(gact),
         G(cprev), G(tc), G(qkv), G(gout), G(gc_last), G(dscore), G(drows), G(dh0), G(dc0),
-        G(dgates), G(dqkv), G(dhnew),
+        G(dgates), G(dqkv), G(dhnew), G(hcell), G(ctx), G(acc_wcell), G(acc_wqkv), G(acc_wout),
     };
 #undef F
 #undef G
