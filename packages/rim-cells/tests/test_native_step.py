@@ -86,7 +86,8 @@ def test_native_steps_match_the_pytorch_path(backend, readme_size, train):
         if name == "input_key.bias":  # only the raw-score rule reads the null slot's key
             assert a is None or not a.any(), name
             continue
-        assert b is not None and b.any(), name
+        assert b is not None, name
+        assert b.any(), name
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
 
 
