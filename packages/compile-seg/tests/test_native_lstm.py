@@ -124,3 +124,41 @@ def test_tokens_out_of_range_are_refused():
     table = torch.zeros(6, 128)
     with pytest.raises(ValueError, match=r"tokens must lie in \[0, 6\)"):
         masked_lstm_tokens(table, torch.full((2, 3), 6), None, torch.zeros(128, 32))
+
+
+@needs_native
+def test_kernels_built_without_openmp_agree(backend, monkeypatch, tmp_path):
+    """A compiler that rejects -fopenmp (like Apple clang) gives serial kernels, same results."""
+    real = native.find_compiler()
+    assert real is not None
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "cc-without-openmp"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{log}"\n'
+        'for a in "$@"; do if [ "$a" = "-fopenmp" ]; then\n'
+        "  echo \"clang: error: unsupported option '-fopenmp'\" >&2; exit 1\n"
+        "fi; done\n"
+        f'exec "{real}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("COMPKIT_CACHE_DIR", str(tmp_path / "cache"))
+    problem = _problem(3)
+    backend("torch")
+    expected = _run(*problem, 7)
+    native_library.cache_clear()
+    native._load_cached.cache_clear()
+    try:
+        backend("native")  # builds with the fake compiler
+        got = _run(*problem, 7)
+        builds = [c for c in log.read_text().splitlines() if "-shared" in c.split()]
+        assert len(builds) == 2  # the OpenMP probe, then the serial kernels
+        assert "-fopenmp" in builds[0].split()
+        assert "-fopenmp" not in builds[1].split()
+    finally:
+        monkeypatch.undo()
+        native_library.cache_clear()
+        native._load_cached.cache_clear()
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
