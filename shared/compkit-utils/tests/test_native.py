@@ -154,7 +154,7 @@ def test_require_mode_turns_a_failure_into_an_error(monkeypatch, tmp_path):
 
 
 @needs_compiler
-def test_a_compiler_without_openmp_builds_serial_kernels(monkeypatch, tmp_path):
+def test_a_compiler_without_openmp_builds_serial_kernels(monkeypatch, tmp_path, caplog):
     """Like Apple clang: -fopenmp is rejected, the kernels build without it and agree."""
     real = native.find_compiler()
     cc = _fake_compiler(
@@ -165,18 +165,25 @@ def test_a_compiler_without_openmp_builds_serial_kernels(monkeypatch, tmp_path):
     )
     monkeypatch.setenv("CC", str(cc))
     source = native.common_source() + RUN_JOBS_SOURCE
-    lib = native.load_library("omp_probe", source, openmp=True)
+    with caplog.at_level(logging.WARNING, logger="compkit_utils.native"):
+        lib = native.load_library("omp_probe", source, openmp=True)
     assert lib is not None
+    (warning,) = [r.getMessage() for r in caplog.records]  # one warning, with the fix
+    assert "no usable OpenMP" in warning
+    assert "libomp" in warning
     assert _sum_of_squares(lib, 8) == [i * i for i in range(8)]
     assert not native.openmp_supported(str(cc))
     calls = _calls(tmp_path)
     assert sum("-fopenmp" in c.split() for c in calls) == 1  # the probe only
     assert not any("-fopenmp" in c.split() for c in calls[1:])
     assert list((tmp_path / "cache" / "native").glob("openmp-*.no"))
-    # A new process neither probes nor builds again.
+    # A new process neither probes nor builds again, nor warns.
     _clear_caches()
-    assert native.load_library("omp_probe", source, openmp=True) is not None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="compkit_utils.native"):
+        assert native.load_library("omp_probe", source, openmp=True) is not None
     assert len(_calls(tmp_path)) == len(calls)
+    assert not caplog.records
 
 
 @needs_compiler

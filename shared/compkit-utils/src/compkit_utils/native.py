@@ -216,7 +216,8 @@ def openmp_supported(compiler: str, flags: tuple[str, ...] = DEFAULT_FLAGS) -> b
 
     Compiles :data:`OPENMP_PROBE` once per compiler, flags and ``CFLAGS``/``LDFLAGS``; the
     answer is kept in the cache folder (``openmp-<key>.yes`` or ``.no``), so later processes
-    do not probe again. Apple clang answers no (it rejects ``-fopenmp``).
+    do not probe again. Apple clang answers no (it rejects ``-fopenmp``); a no is logged
+    as one warning, by the process that ran the probe.
     """
     base = tuple(f for f in flags if f not in ("-fopenmp-simd", "-fopenmp"))
     cflags, ldflags = _env_flags()
@@ -232,7 +233,15 @@ def openmp_supported(compiler: str, flags: tuple[str, ...] = DEFAULT_FLAGS) -> b
     if error is None:
         built.unlink(missing_ok=True)
     else:
-        _log.info("%s has no usable OpenMP (-fopenmp): %s", compiler, _first_error_line(error))
+        _log.warning(
+            "%s has no usable OpenMP (-fopenmp: %s): native kernels are built serial (still "
+            "faster than the PyTorch path). For parallel kernels install an OpenMP runtime "
+            "(Linux: libgomp; macOS: Homebrew libomp with the CC/CFLAGS/LDFLAGS recipe in the "
+            "compkit-utils docs). This answer is remembered in %s.",
+            compiler,
+            _first_error_line(error),
+            folder,
+        )
     answer = "yes" if error is None else "no"
     with contextlib.suppress(OSError):
         (folder / f"openmp-{key}.{answer}").write_text((error or "") + "\n")
