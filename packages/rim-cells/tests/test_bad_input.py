@@ -130,6 +130,22 @@ def test_bad_evaluation_values(tmp_path, capsys, argv, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+        (["--k-active", "7"], "--k-active (7) must be at most --num-units (6)"),
+        (["--sweep-units", "1"], "--sweep-units must be at least 2, got 1"),
+    ],
+)
+def test_bad_bench_values(tmp_path, capsys, argv, message):
+    out = tmp_path / "bench.json"
+    _fail(["bench", "--quick", "--out", str(out), *argv], capsys, message)
+    assert not out.exists()
+
+
 # --- paths --------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from compkit_utils.devices import (
 )
 from compkit_utils.errors import UserError
 from compkit_utils.io import atomic_write_json
+from compkit_utils.validate import validate_config
 from rim_cells import _native
 from rim_cells.cell import RIMCell
 from rim_cells.config import BenchConfig
@@ -168,10 +169,7 @@ def bench(cfg: BenchConfig) -> None:
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark, print the tables and return the figures."""
-    if (cfg.threads is not None and cfg.threads < 1) or cfg.repeats < 1 or cfg.warmup < 0:
-        raise UserError("--threads and --repeats must be >= 1, --warmup >= 0")
-    if not 1 <= cfg.k_active <= cfg.num_units:
-        raise UserError(f"--k-active {cfg.k_active} must be between 1 and --num-units")
+    validate_config(cfg)  # also when called from Python, not only through the CLI
     device = pick_device(cfg.device)
     if cfg.contended and device.type != "cpu":
         raise UserError(f"--contended times CPU threads; use --device cpu, not {device.type}")

@@ -314,28 +314,28 @@ def _require_checkpoint(checkpoint: str | None) -> None:
 class BenchConfig:
     """Time RIMCell and RIM (forward+backward) against nn.LSTM and a looped nn.LSTMCell."""
 
-    batch_size: int = 32
+    batch_size: Positive = 32
     """Batch size B."""
-    seq_len: int = 50
+    seq_len: Positive = 50
     """Sequence length T."""
-    input_size: int = 32
+    input_size: Positive = 32
     """Input features I."""
-    hidden_size: int = 64
+    hidden_size: Positive = 64
     """Hidden features per unit H."""
-    num_units: int = 6
+    num_units: Positive = 6
     """Units N (the LSTM baselines get N·H hidden units)."""
-    k_active: int = 4
+    k_active: Positive = 4
     """Active units k."""
     rnn_cell: Literal["LSTM", "GRU"] = "LSTM"
     """Cell type of the RIM units."""
-    threads: int | None = None
+    threads: Annotated[int | None, Range(1)] = None
     """torch CPU threads (default: $OMP_NUM_THREADS, else one per idle core; the reference
     figures use 2)."""
-    repeats: int = 10
+    repeats: Positive = 10
     """Timed repetitions per model (the minimum and median are reported)."""
-    warmup: int = 2
+    warmup: Annotated[int, Range(0)] = 2
     """Untimed warm-up repetitions."""
-    sweep_units: tuple[int, ...] = (2, 4, 6, 12, 24, 48)
+    sweep_units: tuple[Annotated[int, Range(2)], ...] = (2, 4, 6, 12, 24, 48)
     """Numbers of units for the scaling table (k = 2N/3); empty to skip."""
     quick: bool = False
     """Fewer repetitions and a shorter sweep (finishes in well under a minute)."""
@@ -350,3 +350,10 @@ class BenchConfig:
     contended: bool = False
     """Also time nn.LSTM, the RIMCell loop and RIM beside one busy process, at the default
     thread count and at 1 thread, and print the ratio default/1 thread."""
+
+    def check(self) -> None:
+        """At most N units can be active."""
+        if self.k_active > self.num_units:
+            raise UserError(
+                f"--k-active ({self.k_active}) must be at most --num-units ({self.num_units})"
+            )
