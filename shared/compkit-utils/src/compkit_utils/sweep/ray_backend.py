@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, install_hint
 from compkit_utils.sweep.worker import RunResult, RunTask, execute
 
 PROBE_TIMEOUT_S = 3.0
@@ -28,7 +28,7 @@ def _ray() -> Any:
         import ray
     except ImportError as exc:
         raise UserError(
-            "--backend ray needs the ray extra: pip install 'compkit-utils[ray]'"
+            "--backend ray needs the ray extra: " + install_hint("compkit-utils", "ray")
         ) from exc
     return ray
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, install_hint
 from compkit_utils.sweep.manifest import FINISHED, read_manifest
 
 
@@ -150,7 +150,7 @@ def _interval_estimates(values: Any, reps: int, seed: int) -> tuple[Any, Any]:
         from rliable import metrics
     except ImportError as exc:
         raise UserError(
-            "compkit report needs the report extra: pip install 'compkit-utils[report]'"
+            "compkit report needs the report extra: " + install_hint("compkit-utils", "report")
         ) from exc
 
     def both(scores: Any) -> Any:
@@ -342,7 +342,7 @@ def plot_curves(
         from rliable import library as rly
     except ImportError as exc:
         raise UserError(
-            "--plot needs the report extra: pip install 'compkit-utils[report]'"
+            "--plot needs the report extra: " + install_hint("compkit-utils", "report")
         ) from exc
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
