@@ -178,6 +178,15 @@ def test_bad_input_exits_2_before_anything_starts(tmp_path, capsys, argv, messag
     assert tree(tmp_path) == set()
 
 
+def test_unwritable_runs_dir_is_one_line(tmp_path, capsys):
+    in_the_way = tmp_path / "file"
+    in_the_way.write_text("not a directory")
+    argv = ["sweep", TOY, "train", "--seeds", "0", "--runs-dir", str(in_the_way / "runs")]
+    assert main(argv) == 2
+    assert str(in_the_way) in one_error_line(capsys.readouterr().err, "compkit")
+    assert tree(tmp_path) == {"file"}
+
+
 def test_a_different_grid_under_the_same_name_is_refused(tmp_path, capsys):
     runs = tmp_path / "runs"
     base = ["sweep", TOY, "train", "--seeds", "0", "--runs-dir", str(runs)]

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from compkit_utils.config import os_error_message
 from compkit_utils.errors import UserError
 
 PROG = "compkit"
@@ -172,21 +173,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, extra = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
     try:
-        if args.action == "sweep":
-            return _sweep(args, extra)
-        if extra:
+        if extra and args.action != "sweep":
             raise UserError(f"compkit {args.action} takes no arguments after --")
-        if args.action == "report":
-            return _report(args)
-        from compkit_utils.sweep.bench import run_bench
+        match args.action:
+            case "sweep":
+                return _sweep(args, extra)
+            case "report":
+                return _report(args)
+            case "bench-sweep":
+                from compkit_utils.sweep.bench import run_bench
 
-        return run_bench(args)
+                return run_bench(args)
+            case _:
+                raise AssertionError(f"unhandled command: {args.action!r}")
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to continue", file=sys.stderr)
         return 130
+    except OSError as exc:  # a runs directory that is read-only, full, or in the way
+        if exc.filename is None:
+            raise
+        print(f"{PROG}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:
