@@ -70,25 +70,60 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
     assert first + second == straight
 
 
+class _DyingFile:
+    """A file whose first write lands 10 bytes and then fails with ``error``."""
+
+    def __init__(self, path, mode, error: BaseException) -> None:
+        self._handle = open(path, mode)  # noqa: SIM115 - closed in __exit__
+        self._error = error
+
+    def __enter__(self) -> _DyingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+    def write(self, data) -> int:
+        self._handle.write(bytes(data)[:10])
+        raise self._error
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+def _dying_open(error: BaseException):
+    return lambda path, mode="r", *args, **kwargs: _DyingFile(path, mode, error)
+
+
 def test_interrupted_save_leaves_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from compkit_utils import checkpoints
+
     path = tmp_path / "last.pt"
     save_checkpoint(path, make_state(step=1, model=_model()))
     before = path.read_bytes()
 
-    real_save = torch.save
-
-    def dying_save(obj, f, *args, **kwargs):
-        real_save(obj, f, *args, **kwargs)
-        with open(f, "r+b") as handle:  # leave a truncated file behind, then "crash"
-            handle.truncate(10)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(torch, "save", dying_save)
+    monkeypatch.setattr(checkpoints, "open", _dying_open(KeyboardInterrupt()), raising=False)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, make_state(step=2, model=_model()))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
     assert load_checkpoint(path)["step"] == 1
+
+
+def test_full_disk_is_an_os_error_naming_the_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """torch's own writer would raise a bare RuntimeError ("unexpected pos") here."""
+    import errno
+
+    from compkit_utils import checkpoints
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(checkpoints, "open", _dying_open(full), raising=False)
+    path = tmp_path / "last.pt"
+    with pytest.raises(OSError, match="No space left") as info:
+        save_checkpoint(path, make_state(step=2, model=_model()))
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_keep_last_n(tmp_path: Path) -> None:

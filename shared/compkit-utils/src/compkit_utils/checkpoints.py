@@ -26,11 +26,24 @@ _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Save ``state`` with ``torch.save`` atomically (temp file, fsync, rename)."""
+    """Save ``state`` with ``torch.save`` atomically (temp file, fsync, rename).
+
+    The state is serialised in memory first and then written with plain file I/O: torch's
+    own writer reports a full disk as a bare ``RuntimeError`` ("unexpected pos"), while a
+    plain write raises ``OSError(ENOSPC)`` naming the file, which CLIs turn into one line.
+    """
+    import io
+
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        try:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
     return Path(path)
 
 
