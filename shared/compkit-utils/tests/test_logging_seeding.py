@@ -10,7 +10,7 @@ import torch
 
 from compkit_utils.devices import pick_device, set_threads
 from compkit_utils.errors import UserError
-from compkit_utils.io import atomic_write_text
+from compkit_utils.io import atomic_write, atomic_write_text
 from compkit_utils.logging import RunLogger, format_metrics, progress, read_metrics
 from compkit_utils.seeding import capture_rng_state, restore_rng_state, seed_everything
 
@@ -120,3 +120,31 @@ def test_atomic_write_uses_umask_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_full_disk_errors_name_the_file(tmp_path: Path) -> None:
+    """Writes that fail without a file name (ENOSPC from write()) get the target's name."""
+    import errno
+
+    def full(handle) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "m.json"
+    with pytest.raises(OSError, match="No space left") as info:
+        atomic_write(target, full)
+    assert info.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+    class FullFile:
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    logger = RunLogger(tmp_path / "run", console_every=0)
+    logger._file = FullFile()  # type: ignore[assignment]  # the disk fills up mid-run
+    with pytest.raises(OSError, match="No space left") as info:
+        logger.log(1, {"train/loss": 1.0})
+    assert info.value.filename == str(tmp_path / "run" / "metrics.jsonl")

@@ -33,6 +33,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # A write into the temporary file failed (a full disk): name the file being written.
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

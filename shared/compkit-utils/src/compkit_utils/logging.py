@@ -103,8 +103,11 @@ class RunLogger:
         """
         values = {key: _scalar(value) for key, value in metrics.items()}
         record = {"step": int(step), **values}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk: name the file, so the CLI prints one line
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(key, value, global_step=int(step))
