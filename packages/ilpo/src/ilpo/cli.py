@@ -1,0 +1,53 @@
+"""Command line of ``ilpo``.
+
+Nothing heavy is imported at module level: ``ilpo --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compkit_utils.config import run_cli
+from ilpo.config import ExpertConfig
+
+COMMANDS: dict[str, type] = {
+    "expert": ExpertConfig,
+}
+DESCRIPTION = (
+    "ILPO (Edwards et al., ICML 2019): imitating latent policies from state-only "
+    "demonstrations. Train experts, collect demonstrations, learn an LPN and an ARN."
+)
+
+
+def _dispatch(cfg: Any) -> int:
+    match cfg:
+        case ExpertConfig():
+            from ilpo.experts import train_expert
+
+            train_expert(cfg)
+        case _:
+            raise AssertionError(f"unhandled command config: {cfg!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ilpo``; ``argv`` lets tests call it in-process.
+
+    Returns:
+        The exit status (2 for bad input, with a one-line ``ilpo: error: ...``).
+    """
+    from compkit_utils.devices import prefer_passive_wait
+    from compkit_utils.logging import configure_logging
+
+    prefer_passive_wait()  # before torch loads its OpenMP runtime
+    configure_logging()
+    return run_cli(COMMANDS, _dispatch, argv, prog="ilpo", description=DESCRIPTION)
+
+
+def entry() -> None:
+    """Console-script entry: exit with :func:`main`'s status."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

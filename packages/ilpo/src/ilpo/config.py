@@ -1,0 +1,71 @@
+"""Configuration of every ``ilpo`` command as frozen dataclasses.
+
+Every field declares its valid values with a :mod:`compkit_utils.validate` marker
+(``Range``, ``InputPath``, ``OutputDir``) and cross-field rules live in ``check`` methods;
+``compkit_utils.config.run_cli`` validates the parsed config before a command starts.
+``--smoke`` only changes defaults (``smoke_defaults``), so explicit flags win.
+
+This module imports no torch, so ``ilpo --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from compkit_utils.devices import DeviceName
+from compkit_utils.validate import OutputDir, Range
+
+__all__ = [
+    "AtLeast1",
+    "DeviceName",
+    "EnvName",
+    "ExpertAlgo",
+    "ExpertConfig",
+    "Positive",
+    "RunsDir",
+    "Seed",
+    "Threads",
+]
+
+AtLeast1 = Annotated[int, Range(1)]
+Positive = Annotated[float, Range(0, None, lo_open=True)]
+Seed = Annotated[int, Range(0)]
+Threads = Annotated[int | None, Range(1)]
+RunsDir = Annotated[Path | None, OutputDir()]
+EnvName = Literal["CartPole-v1", "Acrobot-v1", "MountainCar-v0"]
+ExpertAlgo = Literal["ppo", "dqn"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertConfig:
+    """Train an expert with stable-baselines3 and record its clean return."""
+
+    env: EnvName = "CartPole-v1"
+    """Gymnasium environment of the expert."""
+    algo: ExpertAlgo = "ppo"
+    """ppo = tuned rl-zoo settings (fast, solves CartPole); dqn = the original's settings
+    (one 64-unit hidden layer, lr 1e-3, gamma 1.0, 100k steps, CartPole early stop at a
+    100-episode mean of 199)."""
+    timesteps: Annotated[int | None, Range(1)] = None
+    """Environment-step budget (default: the algorithm's setting for --env)."""
+    eval_episodes: AtLeast1 = 100
+    """Deterministic episodes (held-out seeds) of the clean-return check at the end."""
+    seed: Seed = 0
+    """Seeds the expert's training and its evaluation episodes."""
+    threads: Threads = None
+    """CPU threads for torch (default: $OMP_NUM_THREADS, else one per idle core)."""
+    device: DeviceName = "cpu"
+    """Device of the policy (small MLPs are fastest on the CPU)."""
+    runs_dir: RunsDir = None
+    """Runs root (default: $RUNS_DIR, else ./runs); the run goes to <runs-dir>/ilpo/."""
+    run_name: str | None = None
+    """Run directory name (default expert__<seed>__<UTC time>)."""
+    smoke: bool = False
+    """Seconds-long run of the full code path: 512 steps, 2 evaluation episodes."""
+
+    @classmethod
+    def smoke_defaults(cls) -> Self:
+        """The defaults of ``expert --smoke``."""
+        return cls(smoke=True, timesteps=512, eval_episodes=2)
