@@ -1,0 +1,256 @@
+"""Latent Policy Network (LPN): a latent policy π_ω(z|s) and a multimodal forward model G(s, z).
+
+Two architectures share one interface (``forward(s) -> (logits, deltas)``):
+
+* :class:`VectorLPN` — the MLP of the paper's classic-control experiments;
+* :class:`ImageLPN` — a pix2pix-style U-Net without norm layers for 128×128 RGB frames.
+
+Every latent branch is computed in one batched pass: the latent embedding of all |Z| one-hot
+codes is a ``[Z, H]`` matrix added to the (shared) state projection, and the decoder runs on a
+``[B, Z, ...]`` (vector) or ``[B·Z, ...]`` (image) batch. There is no Python loop over latents.
+
+Notation: B batch, Z number of latent actions, d state dimension, H hidden width.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LRELU_SLOPE = 0.2
+
+
+def lrelu(x: Tensor) -> Tensor:
+    """Leaky ReLU with slope 0.2."""
+    return F.leaky_relu(x, LRELU_SLOPE)
+
+
+def _glorot_linear(n_in: int, n_out: int) -> nn.Linear:
+    """Affine layer with Glorot-uniform weights and zero biases (TF-slim's defaults)."""
+    layer = nn.Linear(n_in, n_out)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class VectorLPN(nn.Module):
+    """Vector LPN.
+
+    Encoder ``d → ngf → 2·ngf`` (pre-activation code e), policy head on ``h = LReLU(e)``,
+    latent embedding ``u_z = LReLU(W_u onehot(z))``, joint code ``j_z = W_j [h ; u_z]``, decoder
+    ``LReLU → 2·ngf → ngf → LReLU → d`` giving the predicted state change Δ̂_z(s).
+    """
+
+    def __init__(self, state_dim: int, n_latent: int, ngf: int = 128) -> None:
+        super().__init__()
+        self.state_dim = state_dim
+        self.n_latent = n_latent
+        self.ngf = ngf
+        width = 2 * ngf
+        self.enc1 = _glorot_linear(state_dim, ngf)
+        self.enc2 = _glorot_linear(ngf, width)
+        self.policy = _glorot_linear(width, n_latent)
+        self.embed = _glorot_linear(n_latent, width)
+        self.joint = _glorot_linear(2 * width, width)
+        self.dec1 = _glorot_linear(width, ngf)
+        self.dec2 = _glorot_linear(ngf, state_dim)
+
+    def encode(self, s: Tensor) -> Tensor:
+        """``s [B, d]`` → pre-activation encoding ``e [B, 2·ngf]``."""
+        return self.enc2(lrelu(self.enc1(s)))
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Parameters of G that the policy head does not own (embedding, joint layer, decoder)."""
+        mods = (self.embed, self.joint, self.dec1, self.dec2)
+        return [p for m in mods for p in m.parameters()]
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the latent policy head."""
+        return list(self.policy.parameters())
+
+    def forward(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        """``s [B, d]`` → ``(logits [B, Z], deltas [B, Z, d])``."""
+        h = lrelu(self.encode(s))  # [B, W]
+        logits = self.policy(h)  # [B, Z]
+        width = h.shape[1]
+        u = lrelu(self.embed.weight.t() + self.embed.bias)  # [Z, W]: embed(onehot(z)) for all z
+        w_h = self.joint.weight[:, :width]  # [W, W]
+        w_u = self.joint.weight[:, width:]  # [W, W]
+        j = (h @ w_h.t()).unsqueeze(1) + (u @ w_u.t() + self.joint.bias).unsqueeze(0)  # [B, Z, W]
+        deltas = self.dec2(lrelu(self.dec1(lrelu(j))))  # [B, Z, d]
+        return logits, deltas
+
+
+def _conv(c_in: int, c_out: int) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=False)
+    nn.init.normal_(conv.weight, 0.0, 0.02)
+    return conv
+
+
+def _deconv(c_in: int, c_out: int) -> nn.ConvTranspose2d:
+    deconv = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False)
+    nn.init.normal_(deconv.weight, 0.0, 0.02)
+    return deconv
+
+
+IMAGE_SIZE = 128
+
+
+class ConvEncoder(nn.Module):
+    """Seven 4×4 stride-2 convolutions 128² → 1² (LReLU before every conv but the first).
+
+    Channels ``ngf, 2ngf, 4ngf, 8ngf, 8ngf, 8ngf, 8ngf``. Returns every stage's pre-activation map
+    (the last one, ``[B, 8ngf, 1, 1]``, is the bottleneck e).
+    """
+
+    def __init__(self, ngf: int = 15, in_channels: int = 3) -> None:
+        super().__init__()
+        chans = [ngf, 2 * ngf, 4 * ngf, 8 * ngf, 8 * ngf, 8 * ngf, 8 * ngf]
+        self.channels = chans
+        prev = in_channels
+        convs = []
+        for c in chans:
+            convs.append(_conv(prev, c))
+            prev = c
+        self.convs = nn.ModuleList(convs)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """``x [B, 3, 128, 128]`` → list of 7 maps, the last ``[B, 8·ngf, 1, 1]``."""
+        feats = []
+        out = x
+        for i, conv in enumerate(self.convs):
+            out = conv(out if i == 0 else lrelu(out))
+            feats.append(out)
+        return feats
+
+
+class ImageLPN(nn.Module):
+    """U-Net LPN for 128×128×3 frames in [−1, 1].
+
+    The bottleneck code is replaced by ``j_z = W_j [h ; u_z]`` (one per latent); skip connections
+    carry s at every other resolution. The decoder runs once on a ``[B·Z, ...]`` batch; the output
+    is the predicted change Δ̂_z in the [−1, 1] pixel scale (linear, no tanh).
+    """
+
+    def __init__(self, n_latent: int, ngf: int = 15) -> None:
+        super().__init__()
+        self.n_latent = n_latent
+        self.ngf = ngf
+        self.encoder = ConvEncoder(ngf)
+        width = 8 * ngf
+        self.policy = _glorot_linear(width, n_latent)
+        self.embed = _glorot_linear(n_latent, width)
+        self.joint = _glorot_linear(2 * width, width)
+        enc = self.encoder.channels  # [ngf, 2ngf, 4ngf, 8ngf, 8ngf, 8ngf, 8ngf]
+        outs = [8 * ngf, 8 * ngf, 8 * ngf, 4 * ngf, 2 * ngf, ngf, 3]
+        ins = [width] + [outs[i] + enc[5 - i] for i in range(6)]
+        self.deconvs = nn.ModuleList(_deconv(i, o) for i, o in zip(ins, outs, strict=True))
+
+    @property
+    def code_dim(self) -> int:
+        """Width of the bottleneck code e."""
+        return 8 * self.ngf
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``x [B, 3, 128, 128]`` → pre-activation bottleneck ``e [B, 8·ngf]``."""
+        return self.encoder(x)[-1].flatten(1)
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Parameters of G the policy head does not own (embedding, joint layer, deconvs)."""
+        mods: list[nn.Module] = [self.embed, self.joint, self.deconvs]
+        return [p for m in mods for p in m.parameters()]
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the latent policy head."""
+        return list(self.policy.parameters())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x [B, 3, 128, 128]`` → ``(logits [B, Z], deltas [B, Z, 3, 128, 128])``."""
+        if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(
+                f"ImageLPN expects {IMAGE_SIZE}×{IMAGE_SIZE} frames, got {tuple(x.shape)}"
+            )
+        feats = self.encoder(x)
+        b = x.shape[0]
+        z = self.n_latent
+        width = self.code_dim
+        h = lrelu(feats[-1].flatten(1))  # [B, W]
+        logits = self.policy(h)
+        u = lrelu(self.embed.weight.t() + self.embed.bias)  # [Z, W]
+        w_h = self.joint.weight[:, :width]
+        w_u = self.joint.weight[:, width:]
+        j = (h @ w_h.t()).unsqueeze(1) + (u @ w_u.t() + self.joint.bias).unsqueeze(0)  # [B, Z, W]
+        out = self.deconvs[0](lrelu(j.reshape(b * z, width, 1, 1)))  # [B·Z, 8ngf, 2, 2]
+        for i in range(1, 7):
+            skip = feats[6 - i]  # [B, C, r, r]
+            skip = skip.unsqueeze(1).expand(b, z, *skip.shape[1:]).reshape(b * z, *skip.shape[1:])
+            out = self.deconvs[i](lrelu(torch.cat([out, skip], dim=1)))
+        return logits, out.reshape(b, z, *out.shape[1:])
+
+
+LPN = VectorLPN | ImageLPN
+
+
+class LPNLosses(NamedTuple):
+    """Both LPN losses with the per-sample best latent and the latent policy."""
+
+    loss: Tensor  # L_min + L_exp
+    min_loss: Tensor  # L_min
+    exp_loss: Tensor  # L_exp
+    best: Tensor  # [B] argmin_z err_z
+    probs: Tensor  # [B, Z] π_ω(z|s)
+
+
+def lpn_losses(logits: Tensor, deltas: Tensor, target: Tensor) -> LPNLosses:
+    """Min-over-latents and expected-next-state losses.
+
+    ``logits [B, Z]``, ``deltas [B, Z, *S]`` (predicted changes), ``target [B, *S]`` (observed
+    change s' − s). ``err_z = Σ (Δ − Δ̂_z)²`` over all state entries;
+    ``L_min = mean_B min_z err_z`` (trains the generator and encoder);
+    ``L_exp = mean_B Σ (Δ − Σ_z π_z · stopgrad(Δ̂_z))²`` (trains the policy head and encoder).
+    """
+    b, z = logits.shape
+    diff = (target.unsqueeze(1) - deltas).reshape(b, z, -1)
+    err = diff.square().sum(-1)  # [B, Z]
+    min_err, best = err.min(dim=1)
+    min_loss = min_err.mean()
+    probs = torch.softmax(logits, dim=1)
+    shape = (b, z) + (1,) * (deltas.dim() - 2)
+    mix = (probs.reshape(shape) * deltas.detach()).sum(1)  # [B, *S]
+    exp_loss = (target - mix).reshape(b, -1).square().sum(-1).mean()
+    return LPNLosses(min_loss + exp_loss, min_loss, exp_loss, best, probs)
+
+
+def make_optimizer(model: nn.Module, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
+    """Adam as in the original (lr 2e-4, β1 0.5, β2 0.999)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, 0.999), foreach=True)
+
+
+def train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, s: Tensor, s_next: Tensor
+) -> LPNLosses:
+    """One Adam step on L_min + L_exp for a batch ``s, s_next [B, *S]``."""
+    logits, deltas = model(s)
+    out = lpn_losses(logits, deltas, s_next - s)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    opt.step()
+    return out
+
+
+@torch.no_grad()
+def latent_usage(best: Tensor, probs: Tensor, n_latent: int) -> dict[str, list[float]]:
+    """Fractions of ``argmin_z err_z`` and of ``argmax_z π(z|s)`` per latent."""
+    n = max(int(best.numel()), 1)
+    return {
+        "min_usage": (torch.bincount(best, minlength=n_latent).float() / n).tolist(),
+        "policy_usage": (torch.bincount(probs.argmax(1), minlength=n_latent).float() / n).tolist(),
+    }
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters())
