@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from compkit_utils.config import run_cli
-from ilpo.config import ExpertConfig
+from ilpo.config import CollectConfig, ExpertConfig, InspectConfig
 
 COMMANDS: dict[str, type] = {
     "expert": ExpertConfig,
+    "collect": CollectConfig,
+    "inspect": InspectConfig,
 }
 DESCRIPTION = (
     "ILPO (Edwards et al., ICML 2019): imitating latent policies from state-only "
@@ -25,6 +27,14 @@ def _dispatch(cfg: Any) -> int:
             from ilpo.experts import train_expert
 
             train_expert(cfg)
+        case CollectConfig():
+            from ilpo.collect import collect
+
+            collect(cfg)
+        case InspectConfig():
+            from ilpo.data.inspect import inspect
+
+            inspect(cfg)
         case _:
             raise AssertionError(f"unhandled command config: {cfg!r}")
     return 0

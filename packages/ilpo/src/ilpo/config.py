@@ -15,14 +15,18 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from compkit_utils.devices import DeviceName
-from compkit_utils.validate import OutputDir, Range
+from compkit_utils.errors import UserError
+from compkit_utils.validate import Choice, InputPath, OutputDir, Range
 
 __all__ = [
+    "ENVS",
     "AtLeast1",
+    "CollectConfig",
     "DeviceName",
     "EnvName",
     "ExpertAlgo",
     "ExpertConfig",
+    "InspectConfig",
     "Positive",
     "RunsDir",
     "Seed",
@@ -34,8 +38,11 @@ Positive = Annotated[float, Range(0, None, lo_open=True)]
 Seed = Annotated[int, Range(0)]
 Threads = Annotated[int | None, Range(1)]
 RunsDir = Annotated[Path | None, OutputDir()]
-EnvName = Literal["CartPole-v1", "Acrobot-v1", "MountainCar-v0"]
+ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
+"""The vector environments of the package (the paper's two, and MountainCar)."""
+EnvName = Annotated[str, Choice(*ENVS)]
 ExpertAlgo = Literal["ppo", "dqn"]
+DataKind = Literal["auto", "states", "bc"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,3 +76,52 @@ class ExpertConfig:
     def smoke_defaults(cls) -> Self:
         """The defaults of ``expert --smoke``."""
         return cls(smoke=True, timesteps=512, eval_episodes=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    """Collect demonstrations with the noisy demonstrator (expert or random action)."""
+
+    expert: Annotated[Path | None, InputPath()] = None
+    """An `ilpo expert` run directory (or its expert.zip); the env is the expert's."""
+    transitions: AtLeast1 = 50_000
+    """Collect whole episodes until at least this many transitions (the last episode is
+    finished, so slightly more are written)."""
+    greedy_prob: Annotated[float, Range(0, 1)] = 0.75
+    """Probability of the expert's action at each step; otherwise a uniform random one."""
+    seed: Seed = 0
+    """Seeds the episodes (reset seeds seed, seed+1, ...) and the random actions."""
+    threads: Threads = None
+    """CPU threads for torch (default: $OMP_NUM_THREADS, else one per idle core)."""
+    runs_dir: RunsDir = None
+    """Runs root (default: $RUNS_DIR, else ./runs); the run goes to <runs-dir>/ilpo/."""
+    run_name: str | None = None
+    """Run directory name (default collect__<seed>__<UTC time>)."""
+    smoke: bool = False
+    """Seconds-long run: 500 transitions; without --expert, uses the newest smoke expert of
+    the runs root, training one first if there is none."""
+
+    def check(self) -> None:
+        """An expert is needed unless --smoke finds (or trains) one."""
+        if self.expert is None and not self.smoke:
+            raise UserError("pass --expert PATH (an `ilpo expert` run directory)")
+
+    @classmethod
+    def smoke_defaults(cls) -> Self:
+        """The defaults of ``collect --smoke``."""
+        return cls(smoke=True, transitions=500)
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectConfig:
+    """Check a demonstration dataset and print its summary (writes nothing)."""
+
+    data: Annotated[Path, InputPath()]
+    """A folder of *.txt files ([s] [s'] or [s] [a] [s']), a .txt or .h5 file, an `ilpo
+    collect` run directory, or a folder of [A|B] PNG frame pairs."""
+    env: Annotated[str | None, Choice(*ENVS)] = None
+    """Also check that the data fits this env (observation size, action count)."""
+    kind: DataKind = "auto"
+    """states = state-only data expected (a BC file is an error); bc = actions required."""
+    max_transitions: Annotated[int | None, Range(1)] = 50_000
+    """Read at most this many transitions (the original's cap); pass None for all."""
