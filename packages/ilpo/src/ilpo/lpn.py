@@ -14,7 +14,8 @@ Notation: B batch, Z number of latent actions, d state dimension, H hidden width
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -224,18 +225,79 @@ def lpn_losses(logits: Tensor, deltas: Tensor, target: Tensor) -> LPNLosses:
     return LPNLosses(min_loss + exp_loss, min_loss, exp_loss, best, probs)
 
 
-def make_optimizer(model: nn.Module, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
-    """Adam as in the original (lr 2e-4, β1 0.5, β2 0.999)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, 0.999), foreach=True)
+class FlatAdam:
+    """Adam over one flat buffer: a handful of vector ops per step instead of a dozen per tensor.
+
+    The parameters (and their ``.grad``) become views into two flat tensors, so autograd
+    accumulates straight into the flat gradient. Same update as ``torch.optim.Adam``
+    (bias-corrected, ε added to the corrected √v). Create it after moving the model to its
+    device.
+    """
+
+    def __init__(
+        self, params: list[nn.Parameter], lr: float, betas: tuple[float, float], eps: float = 1e-8
+    ) -> None:
+        self.params = params
+        self.lr = lr
+        self.betas = betas
+        self.eps = eps
+        n = sum(p.numel() for p in params)
+        ref = params[0]
+        self.flat = torch.zeros(n, dtype=ref.dtype, device=ref.device)
+        self.grad = torch.zeros_like(self.flat)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self._denom = torch.zeros_like(self.flat)
+        self.steps = 0
+        offset = 0
+        for p in params:
+            k = p.numel()
+            self.flat[offset : offset + k].copy_(p.detach().reshape(-1))
+            p.data = self.flat[offset : offset + k].view_as(p)
+            p.grad = self.grad[offset : offset + k].view_as(p)
+            offset += k
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the flat gradient (the views stay attached; ``set_to_none`` is ignored)."""
+        del set_to_none
+        self.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One Adam update of every parameter."""
+        self.steps += 1
+        b1, b2 = self.betas
+        self.exp_avg.lerp_(self.grad, 1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
+        torch.sqrt(self.exp_avg_sq, out=self._denom)
+        self._denom.div_(math.sqrt(1 - b2**self.steps)).add_(self.eps)
+        self.flat.addcdiv_(self.exp_avg, self._denom, value=-self.lr / (1 - b1**self.steps))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Moments and step count (plain tensors and ints)."""
+        return {
+            "steps": self.steps,
+            "exp_avg": self.exp_avg.clone(),
+            "exp_avg_sq": self.exp_avg_sq.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.steps = int(state["steps"])
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
 
 
-def train_step(
-    model: nn.Module, opt: torch.optim.Optimizer, s: Tensor, s_next: Tensor
-) -> LPNLosses:
+def make_optimizer(model: nn.Module, lr: float = 2e-4, beta1: float = 0.5) -> FlatAdam:
+    """Adam as in the original (lr 2e-4, β1 0.5, β2 0.999), over a flat buffer."""
+    return FlatAdam(list(model.parameters()), lr=lr, betas=(beta1, 0.999))
+
+
+def train_step(model: nn.Module, opt: FlatAdam, s: Tensor, s_next: Tensor) -> LPNLosses:
     """One Adam step on L_min + L_exp for a batch ``s, s_next [B, *S]``."""
     logits, deltas = model(s)
     out = lpn_losses(logits, deltas, s_next - s)
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad()
     out.loss.backward()
     opt.step()
     return out

@@ -1,0 +1,136 @@
+"""Timings of the LPN training step and of the online stage (``ilpo bench``).
+
+* LPN step: :func:`ilpo.lpn.train_step` (all |Z| branches in one batched pass, foreach Adam)
+  against a straightforward reference written here — a Python loop over the latents, each
+  branch concatenating ``[h ; u_z]`` and running the decoder on its own, with torch's default
+  Adam. Same architecture and data; the ratio is reported.
+* Faithful LPN estimate: the step time × 156,300 steps (100 epochs of 50,000 transitions,
+  batch 32).
+* Online stage: one :func:`ilpo.online.run_online` run of 1,000 steps on CartPole-v1 with the
+  faithful settings (a freshly initialised LPN, so evaluation episodes are short).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ilpo.lpn import VectorLPN, lpn_losses, lrelu, make_optimizer, train_step
+
+FAITHFUL_STEPS = 156_300  # ceil(50,000 / 32) × 100 epochs
+
+
+class LoopLPN(nn.Module):
+    """Reference LPN that computes each latent branch in a Python loop (the slow baseline)."""
+
+    def __init__(self, state_dim: int, n_latent: int, ngf: int = 128) -> None:
+        super().__init__()
+        self.n_latent = n_latent
+        width = 2 * ngf
+        self.enc1 = nn.Linear(state_dim, ngf)
+        self.enc2 = nn.Linear(ngf, width)
+        self.policy = nn.Linear(width, n_latent)
+        self.embed = nn.Linear(n_latent, width)
+        self.joint = nn.Linear(2 * width, width)
+        self.dec1 = nn.Linear(width, ngf)
+        self.dec2 = nn.Linear(ngf, state_dim)
+
+    def forward(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        """``s [B, d]`` → ``(logits [B, Z], deltas [B, Z, d])``."""
+        h = lrelu(self.enc2(lrelu(self.enc1(s))))
+        logits = self.policy(h)
+        outs = []
+        for z in range(self.n_latent):
+            onehot = F.one_hot(torch.full((s.shape[0],), z), self.n_latent).float()
+            u = lrelu(self.embed(onehot))
+            j = self.joint(torch.cat([h, u], dim=1))
+            outs.append(self.dec2(lrelu(self.dec1(lrelu(j)))))
+        return logits, torch.stack(outs, dim=1)
+
+
+def _loop_step(model: LoopLPN, opt: torch.optim.Optimizer, s: Tensor, s_next: Tensor) -> None:
+    logits, deltas = model(s)
+    target = s_next - s
+    err = ((target.unsqueeze(1) - deltas) ** 2).sum(-1)
+    min_loss = err.min(dim=1).values.mean()
+    probs = torch.softmax(logits, dim=1)
+    mix = (probs.unsqueeze(2) * deltas.detach()).sum(1)
+    exp_loss = ((target - mix) ** 2).sum(-1).mean()
+    opt.zero_grad()
+    (min_loss + exp_loss).backward()
+    opt.step()
+
+
+def _time(fn: Any, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """Seconds per step and the derived figures."""
+
+    lpn_step_s: float
+    loop_step_s: float
+    ratio: float
+    faithful_lpn_s: float
+    online_s: float | None
+
+    def lines(self) -> list[str]:
+        """Human-readable report."""
+        out = [
+            f"LPN step (batched latents): {self.lpn_step_s * 1e3:.3f} ms",
+            f"LPN step (loop over latents, reference): {self.loop_step_s * 1e3:.3f} ms",
+            f"ratio: {self.ratio:.2f}x",
+            f"faithful LPN (156,300 steps) estimate: {self.faithful_lpn_s / 60:.1f} min",
+        ]
+        if self.online_s is not None:
+            out.append(f"online ARN run, 1,000 steps (CartPole-v1): {self.online_s:.2f} s")
+        return out
+
+
+def run_bench(
+    *,
+    state_dim: int = 4,
+    n_latent: int = 2,
+    batch_size: int = 32,
+    steps: int = 300,
+    warmup: int = 30,
+    online: bool = True,
+    seed: int = 0,
+) -> BenchResult:
+    """Time both LPN steps (same data, same sizes) and, if ``online``, one online run."""
+    torch.manual_seed(seed)
+    s = torch.randn(batch_size, state_dim)
+    s_next = s + 0.1 * torch.randn(batch_size, state_dim)
+    model = VectorLPN(state_dim, n_latent)
+    opt = make_optimizer(model)
+    ref = LoopLPN(state_dim, n_latent)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    # Interleave the two measurements twice, so a load change hits both alike; keep the best.
+    fast, slow = [], []
+    for _ in range(2):
+        fast.append(_time(lambda: train_step(model, opt, s, s_next), steps, warmup))
+        slow.append(_time(lambda: _loop_step(ref, ref_opt, s, s_next), steps, warmup))
+    lpn_s, loop_s = min(fast), min(slow)
+    online_s = None
+    if online:
+        import gymnasium as gym
+
+        from ilpo.online import OnlineSettings, run_online
+
+        lpn = VectorLPN(4, 2)
+        t0 = time.perf_counter()
+        run_online(lpn, lambda: gym.make("CartPole-v1"), OnlineSettings(heldout_episodes=0), seed)
+        online_s = time.perf_counter() - t0
+    _ = lpn_losses  # the batched step's losses are the ones under test in tests/test_lpn.py
+    return BenchResult(lpn_s, loop_s, loop_s / lpn_s, lpn_s * FAITHFUL_STEPS, online_s)
