@@ -40,6 +40,7 @@ def test_expert_settings_follow_the_spec() -> None:
     assert ppo["n_envs"] == 8
     assert ppo["kwargs"]["n_steps"] == 32
     assert ppo["kwargs"]["gamma"] == 0.98
+    assert ppo["stop_eval_return"] == 500.0
     dqn = expert_settings("CartPole-v1", "dqn")
     assert dqn["kwargs"]["gamma"] == 1.0
     assert dqn["kwargs"]["policy_kwargs"] == {"net_arch": [64]}

@@ -1,4 +1,4 @@
-"""``ilpo collect``: demonstrations from the noisy demonstrator (spec §1.2).
+"""``ilpo collect``: demonstrations from the noisy demonstrator (as the original collected them).
 
 At every step the demonstrator takes the expert's greedy action with probability
 ``greedy_prob`` (0.75) and a uniformly random action otherwise. Whole episodes are rolled

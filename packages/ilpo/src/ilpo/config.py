@@ -59,6 +59,9 @@ class ExpertConfig:
     """Environment-step budget (default: the algorithm's setting for --env)."""
     eval_episodes: AtLeast1 = 100
     """Deterministic episodes (held-out seeds) of the clean-return check at the end."""
+    early_stop: bool = True
+    """PPO on CartPole-v1: stop once 10 deterministic evaluation episodes (every 5,000
+    steps) average 500, the maximum; --no-early-stop spends the whole budget."""
     seed: Seed = 0
     """Seeds the expert's training and its evaluation episodes."""
     threads: Threads = None
