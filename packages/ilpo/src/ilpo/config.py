@@ -120,8 +120,8 @@ class InspectConfig:
     """Check a demonstration dataset and print its summary (writes nothing)."""
 
     data: Annotated[Path, InputPath()]
-    """A folder of *.txt files ([s] [s'] or [s] [a] [s']), a .txt or .h5 file, an `ilpo
-    collect` run directory, or a folder of [A|B] PNG frame pairs."""
+    """A folder of *.txt files (`[s] [s']` or `[s] [a] [s']` lines), a .txt or .h5 file,
+    an `ilpo collect` run directory, or a folder of `[A|B]` PNG frame pairs."""
     env: Annotated[str | None, Choice(*ENVS)] = None
     """Also check that the data fits this env (observation size, action count)."""
     kind: DataKind = "auto"
