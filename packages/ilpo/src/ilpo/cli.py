@@ -9,11 +9,17 @@ from typing import Any
 
 from compkit_utils.config import run_cli
 from ilpo.config import CollectConfig, ExpertConfig, InspectConfig
+from ilpo.config_models import ArnConfig, BcConfig, BcoConfig, BenchConfig, LpnConfig
 
 COMMANDS: dict[str, type] = {
     "expert": ExpertConfig,
     "collect": CollectConfig,
     "inspect": InspectConfig,
+    "lpn": LpnConfig,
+    "arn": ArnConfig,
+    "bc": BcConfig,
+    "bco": BcoConfig,
+    "bench": BenchConfig,
 }
 DESCRIPTION = (
     "ILPO (Edwards et al., ICML 2019): imitating latent policies from state-only "
@@ -35,6 +41,26 @@ def _dispatch(cfg: Any) -> int:
             from ilpo.data.inspect import inspect
 
             inspect(cfg)
+        case LpnConfig():
+            from ilpo.commands import run_lpn
+
+            run_lpn(cfg)
+        case ArnConfig():
+            from ilpo.commands import run_arn
+
+            run_arn(cfg)
+        case BcConfig():
+            from ilpo.commands import run_bc
+
+            run_bc(cfg)
+        case BcoConfig():
+            from ilpo.commands import run_bco
+
+            run_bco(cfg)
+        case BenchConfig():
+            from ilpo.commands import run_bench
+
+            run_bench(cfg)
         case _:
             raise AssertionError(f"unhandled command config: {cfg!r}")
     return 0
