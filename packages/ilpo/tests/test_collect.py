@@ -113,3 +113,15 @@ def test_inspect_prints_a_summary(expert_run: Path, tmp_path: Path, capsys) -> N
     out = capsys.readouterr().out
     assert "(with actions), state dim 4" in out
     assert "fits CartPole-v1" in out
+
+
+def test_dqn_expert_with_the_original_settings(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = ["expert", "--algo", "dqn", "--timesteps", "1100", "--eval-episodes", "1"]
+    assert main([*args, "--runs-dir", str(runs), "--run-name", "d"]) == 0
+    meta = json.loads((runs / "ilpo" / "d" / "expert.json").read_text())
+    assert meta["algo"] == "dqn"
+    assert meta["timesteps"] == 1100
+    policy, env = load_expert(runs / "ilpo" / "d" / "expert.zip")
+    assert env == "CartPole-v1"
+    assert policy(np.zeros(4, dtype=np.float32)) in (0, 1)
