@@ -313,3 +313,30 @@ def test_failure_before_a_checkpoint_leaves_nothing(tmp_path, tiny_args, capsys,
     with pytest.raises(RuntimeError, match="a bug"):
         main(["train", *tiny_args, "--iterations", "3", "--runs-dir", str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+def _blas_depends_on_threads() -> bool:
+    """Whether a small product (split by thread in MKL's default mode) differs at 1 and 2."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 64, generator=gen), torch.randn(64, 256, generator=gen)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(a @ b)
+    torch.set_num_threads(1)
+    return not torch.equal(*results)
+
+
+def test_seeded_run_is_identical_at_1_and_2_threads(tmp_path):
+    """The thread count is picked from the idle cores; a seeded run must not depend on it."""
+    if _blas_depends_on_threads():
+        pytest.skip("this process's BLAS is not thread-invariant (MKL_CBWR not in force)")
+    args = ["--batch-size", "300", "--hidden-dim", "32", "--latent-dim", "8"]
+    args += ["--heldout-size", "32", "--iterations", "4", "--log-interval", "2"]
+    records = []
+    for threads in (1, 2):
+        run = _train(
+            tmp_path, [*args, "--device", "cpu"], "--threads", str(threads), name=f"t{threads}"
+        )
+        records.append(read_metrics(run / "metrics.jsonl"))
+    assert records[0] == records[1]
