@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compkit_utils.seeding import seed_everything
-from ilpo.lpn import _glorot_linear, lrelu
+from ilpo.lpn import FlatAdam, _glorot_linear, lrelu
 from ilpo.online import HELDOUT_SEED_BASE, random_policy_return, run_episodes
 
 __all__ = [
@@ -64,7 +64,7 @@ def bco_policy(state_dim: int, n_actions: int) -> MLP:
     return MLP([state_dim, 128, 256, 64, 32, n_actions])
 
 
-def _ce_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tensor:
+def _ce_step(model: nn.Module, opt: FlatAdam, x: Tensor, y: Tensor) -> Tensor:
     loss = F.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -83,7 +83,7 @@ def train_bc(
     beta1: float = 0.5,
     seed: int = 0,
     model: MLP | None = None,
-    opt: torch.optim.Optimizer | None = None,
+    opt: FlatAdam | None = None,
     start_epoch: int = 0,
     log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> MLP:
@@ -95,7 +95,7 @@ def train_bc(
     seed_everything(seed)
     net = model if model is not None else bc_policy(states.shape[1], n_actions)
     optim = (
-        opt if opt is not None else torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, 0.999))
+        opt if opt is not None else FlatAdam(list(net.parameters()), lr=lr, betas=(beta1, 0.999))
     )
     gen = torch.Generator().manual_seed(seed)
     n = len(states)
@@ -175,8 +175,8 @@ def run_bco(
     space.seed(seed)
     d = states.shape[1]
     idm, policy = bco_idm(d, n_actions), bco_policy(d, n_actions)
-    idm_opt = torch.optim.Adam(idm.parameters(), lr=settings.idm_lr)
-    pol_opt = torch.optim.Adam(policy.parameters(), lr=settings.policy_lr)
+    idm_opt = FlatAdam(list(idm.parameters()), lr=settings.idm_lr, betas=(0.9, 0.999))
+    pol_opt = FlatAdam(list(policy.parameters()), lr=settings.policy_lr, betas=(0.9, 0.999))
     pairs = torch.cat([states, next_states], dim=1)
     col_s: list[np.ndarray] = []
     col_a: list[int] = []

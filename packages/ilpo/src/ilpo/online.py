@@ -25,7 +25,7 @@ from torch import Tensor
 from compkit_utils.io import atomic_write_text
 from compkit_utils.seeding import seed_everything
 from ilpo.arn import Acting, VectorARN, choose_actions, label_vector
-from ilpo.lpn import VectorLPN
+from ilpo.lpn import FlatAdam, VectorLPN
 
 EvalEnv = Literal["train", "separate"]
 LabelDistance = Literal["raw", "scaled"]
@@ -168,7 +168,7 @@ def run_online(
     assert obs_shape is not None
     state_dim = int(np.prod(obs_shape))
     arn = VectorARN(state_dim, lpn.n_latent, n_actions, ngf=lpn.ngf)
-    opt = torch.optim.Adam(arn.parameters(), lr=settings.lr, foreach=True)
+    opt = FlatAdam(list(arn.parameters()), lr=settings.lr, betas=(0.9, 0.999))
     agent = Agent(lpn, arn, settings.acting)
     cap = settings.buffer_size
     buf_s = torch.zeros(cap, state_dim)
@@ -201,7 +201,9 @@ def run_online(
             rets.append(total)
         ret = float(np.mean(rets))
         curve.append((t, ret))
-        metrics = {"eval/return": ret, "train/arn_loss": last_loss, "train/buffer": float(size)}
+        metrics = {"eval/return": ret, "train/buffer": float(size)}
+        if updates:
+            metrics["train/arn_loss"] = last_loss
         if settings.heldout_episodes:
             h = np.asarray(run_episodes(make_env, agent.act, heldout_seeds))
             heldout.append((t, float(h.mean()), float(h.std())))
