@@ -151,3 +151,22 @@ def test_collect_from_a_folder_that_is_not_an_expert(capsys, tmp_path: Path) -> 
     write_text_file(not_expert / "0.txt", np.zeros((1, 4)), np.ones((1, 4)))
     args = ["collect", "--expert", str(not_expert), "--runs-dir", str(tmp_path / "runs")]
     assert "is not an expert" in _fails(capsys, tmp_path, args)
+
+
+def test_collect_that_fails_while_writing_leaves_nothing(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smoke_expert: Path
+) -> None:
+    import errno
+
+    import ilpo.data.hdf5
+
+    capsys.readouterr()
+
+    def full_disk(path, *_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(ilpo.data.hdf5, "write_demonstrations_hdf5", full_disk)
+    collect = ["collect", "--expert", str(smoke_expert), "--transitions", "50"]
+    message = _fails(capsys, tmp_path, [*collect, "--runs-dir", str(tmp_path / "runs")])
+    assert message.startswith("cannot write ")
+    assert "No space left on device" in message

@@ -17,12 +17,9 @@ from ilpo.data.hdf5 import HDF5_FILE
 from ilpo.experts import expert_settings, load_expert
 
 
-@pytest.fixture(scope="module")
-def expert_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    args = ["expert", "--smoke", "--runs-dir", str(runs), "--run-name", "e"]
-    assert main(args) == 0
-    return runs / "ilpo" / "e"
+@pytest.fixture
+def expert_run(smoke_expert: Path) -> Path:
+    return smoke_expert
 
 
 def test_expert_run_directory(expert_run: Path) -> None:
