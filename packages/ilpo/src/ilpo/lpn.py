@@ -29,6 +29,13 @@ def lrelu(x: Tensor) -> Tensor:
     return F.leaky_relu(x, LRELU_SLOPE)
 
 
+def _grad(p: Tensor) -> Tensor:
+    """``p.grad``, which :class:`FlatAdam` attaches (a view into its flat gradient)."""
+    if p.grad is None:
+        raise RuntimeError("attach gradient buffers first (make_optimizer / FlatAdam)")
+    return p.grad
+
+
 def _glorot_linear(n_in: int, n_out: int) -> nn.Linear:
     """Affine layer with Glorot-uniform weights and zero biases (TF-slim's defaults)."""
     layer = nn.Linear(n_in, n_out)
@@ -83,6 +90,79 @@ class VectorLPN(nn.Module):
         j = (h @ w_h.t()).unsqueeze(1) + (u @ w_u.t() + self.joint.bias).unsqueeze(0)  # [B, Z, W]
         deltas = self.dec2(lrelu(self.dec1(lrelu(j))))  # [B, Z, d]
         return logits, deltas
+
+    @torch.no_grad()
+    def loss_and_grads(self, s: Tensor, s_next: Tensor) -> LPNLosses:
+        """L_min + L_exp and its exact gradient, written into every ``.grad`` (no autograd).
+
+        Same result as ``lpn_losses(*self(s), s_next - s).loss.backward()`` on zeroed
+        gradients, with the stop-gradient of L_exp. L_min's gradient reaches the decoder only
+        through each sample's best latent, so the backward pass of the generator runs on
+        ``B`` rows instead of ``B·Z``. ``s, s_next [B, d]``.
+        """
+        b, z = s.shape[0], self.n_latent
+        w1, w2 = self.enc1.weight, self.enc2.weight
+        wp, we, wj = self.policy.weight, self.embed.weight, self.joint.weight
+        wd1, wd2 = self.dec1.weight, self.dec2.weight
+        width = w2.shape[0]
+        slope = LRELU_SLOPE
+        # forward
+        a1 = torch.addmm(self.enc1.bias, s, w1.t())  # [B, G]
+        x1 = F.leaky_relu(a1, slope)
+        e = torch.addmm(self.enc2.bias, x1, w2.t())  # [B, W]
+        h = F.leaky_relu(e, slope)
+        logits = torch.addmm(self.policy.bias, h, wp.t())  # [B, Z]
+        u_pre = we.t() + self.embed.bias  # [Z, W]
+        u = F.leaky_relu(u_pre, slope)
+        w_h, w_u = wj[:, :width], wj[:, width:]
+        j = (h @ w_h.t()).unsqueeze(1) + torch.addmm(self.joint.bias, u, w_u.t()).unsqueeze(0)
+        x3 = F.leaky_relu(j, slope)  # [B, Z, W]
+        a4 = torch.addmm(self.dec1.bias, x3.reshape(b * z, width), wd1.t())  # [B·Z, G]
+        x4 = F.leaky_relu(a4, slope)
+        deltas = torch.addmm(self.dec2.bias, x4, wd2.t()).reshape(b, z, -1)  # [B, Z, d]
+        target = s_next - s
+        resid = target.unsqueeze(1) - deltas  # [B, Z, d]
+        err = resid.square().sum(-1)
+        min_err, best = err.min(dim=1)
+        probs = torch.softmax(logits, dim=1)
+        mix_resid = target - (probs.unsqueeze(2) * deltas).sum(1)  # [B, d]
+        min_loss = min_err.mean()
+        exp_loss = mix_resid.square().sum(-1).mean()
+        # backward of L_exp (policy head and encoder; deltas are constants)
+        dp = -(2.0 / b) * torch.bmm(deltas, mix_resid.unsqueeze(2)).squeeze(2)  # [B, Z]
+        dlogits = probs * (dp - (probs * dp).sum(1, keepdim=True))
+        # backward of L_min through each sample's best latent only
+        rows = torch.arange(b, device=s.device)
+        d_delta = (-2.0 / b) * resid[rows, best]  # [B, d]
+        x4_sel = x4.reshape(b, z, -1)[rows, best]  # [B, G]
+        a4_sel = a4.reshape(b, z, -1)[rows, best]
+        j_sel = j[rows, best]  # [B, W]
+        x3_sel = x3[rows, best]
+        torch.mm(d_delta.t(), x4_sel, out=_grad(self.dec2.weight))
+        torch.sum(d_delta, 0, out=_grad(self.dec2.bias))
+        da4 = (d_delta @ wd2) * torch.where(a4_sel > 0, 1.0, slope)  # [B, G]
+        torch.mm(da4.t(), x3_sel, out=_grad(self.dec1.weight))
+        torch.sum(da4, 0, out=_grad(self.dec1.bias))
+        dj = (da4 @ wd1) * torch.where(j_sel > 0, 1.0, slope)  # [B, W]
+        gj = _grad(self.joint.weight)
+        torch.mm(dj.t(), h, out=gj[:, :width])
+        torch.mm(dj.t(), u[best], out=gj[:, width:])
+        torch.sum(dj, 0, out=_grad(self.joint.bias))
+        dj_per_latent = torch.zeros(z, width, dtype=s.dtype, device=s.device)
+        du = dj_per_latent.index_add_(0, best, dj) @ w_u  # [Z, W]
+        du_pre = du * torch.where(u_pre > 0, 1.0, slope)  # [Z, W]
+        _grad(self.embed.weight).copy_(du_pre.t())
+        torch.sum(du_pre, 0, out=_grad(self.embed.bias))
+        torch.mm(dlogits.t(), h, out=_grad(self.policy.weight))
+        torch.sum(dlogits, 0, out=_grad(self.policy.bias))
+        dh = dj @ w_h + dlogits @ wp  # [B, W]
+        de = dh * torch.where(e > 0, 1.0, slope)
+        torch.mm(de.t(), x1, out=_grad(self.enc2.weight))
+        torch.sum(de, 0, out=_grad(self.enc2.bias))
+        da1 = (de @ w2) * torch.where(a1 > 0, 1.0, slope)
+        torch.mm(da1.t(), s, out=_grad(self.enc1.weight))
+        torch.sum(da1, 0, out=_grad(self.enc1.bias))
+        return LPNLosses(min_loss + exp_loss, min_loss, exp_loss, best, probs)
 
 
 def _conv(c_in: int, c_out: int) -> nn.Conv2d:
@@ -294,7 +374,15 @@ def make_optimizer(model: nn.Module, lr: float = 2e-4, beta1: float = 0.5) -> Fl
 
 
 def train_step(model: nn.Module, opt: FlatAdam, s: Tensor, s_next: Tensor) -> LPNLosses:
-    """One Adam step on L_min + L_exp for a batch ``s, s_next [B, *S]``."""
+    """One Adam step on L_min + L_exp for a batch ``s, s_next [B, *S]``.
+
+    The vector LPN uses its hand-written backward (:meth:`VectorLPN.loss_and_grads`, which
+    needs the ``.grad`` views a :class:`FlatAdam` attaches); other models use autograd.
+    """
+    if isinstance(model, VectorLPN):
+        out = model.loss_and_grads(s, s_next)
+        opt.step()
+        return out
     logits, deltas = model(s)
     out = lpn_losses(logits, deltas, s_next - s)
     opt.zero_grad()
