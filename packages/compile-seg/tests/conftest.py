@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from compile_seg.cli import prefer_thread_invariant_blas
+from compkit_utils.devices import prefer_thread_invariant_blas
 from compkit_utils.testing import _one_torch_thread  # noqa: F401  (autouse fixture)
 
 # As the command line does before its first matrix product: MKL reads MKL_CBWR once, at its

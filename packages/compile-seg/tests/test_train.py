@@ -329,8 +329,8 @@ def _blas_depends_on_threads() -> bool:
 
 def test_seeded_run_is_identical_at_1_and_2_threads(tmp_path):
     """The thread count is picked from the idle cores; a seeded run must not depend on it."""
-    if _blas_depends_on_threads():
-        pytest.skip("this process's BLAS is not thread-invariant (MKL_CBWR not in force)")
+    # conftest.py requested MKL's strict mode first thing, as the command line does.
+    assert not _blas_depends_on_threads(), "MKL_CBWR=AUTO,STRICT was not in force"
     args = ["--batch-size", "300", "--hidden-dim", "32", "--latent-dim", "8"]
     args += ["--heldout-size", "32", "--iterations", "4", "--log-interval", "2"]
     records = []

@@ -295,3 +295,14 @@ def test_passive_wait_leaves_a_user_spin_count(no_wait_env):
     no_wait_env.setenv("GOMP_SPINCOUNT", "10000")
     assert prefer_passive_wait() is False
     assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_thread_invariant_blas_is_requested_unless_the_user_chose(monkeypatch) -> None:
+    from compkit_utils.devices import prefer_thread_invariant_blas
+
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    assert prefer_thread_invariant_blas() is True
+    assert os.environ["MKL_CBWR"] == "AUTO,STRICT"
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    assert prefer_thread_invariant_blas() is False
+    assert os.environ["MKL_CBWR"] == "COMPATIBLE"

@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         The exit status: 0 on success, 2 for a user error (printed as one line).
     """
     from compkit_utils.config import run_cli
-    from compkit_utils.devices import prefer_passive_wait
+    from compkit_utils.devices import prepare_cpu_runtime
     from compkit_utils.logging import configure_logging
 
-    prefer_passive_wait()  # before torch loads its OpenMP runtime
+    prepare_cpu_runtime()  # before torch loads its OpenMP runtime and MKL
     configure_logging()
     return run_cli(
         COMMANDS,

@@ -116,6 +116,38 @@ def prefer_passive_wait() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
+def prefer_thread_invariant_blas() -> bool:
+    """Ask MKL for matrix products that do not depend on the thread count.
+
+    The default thread count follows the idle cores at start (:func:`auto_threads`), so two
+    runs of one seeded command may use different counts. The native kernels give the same
+    bits at any count; MKL's products do not by default (small products split their work by
+    thread, e.g. compile-seg's ``(V, H) @ (H, 4H)`` projection table, ~1e-6 apart). MKL's
+    strict conditional-reproducibility mode (``MKL_CBWR=AUTO,STRICT``: the best code path
+    for the CPU, results independent of the thread count) closes that gap, so a seeded CPU
+    run reproduces its metrics exactly at any thread count on the same machine. MKL reads
+    the setting at its first call, so the command lines call this first thing. Other BLAS
+    libraries (OpenBLAS on ARM, Accelerate) ignore it: pass ``--threads`` there to reproduce
+    a run bit for bit.
+
+    Returns:
+        Whether the strict mode is requested: False when the user set ``MKL_CBWR`` to
+        something else (theirs wins).
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    return os.environ["MKL_CBWR"].upper() == "AUTO,STRICT"
+
+
+def prepare_cpu_runtime() -> None:
+    """Set up the CPU runtime; command lines call this first thing, before torch loads.
+
+    Runs :func:`prefer_passive_wait` (no spinning OpenMP threads beside busy cores) and
+    :func:`prefer_thread_invariant_blas` (results that do not depend on the thread count).
+    """
+    prefer_passive_wait()
+    prefer_thread_invariant_blas()
+
+
 def usable_cpus() -> list[int]:
     """The CPU numbers this process may run on (its affinity mask where the OS has one)."""
     getaffinity = getattr(os, "sched_getaffinity", None)
