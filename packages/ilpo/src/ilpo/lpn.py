@@ -29,6 +29,11 @@ def lrelu(x: Tensor) -> Tensor:
     return F.leaky_relu(x, LRELU_SLOPE)
 
 
+def _lrelu_grad(grad: Tensor, x: Tensor) -> Tensor:
+    """Backward of :func:`lrelu` at its input ``x``."""
+    return torch.ops.aten.leaky_relu_backward(grad, x, LRELU_SLOPE, False)
+
+
 def _grad(p: Tensor) -> Tensor:
     """``p.grad``, which :class:`FlatAdam` attaches (a view into its flat gradient)."""
     if p.grad is None:
@@ -140,26 +145,26 @@ class VectorLPN(nn.Module):
         x3_sel = x3[rows, best]
         torch.mm(d_delta.t(), x4_sel, out=_grad(self.dec2.weight))
         torch.sum(d_delta, 0, out=_grad(self.dec2.bias))
-        da4 = (d_delta @ wd2) * torch.where(a4_sel > 0, 1.0, slope)  # [B, G]
+        da4 = _lrelu_grad(d_delta @ wd2, a4_sel)  # [B, G]
         torch.mm(da4.t(), x3_sel, out=_grad(self.dec1.weight))
         torch.sum(da4, 0, out=_grad(self.dec1.bias))
-        dj = (da4 @ wd1) * torch.where(j_sel > 0, 1.0, slope)  # [B, W]
+        dj = _lrelu_grad(da4 @ wd1, j_sel)  # [B, W]
         gj = _grad(self.joint.weight)
         torch.mm(dj.t(), h, out=gj[:, :width])
         torch.mm(dj.t(), u[best], out=gj[:, width:])
         torch.sum(dj, 0, out=_grad(self.joint.bias))
         dj_per_latent = torch.zeros(z, width, dtype=s.dtype, device=s.device)
         du = dj_per_latent.index_add_(0, best, dj) @ w_u  # [Z, W]
-        du_pre = du * torch.where(u_pre > 0, 1.0, slope)  # [Z, W]
+        du_pre = _lrelu_grad(du, u_pre)  # [Z, W]
         _grad(self.embed.weight).copy_(du_pre.t())
         torch.sum(du_pre, 0, out=_grad(self.embed.bias))
         torch.mm(dlogits.t(), h, out=_grad(self.policy.weight))
         torch.sum(dlogits, 0, out=_grad(self.policy.bias))
         dh = dj @ w_h + dlogits @ wp  # [B, W]
-        de = dh * torch.where(e > 0, 1.0, slope)
+        de = _lrelu_grad(dh, e)
         torch.mm(de.t(), x1, out=_grad(self.enc2.weight))
         torch.sum(de, 0, out=_grad(self.enc2.bias))
-        da1 = (de @ w2) * torch.where(a1 > 0, 1.0, slope)
+        da1 = _lrelu_grad(de @ w2, a1)
         torch.mm(da1.t(), s, out=_grad(self.enc1.weight))
         torch.sum(da1, 0, out=_grad(self.enc1.bias))
         return LPNLosses(min_loss + exp_loss, min_loss, exp_loss, best, probs)
