@@ -228,3 +228,51 @@ def test_help_imports_neither_torch_nor_ray():
     )
     assert result.returncode == 0, result.stderr
     assert "--threads-per-run" in result.stdout
+
+
+def test_workers_end_when_the_sweep_process_is_killed(tmp_path):
+    """SIGKILL of the driver (no chance to clean up) must not leave pool workers running."""
+    import os
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    argv = ["sweep", TOY, "train", "--seeds", "0-1", "--workers", "2", "--runs-dir", str(runs)]
+    argv += ["--", "--steps", "1000", "--work-s", "0.05"]
+    code = f"from compkit_utils.sweep.cli import main; main({argv!r})"
+    driver = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(runs.glob("compkit-toy/sweeps/train/seed=*/metrics.jsonl")):
+            assert time.monotonic() < deadline, "the runs never started"
+            time.sleep(0.2)
+        workers = subprocess.run(
+            ["pgrep", "-P", str(driver.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert workers
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 15
+    alive = [int(pid) for pid in workers]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if _alive(pid)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], "pool workers outlived the killed sweep"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose: it no longer runs.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -70,6 +70,25 @@ def set_thread_env(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
+def _exit_with_parent(interval: float = 1.0) -> None:
+    """End this worker when the sweep process is gone (killed, not just interrupted).
+
+    A pool worker whose driver was killed with SIGTERM or SIGKILL would otherwise go on
+    holding its run (and a core) until the machine stops; a run ended this way keeps its last
+    checkpoint, and rerunning the sweep resumes it.
+    """
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="compkit-sweep-parent-watch", daemon=True).start()
+
+
 def init_worker(module: str, threads: int, preload: tuple[str, ...] = ()) -> None:
     """Pool initializer: thread variables, then import the command (and ``preload``) once.
 
@@ -80,6 +99,7 @@ def init_worker(module: str, threads: int, preload: tuple[str, ...] = ()) -> Non
     """
     import importlib
 
+    _exit_with_parent()
     set_thread_env(threads)
     _TIMINGS["module_to_init_s"] = time.time() - _STARTED
     for name in preload:
