@@ -43,6 +43,9 @@ def test_expert_settings_follow_the_spec() -> None:
     assert dqn["kwargs"]["policy_kwargs"] == {"net_arch": [64]}
     assert dqn["stop_mean_reward"] == 199.0
     assert expert_settings("Acrobot-v1", "dqn")["stop_mean_reward"] is None
+    zoo = expert_settings("MountainCar-v0", "dqn-zoo")
+    assert zoo["timesteps"] == 120_000
+    assert zoo["kwargs"]["policy_kwargs"] == {"net_arch": [256, 256]}
 
 
 def test_collect_writes_every_format(expert_run: Path, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ RunsDir = Annotated[Path | None, OutputDir()]
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 """The vector environments of the package (the paper's two, and MountainCar)."""
 EnvName = Annotated[str, Choice(*ENVS)]
-ExpertAlgo = Literal["ppo", "dqn"]
+ExpertAlgo = Literal["ppo", "dqn", "dqn-zoo"]
 DataKind = Literal["auto", "states", "bc"]
 
 
@@ -52,9 +52,9 @@ class ExpertConfig:
     env: EnvName = "CartPole-v1"
     """Gymnasium environment of the expert."""
     algo: ExpertAlgo = "ppo"
-    """ppo = tuned rl-zoo settings (fast, solves CartPole); dqn = the original's settings
+    """ppo = tuned rl-zoo settings (fast; CartPole, Acrobot); dqn = the original's settings
     (one 64-unit hidden layer, lr 1e-3, gamma 1.0, 100k steps, CartPole early stop at a
-    100-episode mean of 199)."""
+    100-episode mean of 199); dqn-zoo = rl-zoo's DQN, the one that solves MountainCar."""
     timesteps: Annotated[int | None, Range(1)] = None
     """Environment-step budget (default: the algorithm's setting for --env)."""
     eval_episodes: AtLeast1 = 100

@@ -60,7 +60,29 @@ def expert_settings(env: str, algo: str) -> dict[str, Any]:
     epsilon 1.0 -> 0.02 over the first 10%, batch 32, learning starts at 1,000, gamma 1.0,
     target update every 500 steps, 100,000 steps, and on CartPole the early stop at a
     100-episode training mean of 199 (SB3's DQN has no double-Q; the original's had).
+    dqn-zoo: rl-zoo's DQN settings for MountainCar-v0 (PPO without observation
+    normalisation does not leave -200 there).
     """
+    if algo == "dqn-zoo":
+        return {
+            "timesteps": 120_000,
+            "n_envs": 1,
+            "stop_mean_reward": None,
+            "stop_eval_return": None,
+            "kwargs": {
+                "learning_rate": 4e-3,
+                "batch_size": 128,
+                "buffer_size": 10_000,
+                "learning_starts": 1_000,
+                "gamma": 0.98,
+                "target_update_interval": 600,
+                "train_freq": 16,
+                "gradient_steps": 8,
+                "exploration_fraction": 0.2,
+                "exploration_final_eps": 0.07,
+                "policy_kwargs": {"net_arch": [256, 256]},
+            },
+        }
     if algo == "dqn":
         return {
             "timesteps": 100_000,
@@ -178,7 +200,7 @@ def load_expert(path: str | Path) -> tuple[Policy, str]:
         raise UserError(f"{meta_path} is not a valid expert description: {exc}") from None
     from stable_baselines3 import DQN, PPO
 
-    cls = DQN if algo == "dqn" else PPO
+    cls = PPO if algo == "ppo" else DQN
     model = cls.load(zip_path, device="cpu")
     return _sb3_policy(model), env_id
 
@@ -245,7 +267,7 @@ def train_expert(cfg: ExpertConfig) -> Path:
         kwargs = dict(settings["kwargs"])
         if cfg.algo == "ppo" and cfg.smoke:
             kwargs["batch_size"] = min(kwargs.get("batch_size", 64), 64)
-        cls = DQN if cfg.algo == "dqn" else PPO
+        cls = PPO if cfg.algo == "ppo" else DQN
         model = cls("MlpPolicy", vec_env, seed=cfg.seed, device=device, verbose=0, **kwargs)
         stop, stop_eval = settings["stop_mean_reward"], settings["stop_eval_return"]
         callback = None
