@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status (2 for bad input, with a one-line ``ilpo: error: ...``).
     """
-    from compkit_utils.devices import prefer_passive_wait
+    from compkit_utils.devices import prepare_cpu_runtime
     from compkit_utils.logging import configure_logging
 
-    prefer_passive_wait()  # before torch loads its OpenMP runtime
+    prepare_cpu_runtime()  # before torch loads its OpenMP runtime and MKL
     configure_logging()
     return run_cli(COMMANDS, _dispatch, argv, prog="ilpo", description=DESCRIPTION)
 
