@@ -42,11 +42,13 @@ def test_contended_default_policy_is_named(capsys, monkeypatch):
     assert "cores busy" in out or "idle cores unknown" in out or "1 core available" in out
 
 
-def test_the_command_line_requests_passive_openmp_waiting(monkeypatch, capsys):
+def test_the_command_line_requests_thread_invariant_blas(monkeypatch, capsys):
     import compkit_utils.devices
 
     calls: list[str] = []
-    monkeypatch.setattr(compkit_utils.devices, "prefer_passive_wait", lambda: calls.append("x"))
+    monkeypatch.setattr(
+        compkit_utils.devices, "prefer_thread_invariant_blas", lambda: calls.append("x")
+    )
     assert main(["bench", "--threads", "0"]) == 2
     assert calls == ["x"]
     assert "--threads" in capsys.readouterr().err

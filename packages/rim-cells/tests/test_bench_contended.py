@@ -40,11 +40,13 @@ def test_contended_prints_the_ratio_and_leaves_no_process(capsys, tmp_path, monk
     assert _children() <= before
 
 
-def test_the_command_line_requests_passive_openmp_waiting(monkeypatch, capsys):
+def test_the_command_line_requests_thread_invariant_blas(monkeypatch, capsys):
     import compkit_utils.devices
 
     calls: list[str] = []
-    monkeypatch.setattr(compkit_utils.devices, "prefer_passive_wait", lambda: calls.append("x"))
+    monkeypatch.setattr(
+        compkit_utils.devices, "prefer_thread_invariant_blas", lambda: calls.append("x")
+    )
     assert main(["bench", "--threads", "0"]) == 2
     assert calls == ["x"]
     assert "--threads" in capsys.readouterr().err

@@ -306,3 +306,53 @@ def test_thread_invariant_blas_is_requested_unless_the_user_chose(monkeypatch) -
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     assert prefer_thread_invariant_blas() is False
     assert os.environ["MKL_CBWR"] == "COMPATIBLE"
+
+
+def _two_cpu_stat(idle: tuple[int, int], total: tuple[int, int]) -> str:
+    return "\n".join(f"cpu{i} {total[i] - idle[i]} 0 0 {idle[i]} 0 0 0 0" for i in range(2))
+
+
+def test_governor_follows_load_that_arrives_later() -> None:
+    from compkit_utils.devices import ThreadGovernor
+
+    clock = [0.0]
+    own = [0.0]
+    stat = [_two_cpu_stat((0, 0), (0, 0))]
+    applied: list[int] = []
+    gov = ThreadGovernor(
+        2,
+        cpus=[0, 1],
+        interval=2.0,
+        read_stat=lambda: stat[0],
+        own_seconds=lambda: own[0],
+        clock=lambda: clock[0],
+        apply=applied.append,
+    )
+    # 2 s alone: both cores busy, all of it ours -> stays at 2.
+    clock[0], own[0], stat[0] = 2.0, 4.0, _two_cpu_stat((0, 0), (200, 200))
+    assert gov.tick() == 2
+    assert applied == []
+    # Looks are rate-limited: a tick within the interval reads nothing.
+    stat[0] = "garbage"
+    clock[0] = 3.0
+    assert gov.tick() == 2
+    # Next 2 s: another process holds a core; we got only 1 core-second per second.
+    clock[0], own[0], stat[0] = 4.0, 6.0, _two_cpu_stat((0, 0), (400, 400))
+    assert gov.tick() == 1
+    assert applied == [1]
+    # It leaves again: the machine is half idle and all busy time is ours -> back to 2.
+    clock[0], own[0], stat[0] = 6.0, 8.0, _two_cpu_stat((100, 100), (600, 600))
+    assert gov.tick() == 2
+    assert applied == [1, 2]
+
+
+def test_governor_only_runs_when_the_count_is_automatic(monkeypatch) -> None:
+    import compkit_utils.devices as devices
+
+    monkeypatch.setattr(devices, "auto_threads", lambda: (1, "test"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    devices.set_threads(None)
+    assert devices._GOVERNOR is not None
+    devices.set_threads(1)
+    assert devices._GOVERNOR is None
+    devices.govern_threads()  # a no-op without a governor

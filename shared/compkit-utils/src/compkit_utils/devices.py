@@ -87,9 +87,12 @@ def set_threads(num_threads: int | None = None) -> int:
         if num_threads < 1:
             raise UserError(f"OMP_NUM_THREADS must be at least 1, got {num_threads}")
         _log.info("threads: %d (OMP_NUM_THREADS)", num_threads)
-    elif num_threads is None:
+    global _GOVERNOR
+    _GOVERNOR = None
+    if num_threads is None:
         num_threads, reason = auto_threads()
         _log.info("threads: %d (%s)", num_threads, reason)
+        _GOVERNOR = ThreadGovernor(num_threads)
     if num_threads < 1:
         raise UserError(f"--threads must be at least 1, got {num_threads}")
     torch.set_num_threads(num_threads)
@@ -141,10 +144,12 @@ def prefer_thread_invariant_blas() -> bool:
 def prepare_cpu_runtime() -> None:
     """Set up the CPU runtime; command lines call this first thing, before torch loads.
 
-    Runs :func:`prefer_passive_wait` (no spinning OpenMP threads beside busy cores) and
-    :func:`prefer_thread_invariant_blas` (results that do not depend on the thread count).
+    Runs :func:`prefer_thread_invariant_blas` (results that do not depend on the thread
+    count, so :class:`ThreadGovernor` may change it mid-run). OpenMP keeps its default
+    (spinning) wait policy: passive waiting cost 30-40% of compile-seg's step on an idle
+    2-core machine, while the governor already drops to one thread when other processes
+    take a core; :func:`prefer_passive_wait` remains for callers that want it.
     """
-    prefer_passive_wait()
     prefer_thread_invariant_blas()
 
 
@@ -346,3 +351,97 @@ def time_thread_counts(
         name: {key: 1e3 * statistics.median(v) for key, v in per.items()}
         for name, per in samples.items()
     }
+
+
+class ThreadGovernor:
+    """Re-applies the automatic thread count while a run goes on.
+
+    The count chosen at start (:func:`auto_threads`) goes stale when another process starts
+    later: a run holding 2 threads on 2 cores then stalls at every parallel region (seen:
+    3-13x slower than at one thread). :meth:`tick`, called once per training iteration (the
+    shared progress bar does it), looks at the CPU counters at most every ``interval``
+    seconds: the cores busy with other processes are the system's busy time minus this
+    process's CPU time; the count becomes one thread per core they leave free (at least 1,
+    at most the usable cores). Results do not depend on it: the native kernels and MKL in
+    strict mode (:func:`prefer_thread_invariant_blas`) give the same bits at any count.
+
+    Args:
+        threads: the count in force now.
+        cpus: usable CPU numbers (default: :func:`usable_cpus`).
+        interval: seconds between looks.
+        read_stat: returns ``/proc/stat`` text (tests pass a fake).
+        own_seconds: this process's CPU seconds, all threads (tests pass a fake).
+        clock: monotonic seconds (tests pass a fake).
+        apply: sets the thread count (default ``torch.set_num_threads``).
+    """
+
+    def __init__(
+        self,
+        threads: int,
+        *,
+        cpus: Iterable[int] | None = None,
+        interval: float = 2.0,
+        read_stat: Callable[[], str] = _read_proc_stat,
+        own_seconds: Callable[[], float] = time.process_time,
+        clock: Callable[[], float] = time.monotonic,
+        apply: Callable[[int], object] | None = None,
+    ) -> None:
+        self.threads = threads
+        self._cpus = list(usable_cpus() if cpus is None else cpus)
+        self._interval = interval
+        self._read_stat = read_stat
+        self._own_seconds = own_seconds
+        self._clock = clock
+        self._apply = apply
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, dict[int, tuple[int, int]]] | None:
+        try:
+            return self._clock(), self._own_seconds(), _cpu_times(self._read_stat(), self._cpus)
+        except OSError:
+            return None
+
+    def tick(self) -> int:
+        """Look again if ``interval`` has passed; returns the thread count in force."""
+        if self._last is None or len(self._cpus) <= 1:
+            return self.threads
+        if self._clock() - self._last[0] < self._interval:
+            return self.threads
+        now = self._sample()
+        if now is None:
+            return self.threads
+        before, self._last = self._last, now
+        wall = now[0] - before[0]
+        busy = 0.0
+        for cpu in self._cpus:
+            if cpu not in before[2] or cpu not in now[2]:
+                return self.threads
+            d_idle = now[2][cpu][0] - before[2][cpu][0]
+            d_total = now[2][cpu][1] - before[2][cpu][1]
+            if d_total <= 0:
+                return self.threads
+            busy += 1.0 - min(max(d_idle / d_total, 0.0), 1.0)
+        others = max(0.0, busy - (now[1] - before[1]) / wall) if wall > 0 else 0.0
+        free = len(self._cpus) - others
+        threads = min(len(self._cpus), max(1, int(free + (1.0 - FREE_CORE_IDLE))))
+        if threads != self.threads:
+            _log.info(
+                "threads: %d -> %d (other processes use %.1f cores)", self.threads, threads, others
+            )
+            self.threads = threads
+            if self._apply is not None:
+                self._apply(threads)
+            else:
+                import torch
+
+                torch.set_num_threads(threads)
+        return self.threads
+
+
+_GOVERNOR: ThreadGovernor | None = None
+
+
+def govern_threads() -> None:
+    """Re-apply the automatic thread count if it is in force (cheap; call every step)."""
+    if _GOVERNOR is not None:
+        _GOVERNOR.tick()

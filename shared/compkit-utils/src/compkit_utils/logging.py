@@ -178,6 +178,9 @@ def progress(
 ) -> Iterator[T]:
     """A tqdm progress bar on stderr that switches itself off when stderr is not a terminal.
 
+    Each step also lets :func:`compkit_utils.devices.govern_threads` re-apply the automatic
+    thread count (a look at the CPU counters every few seconds at most).
+
     Args:
         iterable: what to iterate over (e.g. ``range(start_step, iterations)``).
         total: the bar's full length (e.g. ``iterations``).
@@ -186,9 +189,13 @@ def progress(
     """
     from tqdm.auto import tqdm
 
-    yield from tqdm(
+    from compkit_utils.devices import govern_threads
+
+    for item in tqdm(
         iterable, total=total, desc=desc, initial=initial, disable=None, file=sys.stderr
-    )
+    ):
+        govern_threads()  # follow other processes' load when the thread count is automatic
+        yield item
 
 
 def configure_logging(level: int = _pylogging.INFO) -> None:
