@@ -142,6 +142,26 @@ def test_gymnasium_make_with_module_prefix_in_a_fresh_process():
     assert out.stdout.strip() == "(257, 257, 3)"
 
 
+def test_gymnasium_make_without_importing_the_package_in_a_fresh_process():
+    """The installed start-up hook registers the ids as soon as gymnasium is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gymnasium\n"
+        "assert 'leaps_karel' not in sys.modules or 'leaps_karel.envs' in sys.modules\n"
+        "env = gymnasium.make('compkit/Karel-Maze-v0', render_mode='rgb_array')\n"
+        "env.reset(seed=0)\n"
+        "print(env.render().shape, sorted(i for i in gymnasium.registry if 'Karel' in i)[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(257, 257, 3) compkit/Karel-CleanHouse-v0"
+    # Interpreter start imports only the tiny hook module, not the package.
+    code = "import sys; m = sys.modules; print('leaps_karel' in m, '_leaps_karel_gymnasium' in m)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
 def test_env_ids_come_from_the_task_registry():
     from leaps_karel.tasks.registry import TASKS
 
