@@ -9,7 +9,14 @@ from typing import Any
 
 from compkit_utils.config import run_cli
 from ilpo.config import CollectConfig, ExpertConfig, InspectConfig
-from ilpo.config_models import ArnConfig, BcConfig, BcoConfig, BenchConfig, LpnConfig
+from ilpo.config_models import (
+    ArnConfig,
+    BcConfig,
+    BcoConfig,
+    BenchConfig,
+    ExperimentConfig,
+    LpnConfig,
+)
 
 COMMANDS: dict[str, type] = {
     "expert": ExpertConfig,
@@ -20,6 +27,7 @@ COMMANDS: dict[str, type] = {
     "bc": BcConfig,
     "bco": BcoConfig,
     "bench": BenchConfig,
+    "experiment": ExperimentConfig,
 }
 DESCRIPTION = (
     "ILPO (Edwards et al., ICML 2019): imitating latent policies from state-only "
@@ -61,6 +69,10 @@ def _dispatch(cfg: Any) -> int:
             from ilpo.commands import run_bench
 
             run_bench(cfg)
+        case ExperimentConfig():
+            from ilpo.experiment import run_experiment
+
+            run_experiment(cfg)
         case _:
             raise AssertionError(f"unhandled command config: {cfg!r}")
     return 0

@@ -12,10 +12,17 @@ from typing import Annotated, Literal, Self
 
 from compkit_utils.devices import DeviceName
 from compkit_utils.errors import UserError
-from compkit_utils.validate import InputPath, Range
+from compkit_utils.validate import Choice, InputPath, Range
 from ilpo.config import AtLeast1, EnvName, Positive, RunsDir, Seed, Threads
 
-__all__ = ["ArnConfig", "BcConfig", "BcoConfig", "BenchConfig", "LpnConfig"]
+__all__ = [
+    "ArnConfig",
+    "BcConfig",
+    "BcoConfig",
+    "BenchConfig",
+    "ExperimentConfig",
+    "LpnConfig",
+]
 
 Probability = Annotated[float, Range(0, 1)]
 AtLeast0 = Annotated[int, Range(0)]
@@ -223,3 +230,47 @@ class BenchConfig:
     def smoke_defaults(cls) -> Self:
         """The defaults of ``bench --smoke``."""
         return cls(smoke=True, steps=10, warmup=2, online=False)
+
+
+PAPER_ENVS = ("CartPole-v1", "Acrobot-v1")
+"""The environments of the paper's vector experiment."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The paper's experiment in one command, from the expert to the table and figure.
+
+    Expert → demonstrations → LPN → ARN over seeds (a sweep) → BC and BCO over the same
+    seeds → results.md, results.json and curves.png.
+    """
+
+    env: Annotated[str, Choice(*PAPER_ENVS)] = "CartPole-v1"
+    """Environment of the experiment."""
+    preset: Literal["quick", "faithful"] = "quick"
+    """quick: 10 seeds, 10 LPN epochs, short BC/BCO training; faithful: 50 seeds, 100 LPN
+    epochs, the original's BC (1,000 epochs) and BCO (10,000 Adam steps per iteration)."""
+    seeds: str | None = None
+    """Seeds of the ARN, BC and BCO runs (0-9, 0,3,7; default: the preset's)."""
+    workers: AtLeast1 = 1
+    """Parallel runs of each sweep (local process pool)."""
+    seed: Seed = 0
+    """Seed of the shared stages (expert, demonstrations, LPN)."""
+    runs_dir: RunsDir = None
+    """Runs root (default: $RUNS_DIR, else ./runs); the run goes to <runs-dir>/ilpo/."""
+    run_name: str | None = None
+    """Experiment directory name (default experiment__<seed>__<UTC time>); rerunning with
+    the same name reuses every finished stage."""
+    smoke: bool = False
+    """Seconds-long run of the whole pipeline: tiny stages, seeds 0-1."""
+
+    def check(self) -> None:
+        """--seeds must name at least one seed."""
+        if self.seeds is not None:
+            from compkit_utils.sweep.grid import parse_seeds
+
+            parse_seeds(self.seeds)
+
+    @classmethod
+    def smoke_defaults(cls) -> Self:
+        """The defaults of ``experiment --smoke``."""
+        return cls(smoke=True, seeds="0-1")
