@@ -1,6 +1,6 @@
 """Shards of a dataset generation: the worker, checksums, resumption and the output folder.
 
-Each shard is written atomically to ``<out>/.shards/shard_XXXXXX.hdf5`` by a worker
+Each shard is written atomically to ``<out>/.shards/shard_<six-digit index>.hdf5`` by a worker
 (`run_shard`); the parent records its SHA-256 in ``.shards/checksums.json``, and a resumed
 generation reuses a shard only when that checksum still matches (`reuse_shard`). Used by
 :mod:`leaps_karel.dataset`.

@@ -337,23 +337,20 @@ class _CrashGen:
                 self.clean = False
                 self.done()
             case While(cond, body):
-                self.check()
-                self.emit(f"while {_cond_src(cond)}:")
-                self.depth += 1
-                self.clean = False
-                self.block(body)
-                self.depth -= 1
-                self.clean = False
-                self.done()
+                self.loop(f"while {_cond_src(cond)}:", body)
             case Repeat(times, body):
-                self.check()
-                self.emit(f"for _ in range({times}):")
-                self.depth += 1
-                self.clean = False
-                self.block(body)
-                self.depth -= 1
-                self.clean = False
-                self.done()
+                self.loop(f"for _ in range({times}):", body)
+
+    def loop(self, header: str, body: tuple[Stmt, ...]) -> None:
+        """A ``while`` or ``for`` loop: the crash check, the header, then the body."""
+        self.check()
+        self.emit(header)
+        self.depth += 1
+        self.clean = False
+        self.block(body)
+        self.depth -= 1
+        self.clean = False
+        self.done()
 
 
 def _first_fail(n: int, offsets: tuple[int, ...], budget: int) -> int:
