@@ -18,6 +18,7 @@ from leaps_karel.config import (
     TasksConfig,
     VerifyDatasetConfig,
 )
+from leaps_karel.learn.commands import LEARN_COMMANDS, dispatch_learn
 
 COMMANDS: dict[str, type] = {
     "run": RunConfig,
@@ -26,6 +27,7 @@ COMMANDS: dict[str, type] = {
     "bench": BenchConfig,
     "generate-dataset": GenerateDatasetConfig,
     "verify-dataset": VerifyDatasetConfig,
+    **LEARN_COMMANDS,
 }
 
 
@@ -219,6 +221,9 @@ def _verify_dataset(cfg: VerifyDatasetConfig) -> int:
 
 
 def _dispatch(cfg: object) -> int:
+    status = dispatch_learn(cfg)
+    if status is not None:
+        return status
     match cfg:
         case RunConfig():
             return _run(cfg)
