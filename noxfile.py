@@ -46,8 +46,8 @@ def lint(session: nox.Session) -> None:
 @nox.parametrize("package", PACKAGES, ids=PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """One package, in an environment holding only what it declares."""
-    sync(session, "--package", package, "--group", "test")
     pyproject = PYPROJECTS[package]
+    sync(session, "--package", package, "--group", "test", *test_extra_args(pyproject))
     tests_dir = pyproject.parent / "tests"
     # On CI the native kernels must build: a failure fails the tests instead of skipping them.
     env = {**THREAD_ENV, "COMPKIT_NATIVE": "require"} if os.environ.get("CI") else THREAD_ENV
@@ -55,6 +55,20 @@ def tests(session: nox.Session, package: str) -> None:
     # The package's smoke invocations, in this environment that holds only this package:
     # proves that `uv sync --package X` is enough to run X.
     run_smoke(session, pyproject)
+
+
+def test_extra_args(pyproject: Path) -> list[str]:
+    """`--extra E` for each extra a package's tests need.
+
+    Declared in the package's own pyproject:
+      [tool.compkit]
+      test-extras = ["learn"]
+    """
+    return [
+        arg
+        for extra in _compkit_table(pyproject).get("test-extras", [])
+        for arg in ("--extra", extra)
+    ]
 
 
 def run_smoke(session: nox.Session, pyproject: Path) -> None:
