@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, missing_torch
 from compkit_utils.io import atomic_path
 
 if TYPE_CHECKING:
@@ -34,7 +34,10 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """
     import io
 
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise missing_torch("saving a checkpoint") from exc
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -54,7 +57,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         UserError: the file is missing, truncated/corrupt, not a compkit checkpoint, or
             of a newer format version.
     """
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise missing_torch("loading a checkpoint") from exc
 
     path = Path(path)
     if not path.is_file():

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Literal
 
-from compkit_utils.errors import UserError
+from compkit_utils.errors import UserError, missing_torch
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +32,10 @@ def pick_device(name: str = "auto") -> torch.device:
     Raises:
         UserError: the device is unknown or not available on this machine.
     """
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise missing_torch(f"device {name!r}") from exc
 
     if name == "auto":
         if torch.cuda.is_available():
@@ -75,8 +78,6 @@ def set_threads(num_threads: int | None = None) -> int:
     Raises:
         UserError: the count, or ``$OMP_NUM_THREADS``, is not a whole number of at least 1.
     """
-    import torch
-
     if num_threads is None and os.environ.get("OMP_NUM_THREADS"):
         value = os.environ["OMP_NUM_THREADS"]
         try:
@@ -95,6 +96,10 @@ def set_threads(num_threads: int | None = None) -> int:
         _GOVERNOR = ThreadGovernor(num_threads)
     if num_threads < 1:
         raise UserError(f"--threads must be at least 1, got {num_threads}")
+    try:
+        import torch
+    except ImportError:  # a torch-free install (NumPy-only commands): nothing else to set
+        return num_threads
     torch.set_num_threads(num_threads)
     return torch.get_num_threads()
 
@@ -328,7 +333,10 @@ def time_thread_counts(
     Returns:
         ``{job name: {setting name: median ms}}``.
     """
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise missing_torch("timing torch thread counts") from exc
 
     before = torch.get_num_threads()
     samples = {name: {key: list[float]() for key in counts} for name in jobs}
@@ -432,8 +440,10 @@ class ThreadGovernor:
             if self._apply is not None:
                 self._apply(threads)
             else:
-                import torch
-
+                try:
+                    import torch
+                except ImportError:  # a torch-free install: the count is advisory only
+                    return self.threads
                 torch.set_num_threads(threads)
         return self.threads
 

@@ -29,6 +29,21 @@ def install_hint(dist: str, extra: str) -> str:
     return f"pip install '{dist}[{extra}]'"
 
 
+def missing_torch(feature: str, dist: str = "compkit-utils", extra: str = "torch") -> UserError:
+    """The one-line error for a feature that needs PyTorch where torch is not installed.
+
+    Use as ``try: import torch`` / ``except ImportError as exc: raise missing_torch(...) from exc``.
+
+    Args:
+        feature: what needs torch, e.g. ``"checkpoints"``.
+        dist: the distribution whose extra brings torch.
+        extra: that extra's name.
+    """
+    return UserError(
+        f"{feature} needs PyTorch, which is not installed; install it: {install_hint(dist, extra)}"
+    )
+
+
 @functools.cache
 def _in_workspace_checkout() -> bool:
     """Whether this code runs from a uv workspace checkout (an editable workspace install)."""

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import random
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from compkit_utils.errors import missing_torch
+
+
+def _torch() -> ModuleType | None:
+    """Torch when it is installed (the ``torch`` extra); ``None`` in a torch-free install."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
 
 def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA).
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA) when installed.
 
     Args:
         seed: a non-negative integer.
@@ -18,11 +30,11 @@ def seed_everything(seed: int) -> np.random.Generator:
         A fresh ``numpy.random.Generator`` seeded with ``seed``; code should draw from it
         explicitly instead of from the global NumPy state.
     """
-    import torch
-
+    torch = _torch()
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeding the legacy global is the point
-    torch.manual_seed(seed)
+    if torch is not None:
+        torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 
@@ -34,16 +46,16 @@ def capture_rng_state(generator: np.random.Generator | None = None) -> dict[str,
 
     Returns:
         ``{"python": list, "numpy": dict, "torch": uint8 tensor, "cuda": [tensors],
-        "generator": dict | None}``.
+        "generator": dict | None}``; ``"torch"`` is ``None`` without torch installed.
     """
-    import torch
-
+    torch = _torch()
+    cuda = torch is not None and torch.cuda.is_available()
     version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": _numpy_legacy_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "torch": torch.get_rng_state() if torch is not None else None,
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch is not None and cuda else [],
         "generator": _plain(generator.bit_generator.state) if generator is not None else None,
     }
     return state
@@ -57,8 +69,7 @@ def restore_rng_state(state: dict[str, Any], generator: np.random.Generator | No
         generator: a NumPy generator to restore in place (must be of the same bit
             generator type as the captured one).
     """
-    import torch
-
+    torch = _torch()
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     legacy = state["numpy"]
@@ -71,9 +82,13 @@ def restore_rng_state(state: dict[str, Any], generator: np.random.Generator | No
             float(legacy["cached_gaussian"]),
         )
     )
-    torch.set_rng_state(state["torch"].cpu() if hasattr(state["torch"], "cpu") else state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("torch")
+    if saved is not None:
+        if torch is None:
+            raise missing_torch("restoring a torch random state")
+        torch.set_rng_state(saved.cpu() if hasattr(saved, "cpu") else saved)
+        if state.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
     if generator is not None and state.get("generator") is not None:
         generator.bit_generator.state = state["generator"]
 

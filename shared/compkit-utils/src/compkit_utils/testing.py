@@ -30,16 +30,20 @@ def _one_torch_thread() -> Any:
 
     Import it into a package's ``conftest.py`` to apply it to every test of that package.
     """
-    import torch
-
-    previous = torch.get_num_threads()
+    try:
+        import torch
+    except ImportError:  # a torch-free install (e.g. the leaps-karel engine): env var only
+        torch = None
+    previous = torch.get_num_threads() if torch is not None else None
     previous_env = os.environ.get("OMP_NUM_THREADS")
     # Commands called in-process choose their threads with set_threads(None), which follows
     # OMP_NUM_THREADS: pin it too, so two runs compared exactly use the same count.
     os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
     yield
-    torch.set_num_threads(previous)
+    if torch is not None and previous is not None:
+        torch.set_num_threads(previous)
     if previous_env is None:
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
@@ -102,3 +106,51 @@ def tree(root: str | os.PathLike[str]) -> set[str]:
     if not root.exists():
         return set()
     return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+_HIDE_MODULES = '''"""Written by compkit_utils.testing.hidden_modules_env: hide modules."""
+import sys
+
+_HIDDEN = {hidden!r}
+
+
+class _Hide:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in _HIDDEN:
+            return None
+        return self.inner.find_spec(name, path, target)
+
+    def __getattr__(self, attribute):
+        return getattr(self.inner, attribute)
+
+
+sys.meta_path[:] = [_Hide(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
+'''
+
+
+def hidden_modules_env(
+    directory: str | os.PathLike[str], modules: tuple[str, ...] = ("torch",)
+) -> dict[str, str]:
+    """Environment for a subprocess in which ``modules`` behave as if they were not installed.
+
+    Writes a ``sitecustomize.py`` into ``directory`` that wraps every import finder so that
+    ``import torch`` raises ``ModuleNotFoundError`` and ``importlib.util.find_spec("torch")``
+    returns ``None``, exactly as in an install without the package (``"torch" not in
+    sys.modules`` stays true, which libraries such as tyro test). Run the subprocess with
+    ``env=hidden_modules_env(tmp_path)``.
+
+    Args:
+        directory: where the start-up file goes (e.g. a test's ``tmp_path``).
+        modules: top-level module names to hide.
+
+    Returns:
+        A copy of ``os.environ`` with ``directory`` first on ``PYTHONPATH``.
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_HIDE_MODULES.format(hidden=set(modules)))
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
