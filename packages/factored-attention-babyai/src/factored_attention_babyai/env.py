@@ -1,0 +1,310 @@
+"""GoToLocal with the semantics of the paper's patched BabyAI fork (spec §1.2–1.4).
+
+:class:`GoToLocalEnv` subclasses minigrid 3.x's ``BabyAI-GoToLocal-v0`` level (same layouts
+for the same reset seed) and changes three things:
+
+* **Success needs ``done``**: an episode succeeds (reward ``1 − 0.9·step/max_steps``,
+  terminated) only when the action is ``done`` while the cell in front of the agent holds an
+  object matching the mission (any of them when several match). A ``done`` elsewhere does
+  nothing. Stock minigrid instead succeeds as soon as any action leaves the agent facing a
+  target.
+* **Toggling an empty box is a no-op** (stock minigrid replaces the box by its contents, i.e.
+  deletes it).
+* **Fully observed, disentangled observation**: ``image`` is the whole 8×8 grid as
+  ``[row = y, col = x, (object, colour, state)]`` with the agent drawn into its cell as
+  ``(10, 0, carried object type id or 1)``; plus ``direction``, ``mission``,
+  ``mission_tokens`` (ids into :data:`~factored_attention_babyai.vocab.WORDS`) and
+  ``target_mask`` (``[8, 8]`` bool, ``[y, x]``, True on every object matching the mission).
+
+The level's "Sampling rejected" prints are silenced and the partial agent view is never
+computed (the observation is the cached grid encoding with the agent painted in).
+Importing this module registers ``compkit/BabyAI-GoToLocal-v0`` with gymnasium.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import deque
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from minigrid.core.constants import OBJECT_TO_IDX
+from minigrid.core.world_object import Box as BoxObject
+from minigrid.envs.babyai.core.roomgrid_level import RejectSampling
+from minigrid.envs.babyai.goto import GoToLocal
+from minigrid.minigrid_env import MiniGridEnv
+from minigrid.utils.baby_ai_bot import BabyAIBot
+
+from factored_attention_babyai.vocab import MISSION_LENGTH, WORDS, tokenize
+
+__all__ = [
+    "ENV_ID",
+    "GRID_SIZE",
+    "MAX_STEPS",
+    "N_ACTIONS",
+    "FullyObservedBot",
+    "GoToLocalEnv",
+    "agent_position",
+    "make_env",
+]
+
+ENV_ID = "compkit/BabyAI-GoToLocal-v0"
+GRID_SIZE = 8
+"""Height = width of the grid, outer walls included."""
+MAX_STEPS = 64
+"""Episode step limit (room_size² × 1 room × 1 navigation)."""
+N_ACTIONS = 7
+"""left, right, forward, pickup, drop, toggle, done."""
+AGENT_IDX = OBJECT_TO_IDX["agent"]
+_DONE, _PICKUP, _DROP, _TOGGLE = 6, 3, 4, 5
+
+
+class GoToLocalEnv(GoToLocal):
+    """``BabyAI-GoToLocal-v0`` with done-required success and the full disentangled grid.
+
+    Args:
+        render_mode: ``None``, ``"rgb_array"`` or ``"human"`` (minigrid's renderer).
+        **kwargs: passed to minigrid's ``GoToLocal`` (``room_size``, ``num_dists``, ...).
+    """
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("highlight", False)  # the agent sees everything
+        super().__init__(render_mode=render_mode, **kwargs)
+        size = self.width
+        mission_space = self.observation_space["mission"]  # pyright: ignore[reportIndexIssue]
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Box(0, 255, (self.height, size, 3), dtype=np.uint8),
+                "direction": spaces.Discrete(4),
+                "mission": mission_space,
+                "mission_tokens": spaces.Box(0, len(WORDS) - 1, (MISSION_LENGTH,), dtype=np.int64),
+                "target_mask": spaces.Box(0, 1, (self.height, size), dtype=np.bool_),  # pyright: ignore[reportArgumentType, reportCallIssue],
+            }
+        )
+        self._grid_code: np.ndarray | None = None  # [H, W, 3] grid without the agent
+        self._targets: np.ndarray | None = None  # [H, W] bool
+        self._tokens = np.zeros(MISSION_LENGTH, dtype=np.int64)
+
+    # -- generation --------------------------------------------------------------------------
+    def _gen_grid(self, width: int, height: int) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # "Sampling rejected: ..." retries
+            super()._gen_grid(width, height)
+        self._grid_code = None
+        self._tokens = tokenize(self.mission)
+
+    def reset(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Reset; the layout and mission are a function of ``seed`` (minigrid's generator).
+
+        Same layout, mission and random stream as stock ``BabyAI-GoToLocal-v0``
+        (``reset_layout`` followed by ``finish_reset``).
+        """
+        self.reset_layout(seed=seed, options=options)
+        return self.finish_reset(), {}
+
+    def reset_layout(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> str:
+        """First half of :meth:`reset`: generate the layout of ``seed``; return the mission.
+
+        The generator's seed scan calls only this for seeds whose goal quota is full (no
+        verifier, no observation). Call :meth:`finish_reset` before stepping.
+        """
+        gymnasium.Env.reset(self, seed=seed, options=options)
+        self.agent_pos = (-1, -1)
+        self.agent_dir = -1
+        self._gen_grid(self.width, self.height)
+        self.carrying = None
+        self.step_count = 0
+        return self.mission
+
+    def finish_reset(self) -> dict[str, Any]:
+        """Second half of :meth:`reset`: verifier, step limit; returns the first observation."""
+        self.instrs.reset_verifier(self)  # pyright: ignore[reportAttributeAccessIssue]
+        if not self.fixed_max_steps:
+            self.max_steps = self.num_navs_needed(self.instrs) * self.room_size**2
+        if self.render_mode == "human":
+            self.render()
+        return self.gen_obs()
+
+    def check_objs_reachable(self, raise_exc: bool = True) -> bool:
+        """Minigrid's reachability check (same answer, same message), on the flat cell list.
+
+        Every object must be reachable from the agent through empty cells (or doors).
+        """
+        grid, width, height = self.grid.grid, self.grid.width, self.grid.height
+        x, y = self.agent_pos
+        start = y * width + x
+        reachable = bytearray(width * height)
+        reachable[start] = 1
+        stack = [start]
+        while stack:
+            index = stack.pop()
+            cell = grid[index]
+            if cell is not None and cell.type != "door":
+                continue  # an object blocks: reachable itself, but no further
+            i, j = index % width, index // width
+            for ni, nj in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+                if 0 <= ni < width and 0 <= nj < height and not reachable[nj * width + ni]:
+                    reachable[nj * width + ni] = 1
+                    stack.append(nj * width + ni)
+        for i in range(width):
+            for j in range(height):
+                cell = grid[j * width + i]
+                if cell is None or cell.type == "wall" or reachable[j * width + i]:
+                    continue
+                if not raise_exc:
+                    return False
+                raise RejectSampling("unreachable object at " + str((i, j)))
+        return True
+
+    # -- dynamics ----------------------------------------------------------------------------
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """One step with the fork's semantics (see the module docstring)."""
+        action = int(action)
+        front_pos = self.front_pos
+        front = self.grid.get(*front_pos)
+        if action == _TOGGLE and isinstance(front, BoxObject) and front.contains is None:
+            # The fork: toggling an empty box leaves it where it is.
+            self.step_count += 1
+            truncated = self.step_count >= self.max_steps
+            if self.render_mode == "human":
+                self.render()
+            obs, info = self.gen_obs(), {}
+        else:
+            if action in (_PICKUP, _DROP, _TOGGLE):
+                self._grid_code = None  # the grid may change
+            # MiniGridEnv.step, not the level's: the level's verifier is replaced below.
+            obs, _, _, truncated, info = MiniGridEnv.step(self, action)
+            if action == _DROP:
+                self.update_objs_poss()
+        terminated = False
+        reward = 0.0
+        if action == _DONE and self._matches(front):
+            terminated = True
+            reward = float(self._reward())
+        return obs, reward, terminated, truncated, info
+
+    def _matches(self, cell: Any) -> bool:
+        """Whether a grid cell holds an object matching the mission's description."""
+        desc = self.instrs.desc  # pyright: ignore[reportAttributeAccessIssue]
+        return (
+            cell is not None
+            and cell.type == desc.type
+            and (desc.color is None or cell.color == desc.color)
+        )
+
+    def facing_target(self) -> bool:
+        """Whether the cell in front of the agent holds an object matching the mission."""
+        return self._matches(self.grid.get(*self.front_pos))
+
+    # -- observation -------------------------------------------------------------------------
+    def grid_changed(self) -> None:
+        """Drop the cached grid encoding: call after editing ``self.grid`` directly."""
+        self._grid_code = None
+
+    def _encode_grid(self) -> None:
+        code = np.ascontiguousarray(self.grid.encode().transpose(1, 0, 2))  # [x,y]→[y,x]
+        desc = self.instrs.desc  # pyright: ignore[reportAttributeAccessIssue]
+        targets = code[..., 0] == OBJECT_TO_IDX[desc.type]
+        if desc.color is not None:
+            from minigrid.core.constants import COLOR_TO_IDX
+
+            targets &= code[..., 1] == COLOR_TO_IDX[desc.color]
+        self._grid_code, self._targets = code, targets
+
+    def gen_obs(self) -> dict[str, Any]:
+        """The fully observed observation (see the module docstring); ``[y, x]`` arrays."""
+        if self._grid_code is None:
+            self._encode_grid()
+        assert self._grid_code is not None
+        assert self._targets is not None
+        image = self._grid_code.copy()
+        x, y = self.agent_pos
+        carried = OBJECT_TO_IDX[self.carrying.type] if self.carrying is not None else 1
+        image[y, x] = (AGENT_IDX, 0, carried)
+        return {
+            "image": image,
+            "direction": int(self.agent_dir),
+            "mission": self.mission,
+            "mission_tokens": self._tokens.copy(),
+            "target_mask": self._targets.copy(),
+        }
+
+
+def agent_position(image: np.ndarray) -> tuple[int, int]:
+    """``(row, col)`` = ``(y, x)`` of the agent in a ``[H, W, 3]`` observation image."""
+    rows, cols = np.nonzero(image[..., 0] == AGENT_IDX)
+    if len(rows) != 1:
+        raise ValueError(f"expected exactly one agent cell, found {len(rows)}")
+    return int(rows[0]), int(cols[0])
+
+
+class FullyObservedBot(BabyAIBot):
+    """minigrid's ``BabyAIBot`` that sees the whole grid from the start.
+
+    The original fork's bot took a ``fully_observed`` flag; here the visibility mask is set to
+    all-True after construction and the per-step view parsing (which could only add cells
+    that are already visible) is skipped. The breadth-first search is minigrid's, visiting
+    states in the same order (so the same paths and actions), with a deque instead of
+    re-slicing a list and direct cell access.
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        self.vis_mask[:] = True
+
+    def _process_obs(self) -> None:
+        """Nothing to learn from the view: everything is visible already."""
+
+    def _breadth_first_search(
+        self, initial_states: Any, accept_fn: Any, ignore_blockers: bool
+    ) -> tuple[Any, Any, dict[tuple[int, int], Any]]:
+        self.bfs_counter += 1
+        grid = self.mission.unwrapped.grid
+        cells, width = grid.grid, grid.width
+        queue: deque[tuple[Any, Any]] = deque((state, None) for state in initial_states)
+        previous_pos: dict[tuple[int, int], Any] = {}
+        while queue:
+            (i, j, di, dj), prev_pos = queue.popleft()
+            if (i, j) in previous_pos:
+                continue
+            self.bfs_step_counter += 1
+            cell = cells[j * width + i]
+            previous_pos[(i, j)] = prev_pos
+            if accept_fn((i, j), cell):
+                path = []
+                pos = (i, j)
+                while pos:
+                    path.append(pos)
+                    pos = previous_pos[pos]
+                return path, (i, j), previous_pos
+            if cell is not None:
+                if cell.type == "wall":
+                    continue
+                if cell.type == "door":
+                    if not cell.is_open:
+                        continue
+                elif not ignore_blockers:
+                    continue
+            # Straight ahead first (the bot prefers not turning), as minigrid orders them.
+            for k, m in ((di, dj), (dj, di), (-dj, -di), (-di, -dj)):
+                queue.append(((i + k, j + m, k, m), (i, j)))
+        return None, None, previous_pos
+
+
+def make_env(render_mode: str | None = None) -> GoToLocalEnv:
+    """A bare :class:`GoToLocalEnv` (no gymnasium wrappers: the fastest to step)."""
+    return GoToLocalEnv(render_mode=render_mode)
+
+
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=ENV_ID,
+        entry_point="factored_attention_babyai.env:GoToLocalEnv",
+        max_episode_steps=None,  # the level truncates at MAX_STEPS itself
+    )
