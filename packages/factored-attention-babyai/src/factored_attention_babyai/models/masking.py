@@ -1,0 +1,153 @@
+"""The masking module (spec §4.1) and the discriminator losses that use it (§4.2).
+
+The masking module predicts a spatial attention π (a softmax over the H·W cells) saying which
+cell of a state matters. Nothing supervises π directly: it is trained by the image loss L_img,
+which asks the π-pooled factor embeddings of two end-of-demonstration states to match exactly
+when both satisfy the same instruction. In the demonstrations the final frame has the agent
+facing the goal, so the cell π learns to pick is the one in front of the agent
+(:func:`faced_cell`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from factored_attention_babyai.models.interaction import (
+    ATTRIB_OFFSETS,
+    EMBED_DIM,
+    N_ATTRIBS,
+    N_FACTORS,
+)
+
+#: Object-type id of the agent cell (minigrid OBJECT_TO_IDX["agent"]).
+AGENT_TYPE = 10
+#: (drow, dcol) of one step forward for directions 0 east, 1 south, 2 west, 3 north.
+DIRECTION_DELTAS = ((0, 1), (1, 0), (0, -1), (-1, 0))
+#: Floor added to π inside the log-sum-exp of L_int, and π's clamp in the entropy.
+MASK_EPS = 1e-6
+
+
+def faced_cell(image: Tensor, direction: Tensor) -> Tensor:
+    """The (row, col) of the cell in front of the agent.
+
+    Args:
+        image: [B, H, W, ≥1] integer attributes; the agent is the unique cell of type 10.
+        direction: [B] agent directions (0 east, 1 south, 2 west, 3 north).
+
+    Returns:
+        [B, 2] long (row, col), clamped to the grid.
+    """
+    b, h, w = image.shape[:3]
+    flat = (image[..., 0] == AGENT_TYPE).reshape(b, -1).float().argmax(-1)
+    deltas = torch.tensor(DIRECTION_DELTAS, device=image.device)[direction.long()]
+    rows = (flat // w + deltas[:, 0]).clamp(0, h - 1)
+    cols = (flat % w + deltas[:, 1]).clamp(0, w - 1)
+    return torch.stack([rows, cols], -1)
+
+
+class _ResidualBlock(nn.Module):
+    """ReLU([1×1 conv, BN, ReLU, 1×1 conv, BN](x) + [1×1 conv, BN](x))."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, c_in, H, W] → [B, c_out, H, W]."""
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class MaskModule(nn.Module):
+    """``ImageComponentsToMask``: which cell of a state matters, as a softmax over cells."""
+
+    def __init__(self, embed_dim: int = EMBED_DIM) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.attrib_embeddings = nn.Embedding(N_ATTRIBS, embed_dim)
+        self.direction_embeddings = nn.Embedding(4, 2 * embed_dim)  # only the first E dims used
+        width = 3 * embed_dim
+        self.stem = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.blocks = nn.Sequential(
+            _ResidualBlock(width, 2 * width), _ResidualBlock(2 * width, width)
+        )
+        self.score = nn.Linear(width, 1)
+        self.tau = nn.Parameter(torch.zeros(()))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, image: Tensor, direction: Tensor) -> Tensor:
+        """Spatial attention of a state.
+
+        Args:
+            image: [B, H, W, ≥2] integer attributes (type, colour, ...).
+            direction: [B] agent directions.
+
+        Returns:
+            π: [B, H, W], non-negative, summing to 1 over the cells of each state.
+        """
+        b, h, w = image.shape[:3]
+        offsets = torch.tensor(ATTRIB_OFFSETS[:N_FACTORS], device=image.device)
+        attribs = self.attrib_embeddings(image[..., :N_FACTORS].long() + offsets)  # [B,H,W,2,E]
+        dirs = self.direction_embeddings(direction.long())[:, : self.embed_dim]  # [B, E]
+        x = torch.cat([dirs[:, None, None, :].expand(b, h, w, -1), attribs.flatten(-2)], -1)
+        x = self.blocks(self.stem(x.permute(0, 3, 1, 2)))
+        score = self.score(x.permute(0, 2, 3, 1)).reshape(b, h * w)
+        pi = torch.softmax(self.tau.exp() * torch.relu(score) + self.bias, -1)
+        return pi.reshape(b, h, w)
+
+
+def interaction_loss(logits: Tensor, mask: Tensor, label: Tensor) -> Tensor:
+    """L_int: BCE-with-logits of the mask-weighted log-sum-exp of the target state's logits.
+
+    z = log Σ_{h,w} (π(h,w) + 1e−6)·exp(ŷ(h,w)); the caller detaches π so that only the
+    interaction model learns from this loss.
+
+    Args:
+        logits: [B, H, W] interaction logits ŷ of the target state.
+        mask: [B, H, W] π of the target state.
+        label: [B] 1 for a positive pair, 0 for a negative.
+    """
+    z = torch.logsumexp(logits.flatten(1) + torch.log(mask.flatten(1) + MASK_EPS), -1)
+    return F.binary_cross_entropy_with_logits(z, label.float())
+
+
+def pooled_factors(mask: Tensor, factors: Tensor) -> Tensor:
+    """π-weighted sums of the factor embeddings: [B, H, W] × [B, C, H, W, E] → [B, C, E]."""
+    return torch.einsum("bhw,bchwe->bce", mask, factors)
+
+
+def image_match(mask_s: Tensor, mask_t: Tensor, factors_s: Tensor, factors_t: Tensor) -> Tensor:
+    """clamp(Π_c ReLU(cos(p^s_c, p^t_c)), 0, 1) of the pooled factors of two states → [B]."""
+    cos = F.cosine_similarity(
+        pooled_factors(mask_s, factors_s), pooled_factors(mask_t, factors_t), -1
+    )
+    return torch.relu(cos).prod(-1).clamp(0, 1)
+
+
+def image_loss(
+    mask_s: Tensor, mask_t: Tensor, factors_s: Tensor, factors_t: Tensor, label: Tensor
+) -> Tensor:
+    """L_img = MSE(match, y); the caller detaches the factors so only the mask learns from it.
+
+    Args:
+        mask_s: [B, H, W] π of the source state.
+        mask_t: [B, H, W] π of the target state.
+        factors_s: [B, C, H, W, E] factor embeddings of the source state.
+        factors_t: [B, C, H, W, E] factor embeddings of the target state.
+        label: [B] pair labels.
+    """
+    return F.mse_loss(image_match(mask_s, mask_t, factors_s, factors_t), label.float())
+
+
+def mask_entropy(mask: Tensor) -> Tensor:
+    """Mean over the batch of Σ_cells −π log π (π clamped to [1e−6, 1]); logged as ``me``."""
+    pi = mask.flatten(1).clamp(MASK_EPS, 1.0)
+    return -(pi * pi.log()).sum(-1).mean()
