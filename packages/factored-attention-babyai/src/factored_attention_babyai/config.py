@@ -30,7 +30,9 @@ class GenerateConfig:
     seed_start: Annotated[int, Range(0)] = 1
     """First seed of the scan (seeds seed_start, seed_start+1, ... are tried in order)."""
     n_procs: Annotated[int, Range(1)] = 1
-    """Worker processes (seed residues mod n-procs, each with its own per-goal quota)."""
+    """Worker processes solving blocks of seeds; the output is identical for any value."""
+    block_size: Annotated[int, Range(1)] = 4096
+    """Consecutive seeds per block (the unit of work and of --resume; output unchanged)."""
     formats: tuple[Literal["hdf5", "tfds"], ...] = ("hdf5",)
     """Storage formats written (hdf5 = data.hdf5; tfds = an ArrayRecord TFDS dataset)."""
     overwrite: bool = False
@@ -42,11 +44,11 @@ class GenerateConfig:
     progress: bool = True
     """Show a progress bar per goal quota (on stderr)."""
     smoke: bool = False
-    """Seconds-long run (3 demos per goal) into a fresh run folder, for checking an install."""
+    """Seconds-long run (1 demonstration per goal) into a fresh run folder (checks an install)."""
     runs_dir: Annotated[Path | None, OutputDir()] = None
     """Root of run folders for --smoke (default: $RUNS_DIR, else 'runs')."""
 
     @classmethod
     def smoke_defaults(cls) -> Self:
-        """The ``--smoke`` defaults: 3 demos per goal, both formats."""
-        return cls(smoke=True, per_goal=3, formats=("hdf5", "tfds"), progress=False)
+        """The ``--smoke`` defaults: 1 demonstration per goal, both formats."""
+        return cls(smoke=True, per_goal=1, block_size=256, formats=("hdf5", "tfds"), progress=False)
