@@ -122,6 +122,25 @@ class ProgramSampler:
         """``n`` consecutive draws as token strings (duplicates kept)."""
         return [self.sample() for _ in range(n)]
 
+    def sample_statement_tokens(self, depth: int = 1, nesting: int = 0) -> list[str]:
+        """Tokens of one freshly expanded ``stmt`` (one statement or a sequence of several).
+
+        Program-space search draws replacement subtrees with it.
+
+        Args:
+            depth: the grammar depth the ``stmt`` is expanded at (the program's own is 1).
+            nesting: control structures around it (the depth rules of the sampler apply).
+        """
+        out: list[str] = []
+        self._stmt(depth, nesting, out)
+        return out
+
+    def sample_condition_tokens(self) -> list[str]:
+        """Tokens of one fresh condition: ``prim`` or ``not c( prim c)`` (no brackets around)."""
+        out: list[str] = []
+        self._cond(out)
+        return out
+
     # --- expansion -------------------------------------------------------------------------
 
     def _pick(self, table: tuple[tuple[str, ...], tuple[float, ...]]) -> str:

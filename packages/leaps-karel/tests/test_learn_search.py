@@ -1,0 +1,200 @@
+"""``leaps-karel search``: program-space neighbours, hill climbing, the command, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from compkit_utils.testing import one_error_line, tree
+from leaps_karel.cli import main
+from leaps_karel.dsl import is_valid, parse, to_text
+from leaps_karel.learn.cem_scoring import TaskScorer
+from leaps_karel.learn.neighbours import (
+    Limits,
+    Neighbourhood,
+    longest_sequence,
+    node_sites,
+    program_depth,
+    within_limits,
+)
+from leaps_karel.learn.search import hill_climb
+
+NESTED = (
+    "DEF run m( move WHILE c( frontIsClear c) w( IF c( not c( markersPresent c) c) i( "
+    "REPEAT R=3 r( turnLeft r) i) move w) pickMarker m)"
+)
+
+
+def test_depth_sequence_and_sites_of_a_known_program() -> None:
+    program = parse(NESTED)
+    assert program_depth(parse("DEF run m( move m)")) == 1
+    assert program_depth(program) == 4  # WHILE > IF > REPEAT > turnLeft
+    assert longest_sequence(program) == 3
+    assert (
+        longest_sequence(parse("DEF run m( WHILE c( leftIsClear c) w( " + "move " * 5 + "w) m)"))
+        == 5
+    )
+    sites = node_sites(program)
+    # statements: move, WHILE, IF, REPEAT, turnLeft, move, pickMarker; conditions: WHILE, IF
+    assert [k for k, _, _ in sites].count("stmt") == 7
+    assert [k for k, _, _ in sites].count("cond") == 2
+    assert max(n for _, _, n in sites) == 3
+    assert within_limits(program, Limits())
+    assert not within_limits(program, Limits(max_depth=3))
+    assert not within_limits(program, Limits(max_tokens=20))
+
+
+@pytest.mark.parametrize(
+    "limits", [Limits(), Limits(max_depth=2, max_sequence=3, max_tokens=20)], ids=["paper", "tight"]
+)
+def test_neighbours_are_valid_programs_within_the_limits(limits: Limits) -> None:
+    hood = Neighbourhood(seed=5, limits=limits)
+    kinds_changed = {"stmt": 0, "cond": 0}
+    for _ in range(40):
+        program = hood.random_program()
+        assert within_limits(program, limits)
+        for _ in range(50):
+            neighbour = hood.neighbour(program)
+            text = to_text(neighbour)
+            assert is_valid(text), text
+            assert parse(text) == neighbour
+            assert neighbour != program
+            assert within_limits(neighbour, limits), text
+            assert len(text.split()) <= limits.max_tokens
+            assert program_depth(neighbour) <= limits.max_depth
+            assert longest_sequence(neighbour) <= limits.max_sequence
+            old, new = node_sites(program), node_sites(neighbour)
+            kinds_changed["cond" if len(old) == len(new) and _only_cond(old, new) else "stmt"] += 1
+            program = neighbour
+    # both kinds of node get replaced
+    assert kinds_changed["cond"] > 20
+    assert kinds_changed["stmt"] > 500
+
+
+def _only_cond(old: list, new: list) -> bool:
+    return [(k, p) for k, p, _ in old] == [(k, p) for k, p, _ in new]
+
+
+def test_neighbourhood_is_deterministic_given_the_seed() -> None:
+    def draws(seed: int) -> list[str]:
+        hood = Neighbourhood(seed=seed)
+        program = hood.random_program()
+        out = []
+        for _ in range(30):
+            program = hood.neighbour(program)
+            out.append(to_text(program))
+        return out
+
+    assert draws(3) == draws(3)
+    assert draws(3) != draws(4)
+
+
+def _climb(task: str, seed: int, episodes: int, **kw: object):
+    scorer = TaskScorer(task, seed, fresh_start=1000)
+    return hill_climb(scorer, Neighbourhood(seed), max_evaluations=episodes // 10, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("task", "budget"), [("maze", 20_000), ("stairclimber", 60_000)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hill_climbing_solves_an_easy_task_within_the_budget(
+    task: str, budget: int, seed: int
+) -> None:
+    result = _climb(task, seed, budget)
+    assert result.solved, (result.best_program, result.best)
+    assert result.best.mean == pytest.approx(1.0)
+    assert result.episodes <= budget
+    assert result.episodes == 10 * result.evaluations
+
+
+def test_the_curve_never_decreases_and_the_budget_holds() -> None:
+    records: list[dict] = []
+    result = _climb(
+        "harvester", 0, 30_000, log_every=50, record=records.append, regenerate_every=700
+    )
+    assert result.episodes == 30_000
+    assert not result.solved
+    assert result.distinct < result.evaluations  # repeated programs count, as in CEM
+    episodes = [r["search/episodes"] for r in records]
+    best = [r["search/best_return"] for r in records]
+    assert episodes == sorted(episodes)
+    assert len(records) > 30
+    assert all(b2 >= b1 for b1, b2 in itertools.pairwise(best))
+    assert best[-1] == result.best.mean > 0.3
+    assert {r["search/batch"] for r in records} == {
+        1,
+        2,
+        3,
+        4,
+        5,
+    }  # regenerated every 700 evaluations
+    assert result.restarts > 0
+    assert result.moves > 0
+    curve = [b for _, b in result.curve]
+    assert curve == sorted(curve)
+
+
+def _run(tmp_path: Path, *extra: str) -> tuple[dict, list[str]]:
+    args = ["search", "--task", "harvester", "--episodes", "3000", "--neighbours", "30"]
+    assert main([*args, "--runs-dir", str(tmp_path), "--fresh-worlds", "20", *extra]) == 0
+    (run,) = (tmp_path / "leaps-karel").iterdir()
+    results = json.loads((run / "results.json").read_text())
+    metrics = (run / "metrics.jsonl").read_text().splitlines()
+    return results, metrics
+
+
+def test_search_command_writes_results_and_is_deterministic(tmp_path: Path) -> None:
+    first, metrics = _run(tmp_path / "a", "--seed", "2")
+    again, metrics_again = _run(tmp_path / "b", "--seed", "2")
+    other, _ = _run(tmp_path / "c", "--seed", "3")
+    for r in (first, again, other):
+        r.pop("seconds_this_process")
+    assert first == again
+    assert metrics == metrics_again
+    assert first != other
+    assert first["method"] == "hill_climbing"
+    assert first["task"] == "harvester"
+    assert first["episodes"] <= 3000
+    for part in ("in_sample", "fresh"):
+        block = first[part]
+        assert block["return_with_bonus"] == pytest.approx(block["return_without_bonus"] + 0.1)
+    assert first["fresh"]["worlds"] == 20
+    assert first["in_sample"]["worlds"] == 10
+    assert is_valid(first["program"])
+    assert first["valid"]
+    assert (tmp_path / "a" / "leaps-karel").is_dir()
+    curve = [json.loads(line) for line in metrics[:-1]]
+    assert curve[-1]["search/best_return"] == first["in_sample"]["return_without_bonus"]
+    assert curve[-1]["search/episodes"] == first["episodes"] == 3000
+    final = json.loads(metrics[-1])
+    assert final["eval/fresh"] == first["fresh"]["return_without_bonus"]
+
+
+def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--smoke", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "best program: DEF run m(" in out
+    assert "fresh" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--task", "nosuchtask"], "--task"),
+        (["--episodes", "5"], "--episodes"),
+        (["--episodes", "0"], "--episodes"),
+        (["--neighbours", "0"], "--neighbours"),
+        (["--max-tokens", "4"], "--max-tokens"),
+        (["--regenerate-every", "1", "--episodes", "1000000"], "--regenerate-every"),
+        (["--fresh-worlds", "0"], "--fresh-worlds"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], flag: str
+) -> None:
+    assert main(["search", *args, "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert flag in one_error_line(capsys.readouterr().err, "leaps-karel")
+    assert tree(tmp_path) == set()
