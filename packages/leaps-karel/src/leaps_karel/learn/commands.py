@@ -33,7 +33,11 @@ class LearnCommand:
 
 def _registry() -> dict[str, LearnCommand]:
     # Each command's owner adds its entry here (one line per command).
-    return {}
+    from leaps_karel.learn.search_config import SearchConfig
+
+    return {
+        "search": LearnCommand(SearchConfig, "leaps_karel.learn.search:main", needs_torch=False),
+    }
 
 
 LEARN: dict[str, LearnCommand] = _registry()
