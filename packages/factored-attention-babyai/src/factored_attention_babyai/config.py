@@ -11,9 +11,9 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from compkit_utils.validate import OutputDir, Range
+from compkit_utils.validate import InputPath, OutputDir, Range
 
-__all__ = ["GenerateConfig"]
+__all__ = ["GenerateConfig", "InspectConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,3 +52,21 @@ class GenerateConfig:
     def smoke_defaults(cls) -> Self:
         """The ``--smoke`` defaults: 1 demonstration per goal, both formats."""
         return cls(smoke=True, per_goal=1, block_size=256, formats=("hdf5", "tfds"), progress=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectConfig:
+    """Verify a generated dataset (SHA-256) and print its §2.6 subsets (writes nothing)."""
+
+    data: Annotated[Path, InputPath()]
+    """Dataset folder written by `generate` (or its data.hdf5)."""
+    format: Literal["hdf5", "tfds"] = "hdf5"
+    """Which copy to read (both hold the same rows)."""
+    per_goal: Annotated[int | None, Range(1)] = None
+    """Training demonstrations per goal (default: all but the ID-validation ones)."""
+    vlimit: Annotated[int, Range(0)] = 20
+    """ID-validation demonstrations per goal (the last of each ID goal)."""
+    tlimit: Annotated[int, Range(1)] = 40
+    """OOD-validation demonstrations per goal (the first of each held-out goal)."""
+    goals: tuple[str, ...] = ()
+    """Restrict to these goals (mission strings, e.g. 'go to the red key'); default all."""
