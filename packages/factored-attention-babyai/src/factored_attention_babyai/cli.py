@@ -12,15 +12,17 @@ import importlib
 from typing import Any
 
 from compkit_utils.config import run_cli
-from factored_attention_babyai.config import GenerateConfig
+from factored_attention_babyai.config import GenerateConfig, InspectConfig
 
 COMMANDS: dict[str, type] = {
     "generate": GenerateConfig,
+    "inspect": InspectConfig,
 }
 """Command name → config class (``compkit sweep`` reads this table)."""
 
 TARGETS: dict[type, str] = {
     GenerateConfig: "factored_attention_babyai.generate:generate",
+    InspectConfig: "factored_attention_babyai.data:inspect",
 }
 """Config class → ``"module:function"`` that runs the command (called with the config)."""
 
