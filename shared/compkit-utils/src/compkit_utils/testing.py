@@ -109,25 +109,19 @@ def tree(root: str | os.PathLike[str]) -> set[str]:
 
 
 _HIDE_MODULES = '''"""Written by compkit_utils.testing.hidden_modules_env: hide modules."""
-import sys
+from importlib.machinery import PathFinder
 
 _HIDDEN = {hidden!r}
+_find_spec = PathFinder.find_spec
 
 
-class _Hide:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in _HIDDEN:
-            return None
-        return self.inner.find_spec(name, path, target)
-
-    def __getattr__(self, attribute):
-        return getattr(self.inner, attribute)
+def _hiding_find_spec(cls, name, path=None, target=None):
+    if name.split(".")[0] in _HIDDEN:
+        return None
+    return _find_spec(name, path, target)
 
 
-sys.meta_path[:] = [_Hide(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
+PathFinder.find_spec = classmethod(_hiding_find_spec)
 '''
 
 
@@ -136,11 +130,12 @@ def hidden_modules_env(
 ) -> dict[str, str]:
     """Environment for a subprocess in which ``modules`` behave as if they were not installed.
 
-    Writes a ``sitecustomize.py`` into ``directory`` that wraps every import finder so that
-    ``import torch`` raises ``ModuleNotFoundError`` and ``importlib.util.find_spec("torch")``
-    returns ``None``, exactly as in an install without the package (``"torch" not in
-    sys.modules`` stays true, which libraries such as tyro test). Run the subprocess with
-    ``env=hidden_modules_env(tmp_path)``.
+    Writes a ``sitecustomize.py`` into ``directory`` that makes the path finder (which finds
+    installed packages) skip them, so ``import torch`` raises ``ModuleNotFoundError`` and
+    ``importlib.util.find_spec("torch")`` returns ``None``, exactly as in an install without
+    the package (``"torch" not in sys.modules`` stays true, which libraries such as tyro
+    test; import hooks that other packages put on ``sys.meta_path`` keep working). Run the
+    subprocess with ``env=hidden_modules_env(tmp_path)``.
 
     Args:
         directory: where the start-up file goes (e.g. a test's ``tmp_path``).
