@@ -33,9 +33,11 @@ class LearnCommand:
 
 def _registry() -> dict[str, LearnCommand]:
     # Each command's owner adds its entry here (one line per command).
+    from leaps_karel.learn.cem_config import CemConfig
     from leaps_karel.learn.search_config import SearchConfig
 
     return {
+        "cem": LearnCommand(CemConfig, "leaps_karel.learn.cem:main"),
         "search": LearnCommand(SearchConfig, "leaps_karel.learn.search:main", needs_torch=False),
     }
 
