@@ -244,6 +244,7 @@ class BenchRow:
     baseline: float | None
     unit: str = "/s"
     note: str = ""
+    table: str = "engine"
 
     @property
     def ratio(self) -> float | None:
@@ -374,18 +375,34 @@ def extra_rows(seconds: float, seed: int) -> list[BenchRow]:
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
-    """A Markdown table of benchmark rows."""
+    """A Markdown table of the engine rows, then one of the learning rows (if any)."""
     lines = [
         "| measurement | ours | reference (same run) | ratio | original (spec) | note |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
+        if r.table != "engine":
+            continue
         base = f"{r.baseline:,.0f}{r.unit}" if r.baseline else "-"
         ratio = f"{r.ratio:.1f}x" if r.ratio else "-"
         original = ORIGINAL_FIGURES.get(r.name, "-")
         lines.append(
             f"| {r.name} | {r.ours:,.0f}{r.unit} | {base} | {ratio} | {original} | {r.note} |"
         )
+    learning = [r for r in rows if r.table == "learning"]
+    if learning:
+        lines += [
+            "",
+            "Learning (wall time, one process; baseline = the original's figure of the spec, "
+            "or the straightforward implementation in the same run where the note says so):",
+            "",
+            "| measurement | ours | baseline | ratio | note |",
+            "| --- | ---: | ---: | ---: | --- |",
+        ]
+        for r in learning:
+            base = f"{r.baseline:,.2f}{r.unit}" if r.baseline else "-"
+            ratio = f"{r.ratio:.1f}x" if r.ratio else "-"
+            lines.append(f"| {r.name} | {r.ours:,.2f}{r.unit} | {base} | {ratio} | {r.note} |")
     return "\n".join(lines)
 
 
@@ -394,4 +411,9 @@ def run_bench(seconds: float = 1.0, seed: int = 0, tasks: Sequence[str] = ()) ->
     rows = list(measure_interpreter(seconds, seed))
     rows += measure_tasks(seconds, seed, tasks)
     rows += extra_rows(seconds, seed)
+    try:
+        from leaps_karel.learn.cem_bench import cem_rows
+    except ImportError:  # an install without the learn extra
+        return rows
+    rows += [BenchRow(**row) for row in cem_rows(seconds, seed, tasks)]
     return rows

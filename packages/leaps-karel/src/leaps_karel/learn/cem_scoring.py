@@ -80,6 +80,10 @@ class _Cached(abc.ABC):
             self._cache.clear()
             self._load(batch)
 
+    def clear_cache(self) -> None:
+        """Forget every score (the next `score` executes every program again)."""
+        self._cache.clear()
+
     @abc.abstractmethod
     def _load(self, batch: int) -> None:
         """Draw the initial states of ``batch``."""
