@@ -34,10 +34,12 @@ class LearnCommand:
 def _registry() -> dict[str, LearnCommand]:
     # Each command's owner adds its entry here (one line per command).
     from leaps_karel.learn.cem_config import CemConfig
+    from leaps_karel.learn.pretrain_config import PretrainConfig
     from leaps_karel.learn.search_config import SearchConfig
 
     return {
         "cem": LearnCommand(CemConfig, "leaps_karel.learn.cem:main"),
+        "pretrain": LearnCommand(PretrainConfig, "leaps_karel.learn.pretrain:main"),
         "search": LearnCommand(SearchConfig, "leaps_karel.learn.search:main", needs_torch=False),
     }
 

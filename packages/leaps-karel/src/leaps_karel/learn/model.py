@@ -9,6 +9,7 @@ Token ids are the engine's (`leaps_karel.dsl`), pad = 50; action ids are the wor
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +69,30 @@ class Executor(nn.Module):
         _orthogonal(self.state_encoder, nn.init.calculate_gain("relu"))
         _orthogonal(self.gru)
 
+    def encode_states(self, states: Tensor) -> Tensor:
+        """``[N, S, 16, h, w]`` float states → ``[N, S, H]`` embeddings."""
+        n, s = states.shape[:2]
+        return self.state_encoder(states.reshape(n * s, *states.shape[2:])).reshape(n, s, -1)
+
+    def run(
+        self, z: Tensor, emb: Tensor, prev_actions: Tensor, hidden: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The GRU and head over given state embeddings and previous actions.
+
+        Args:
+            z: ``[N, H]``.
+            emb: ``[N, S, H]`` state embeddings.
+            prev_actions: ``[N, S]`` long.
+            hidden: ``[1, N, H]`` GRU state to continue from (default: z).
+
+        Returns:
+            ``[N, S, 6]`` logits and the final ``[1, N, H]`` GRU state.
+        """
+        n, s = prev_actions.shape
+        x = torch.cat([z[:, None].expand(n, s, -1), emb, self.action_embed(prev_actions)], -1)
+        out, last = self.gru(x, z[None].contiguous() if hidden is None else hidden)
+        return self.head(out), cast(Tensor, last)
+
     def forward(self, z: Tensor, states: Tensor, prev_actions: Tensor) -> Tensor:
         """Teacher-forced logits.
 
@@ -79,39 +104,98 @@ class Executor(nn.Module):
         Returns:
             ``[N, S, 6]`` action logits.
         """
-        n, s = prev_actions.shape
-        emb = self.state_encoder(states.reshape(n * s, *states.shape[2:])).reshape(n, s, -1)
-        x = torch.cat([z[:, None].expand(n, s, -1), emb, self.action_embed(prev_actions)], -1)
-        out, _ = self.gru(x, z[None].contiguous())
-        return self.head(out)
+        return self.run(z, self.encode_states(states), prev_actions)[0]
 
-    def rollout(
-        self, z: Tensor, s0: Tensor, steps: int, environment: bool
+    def teacher_forced(
+        self, z: Tensor, s0: Tensor, actions: Tensor, environment: bool, max_steps: int
     ) -> tuple[Tensor, Tensor]:
-        """Greedy rollout (argmax actions fed back; states stepped when ``environment``).
+        """Teacher-forced rollout of spec §3.3, only as long as the loss mask can reach.
+
+        The ground-truth action is fed back and (``environment``) stepped in the simulator.
+        The first chunk covers every demo's actions and its end target; further steps (the
+        state then stays fixed, the fed action is the no-op 5 and the target is 5) are run
+        only while some row has not yet predicted the end, up to ``max_steps`` — positions
+        after that are outside the union mask, so the loss equals a ``max_steps`` rollout.
 
         Args:
             z: ``[N, H]``.
             s0: ``[N, 16, h, w]`` float initial states.
-            steps: S.
-            environment: step the simulator with the predicted actions (else keep s0).
+            actions: ``[N, A]`` long ground-truth actions padded with 5.
+            environment: step the states (else the input stays s0).
+            max_steps: the horizon (99 in the original).
 
         Returns:
-            logits ``[N, S, 6]`` and actions ``[N, S]`` long.
+            logits ``[N, S, 6]`` and targets ``[N, S]`` (S ≤ max_steps).
+        """
+        n, width = actions.shape
+        real = (actions < END_ACTION).sum(-1)
+        first = min(max_steps, int(real.max()) + 1)
+        if width < first:
+            pad = actions.new_full((n, first - width), END_ACTION)
+            actions = torch.cat([actions, pad], 1)
+        targets = actions[:, :first]
+        states = [s0]
+        for t in range(first - 1):
+            states.append(step_states(states[-1], targets[:, t]) if environment else s0)
+        last = step_states(states[-1], targets[:, -1]) if environment else s0
+        prev = torch.cat([targets.new_full((n, 1), END_ACTION), targets[:, :-1]], 1)
+        logits, hidden = self.run(z, self.encode_states(torch.stack(states, 1)), prev)
+        all_logits, all_targets = [logits], [targets]
+        steps = first
+        ended = (logits.argmax(-1) >= END_ACTION).any(-1)
+        if steps < max_steps and not bool(ended.all()):
+            emb_last = self.state_encoder(last)[:, None]
+            while steps < max_steps and not bool(ended.all()):
+                # Constant inputs: run the continuation in doubling chunks (extra positions
+                # past a row's first predicted end are outside the mask).
+                k = min(max_steps - steps, max(8, steps))
+                prev_end = targets.new_full((n, k), END_ACTION)
+                out, hidden = self.run(z, emb_last.expand(n, k, -1), prev_end, hidden)
+                all_logits.append(out)
+                all_targets.append(prev_end)
+                ended = ended | (out.argmax(-1) >= END_ACTION).any(-1)
+                steps += k
+        return torch.cat(all_logits, 1), torch.cat(all_targets, 1)
+
+    def rollout(
+        self, z: Tensor, s0: Tensor, steps: int, environment: bool, min_steps: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Greedy rollout (argmax actions fed back; states stepped when ``environment``).
+
+        Stops early once every row has predicted the end (5) and ``min_steps`` steps ran.
+
+        Args:
+            z: ``[N, H]``.
+            s0: ``[N, 16, h, w]`` float initial states.
+            steps: S, the horizon.
+            environment: step the simulator with the predicted actions (else keep s0).
+            min_steps: run at least this many steps.
+
+        Returns:
+            logits ``[N, S', 6]`` and actions ``[N, S']`` long (S' ≤ S).
         """
         state, hidden = s0, z[None].contiguous()
         prev = torch.full((z.shape[0],), END_ACTION, dtype=torch.long, device=z.device)
+        ended = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
         logits, actions = [], []
-        for _ in range(steps):
-            x = torch.cat([z, self.state_encoder(state), self.action_embed(prev)], -1)
-            out, hidden = self.gru(x[:, None], hidden)
-            step_logits = self.head(out[:, 0])
-            prev = step_logits.argmax(-1)
-            logits.append(step_logits)
+        for t in range(steps):
+            emb = self.state_encoder(state)[:, None]
+            out, hidden = self.run(z, emb, prev[:, None], hidden)
+            prev = out[:, 0].argmax(-1)
+            logits.append(out[:, 0])
             actions.append(prev)
+            ended = ended | (prev >= END_ACTION)
+            if t + 1 >= min_steps and bool(ended.all()):
+                break
             if environment:
                 state = step_states(state, prev)
         return torch.stack(logits, 1), torch.stack(actions, 1)
+
+
+def upto_end(pred: Tensor) -> Tensor:
+    """``[N, S]`` bool: positions up to and including the first predicted end action."""
+    ended = (pred >= END_ACTION).long()
+    return (torch.cumsum(ended, -1) - ended) == 0
 
 
 class ProgramVAE(nn.Module):
@@ -164,9 +248,10 @@ class ProgramVAE(nn.Module):
         return self.mu(h), self.log_sigma(h)
 
     @staticmethod
-    def sample_z(mu: Tensor, log_sigma: Tensor) -> Tensor:
-        """Reparameterised ``z = μ + σ ⊙ ε`` ``[B, H]``."""
-        return mu + torch.exp(log_sigma) * torch.randn_like(mu)
+    def sample_z(mu: Tensor, log_sigma: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised ``z = μ + σ ⊙ ε`` ``[B, H]`` (ε from ``generator`` if given)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(log_sigma) * eps
 
     # ------------------------------------------------------------------ decoder
     def _head(self, out: Tensor, emb: Tensor, z: Tensor) -> Tensor:

@@ -100,6 +100,8 @@ class PretrainConfig:
     that produced ρ̂."""
     val_limit: Annotated[int | None, Range(1)] = None
     """Evaluate on at most this many validation (and training-metric) programs."""
+    export: Path | None = None
+    """Also write the best model's encoder + decoder weights (no executor) to this file."""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     seed: Annotated[int, Range(0)] = 123
     """Seed of the split, initialisation, sampling and fresh worlds (the original used 123)."""
@@ -119,6 +121,8 @@ class PretrainConfig:
 
     def check(self) -> None:
         """The executor CNN needs at least a 5×5 grid."""
+        if self.export is not None and self.export.suffix != ".safetensors":
+            raise UserError(f"--export must name a .safetensors file, got {self.export}")
         if min(self.model.executor_hw) < 5:
             raise UserError("--model.executor-hw must be at least 5 5 (two 3×3 convolutions)")
 
