@@ -15,7 +15,7 @@ import nox
 nox.needs_version = ">=2025.5.1"
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "tests", "smoke", "typecheck", "docs"]
+nox.options.sessions = ["lint", "tests", "engine-without-torch", "smoke", "typecheck", "docs"]
 
 ROOT = Path(__file__).parent
 PYPROJECTS = {
@@ -94,6 +94,25 @@ def smoke(session: nox.Session) -> None:
     sync(session, "--all-packages", "--group", "test")
     for pyproject in PYPROJECTS.values():
         run_smoke(session, pyproject)
+
+
+@nox.session(name="engine-without-torch")
+def engine_without_torch(session: nox.Session) -> None:
+    """leaps-karel without its `learn` extra: no PyTorch, the engine and search still work."""
+    pyproject = PYPROJECTS["leaps-karel"]
+    sync(session, "--package", "leaps-karel")
+    session.run("python", "-c", NO_TORCH_CHECK, silent=True)
+    run_smoke(session, pyproject)
+    # A learning command stops with the install line (exit 2) instead of a traceback.
+    out = session.run("leaps-karel", "cem", "--smoke", success_codes=[2], silent=True)
+    if "needs PyTorch" not in str(out) or "--extra learn" not in str(out):
+        session.error(f"`leaps-karel cem` without torch did not print the install line: {out}")
+
+
+NO_TORCH_CHECK = (
+    "import importlib.util, sys; "
+    "sys.exit('torch is installed' if importlib.util.find_spec('torch') else 0)"
+)
 
 
 @nox.session
