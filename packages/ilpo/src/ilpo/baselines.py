@@ -82,31 +82,42 @@ def train_bc(
     lr: float = 2e-4,
     beta1: float = 0.5,
     seed: int = 0,
-    model: MLP | None = None,
-    opt: FlatAdam | None = None,
-    start_epoch: int = 0,
     log: Callable[[int, dict[str, float]], None] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> MLP:
     """Behavioural cloning on ``states [N, d]`` with true ``actions [N]`` (original settings).
 
     Shuffled minibatches, ceil(N / batch) Adam steps per epoch; ``log(epoch, metrics)`` after
-    each epoch. ``model``/``opt``/``start_epoch`` continue an earlier run.
+    each epoch. ``save`` receives a checkpoint dictionary (step = epochs done) after every
+    epoch; each epoch runs with Ctrl-C deferred, so an interrupted run stops right after one.
+    ``resume`` (such a dictionary) continues exactly where it stopped.
     """
+    from compkit_utils.checkpoints import make_state, restore
+    from compkit_utils.runs import defer_interrupt
+
     seed_everything(seed)
-    net = model if model is not None else bc_policy(states.shape[1], n_actions)
-    optim = (
-        opt if opt is not None else FlatAdam(list(net.parameters()), lr=lr, betas=(beta1, 0.999))
-    )
+    net = bc_policy(states.shape[1], n_actions)
+    optim = FlatAdam(list(net.parameters()), lr=lr, betas=(beta1, 0.999))
     gen = torch.Generator().manual_seed(seed)
+    start = 0
+    if resume is not None:
+        start = restore(resume, net, optim)  # type: ignore[arg-type]
+        gen.set_state(resume["extra"]["generator"])
     n = len(states)
-    for epoch in range(start_epoch, epochs):
-        perm = torch.randperm(n, generator=gen)
-        total = torch.zeros(())
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            total += _ce_step(net, optim, states[idx], actions[idx])
-        if log is not None:
-            log(epoch + 1, {"train/bc_loss": float(total) / math.ceil(n / batch_size)})
+    for epoch in range(start, epochs):
+        with defer_interrupt():
+            perm = torch.randperm(n, generator=gen)
+            total = torch.zeros(())
+            for i in range(0, n, batch_size):
+                idx = perm[i : i + batch_size]
+                total += _ce_step(net, optim, states[idx], actions[idx])
+            if log is not None:
+                log(epoch + 1, {"train/bc_loss": float(total) / math.ceil(n / batch_size)})
+            if save is not None:
+                state = make_state(step=epoch + 1, model=net, optimizer=optim)  # type: ignore[arg-type]
+                state["extra"] = {"generator": gen.get_state()}
+                save(state)
     return net
 
 
@@ -158,14 +169,21 @@ def run_bco(
     seed: int,
     *,
     log: Callable[[int, dict[str, float]], None] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> BCOResult:
     """BCO(α) on state-only demonstrations ``states, next_states [N, d]``.
 
     Per iteration i = 0, 50, …: evaluate the greedy policy, collect 50 steps (random actions in
     the first iteration, greedy policy afterwards), train the IDM on all collected tuples, label
     all demonstration pairs with argmax IDM, train the policy on them. Nets are not
-    re-initialised between iterations.
+    re-initialised between iterations. ``save`` receives a checkpoint dictionary after every
+    iteration (each runs with Ctrl-C deferred); ``resume`` continues from one exactly.
     """
+    from compkit_utils.checkpoints import make_state, restore
+    from compkit_utils.runs import defer_interrupt
+    from ilpo.online import pickle_tensor, unpickle_tensor
+
     rng = seed_everything(seed)
     env = make_env()
     space = env.action_space
@@ -195,7 +213,38 @@ def run_bco(
     obs, _ = env.reset(seed=seed)
     done = False
     it = 0
-    while len(col_a) < settings.steps:
+    if resume is not None:
+        it = restore(resume, policy, pol_opt, rng)  # type: ignore[arg-type]
+        saved = resume["extra"]
+        idm.load_state_dict(saved["idm"])
+        idm_opt.load_state_dict(saved["idm_optimizer"])
+        col_s = list(saved["col_s"].numpy())
+        col_n = list(saved["col_n"].numpy())
+        col_a = [int(a) for a in saved["col_a"]]
+        curve = [(int(t), float(r)) for t, r in saved["curve"]]
+        heldout = [(int(t), float(m), float(sd)) for t, m, sd in saved["heldout"]]
+        env.close()
+        env = unpickle_tensor(saved["env"])
+        obs, done = saved["obs"].numpy(), bool(saved["done"])
+
+    def snapshot() -> dict[str, Any]:
+        state = make_state(step=it, model=policy, optimizer=pol_opt, generator=rng)  # type: ignore[arg-type]
+        state["extra"] = {
+            "idm": idm.state_dict(),
+            "idm_optimizer": idm_opt.state_dict(),
+            "col_s": torch.from_numpy(np.stack(col_s)),
+            "col_n": torch.from_numpy(np.stack(col_n)),
+            "col_a": torch.tensor(col_a),
+            "curve": curve,
+            "heldout": heldout,
+            "env": pickle_tensor(env),
+            "obs": torch.from_numpy(np.array(obs)),
+            "done": done,
+        }
+        return state
+
+    def iteration() -> None:
+        nonlocal obs, done
         t = len(col_a)
         rets = []
         for _ in range(settings.eval_episodes):
@@ -245,7 +294,13 @@ def run_bco(
         metrics["train/collected"] = float(len(col_a))
         if log is not None:
             log(t, metrics)
-        it += 1
+
+    while len(col_a) < settings.steps:
+        with defer_interrupt():
+            iteration()
+            it += 1
+            if save is not None:
+                save(snapshot())
     final = None
     if hseeds:
         h = np.asarray(run_episodes(make_env, greedy, hseeds))

@@ -54,19 +54,19 @@ def _dispatch(cfg: Any) -> int:
 
             run_lpn(cfg)
         case ArnConfig():
-            from ilpo.commands import run_arn
+            from ilpo.commands_online import run_arn
 
             run_arn(cfg)
         case BcConfig():
-            from ilpo.commands import run_bc
+            from ilpo.commands_online import run_bc
 
             run_bc(cfg)
         case BcoConfig():
-            from ilpo.commands import run_bco
+            from ilpo.commands_online import run_bco
 
             run_bco(cfg)
         case BenchConfig():
-            from ilpo.commands import run_bench
+            from ilpo.commands_online import run_bench
 
             run_bench(cfg)
         case ExperimentConfig():

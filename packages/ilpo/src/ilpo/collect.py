@@ -142,18 +142,23 @@ def collect(cfg: CollectConfig) -> Path:
     from ilpo.data.hdf5 import HDF5_FILE, write_demonstrations_hdf5
     from ilpo.data.text import write_text_file
 
+    if cfg.env is not None:
+        from ilpo.collect_images import collect_images
+
+        return collect_images(cfg)
     expert_path = cfg.expert if cfg.expert is not None else _smoke_expert(cfg)
     policy, env_id = load_expert(expert_path)  # a bad --expert fails before anything is made
     set_threads(cfg.threads)
+    n = cfg.transitions or 50_000
     with open_run(
         "ilpo", "collect", seed=cfg.seed, runs_dir=cfg.runs_dir, run_name=cfg.run_name
     ) as run:
         write_config(run.path, cfg, "ilpo")
-        bar = progress(range(cfg.transitions), total=cfg.transitions, desc="collect")
+        bar = progress(range(n), total=n, desc="collect")
         data, returns = noisy_rollouts(
             policy,
             env_id,
-            cfg.transitions,
+            n,
             greedy_prob=cfg.greedy_prob,
             seed=cfg.seed,
             on_step=lambda _n: next(bar, None),

@@ -20,6 +20,8 @@ from compkit_utils.validate import Choice, InputPath, OutputDir, Range
 
 __all__ = [
     "ENVS",
+    "IMAGE_ENVS",
+    "AnyEnvName",
     "AtLeast1",
     "CollectConfig",
     "DeviceName",
@@ -41,6 +43,9 @@ RunsDir = Annotated[Path | None, OutputDir()]
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 """The vector environments of the package (the paper's two, and MountainCar)."""
 EnvName = Annotated[str, Choice(*ENVS)]
+IMAGE_ENVS = ("MiniGrid-Empty-Random-6x6-v0", "MiniGrid-Empty-8x8-v0")
+"""The image (MiniGrid, 128×128 RGB frames) environments; :mod:`ilpo.gridworld` builds them."""
+AnyEnvName = Annotated[str, Choice(*ENVS, *IMAGE_ENVS)]
 ExpertAlgo = Literal["ppo", "dqn", "dqn-zoo"]
 DataKind = Literal["auto", "states", "bc"]
 
@@ -87,9 +92,12 @@ class CollectConfig:
 
     expert: Annotated[Path | None, InputPath()] = None
     """An `ilpo expert` run directory (or its expert.zip); the env is the expert's."""
-    transitions: AtLeast1 = 50_000
+    env: Annotated[str | None, Choice(*IMAGE_ENVS)] = None
+    """An image environment instead of --expert: its shortest-path (BFS) expert demonstrates,
+    and the run holds [A|B] PNG pairs and frames.h5."""
+    transitions: Annotated[int | None, Range(1)] = None
     """Collect whole episodes until at least this many transitions (the last episode is
-    finished, so slightly more are written)."""
+    finished, so slightly more are written); default 50,000 (vector), 5,000 (image)."""
     greedy_prob: Annotated[float, Range(0, 1)] = 0.75
     """Probability of the expert's action at each step; otherwise a uniform random one."""
     seed: Seed = 0
@@ -105,9 +113,13 @@ class CollectConfig:
     the runs root, training one first if there is none."""
 
     def check(self) -> None:
-        """An expert is needed unless --smoke finds (or trains) one."""
-        if self.expert is None and not self.smoke:
-            raise UserError("pass --expert PATH (an `ilpo expert` run directory)")
+        """An expert is needed unless --smoke finds (or trains) one or --env is an image env."""
+        if self.expert is not None and self.env is not None:
+            raise UserError("pass either --expert (vector env) or --env (image env), not both")
+        if self.expert is None and self.env is None and not self.smoke:
+            raise UserError(
+                "pass --expert PATH (an `ilpo expert` run directory) or --env <image env>"
+            )
 
     @classmethod
     def smoke_defaults(cls) -> Self:
@@ -122,7 +134,7 @@ class InspectConfig:
     data: Annotated[Path, InputPath()]
     """A folder of *.txt files (`[s] [s']` or `[s] [a] [s']` lines), a .txt or .h5 file,
     an `ilpo collect` run directory, or a folder of `[A|B]` PNG frame pairs."""
-    env: Annotated[str | None, Choice(*ENVS)] = None
+    env: Annotated[str | None, Choice(*ENVS, *IMAGE_ENVS)] = None
     """Also check that the data fits this env (observation size, action count)."""
     kind: DataKind = "auto"
     """states = state-only data expected (a BC file is an error); bc = actions required."""

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Self
 from compkit_utils.devices import DeviceName
 from compkit_utils.errors import UserError
 from compkit_utils.validate import Choice, InputPath, Range
-from ilpo.config import AtLeast1, EnvName, Positive, RunsDir, Seed, Threads
+from ilpo.config import IMAGE_ENVS, AnyEnvName, AtLeast1, EnvName, Positive, RunsDir, Seed, Threads
 
 __all__ = [
     "ArnConfig",
@@ -43,10 +43,12 @@ class LpnConfig:
     """Train the Latent Policy Network on state-only demonstrations."""
 
     data: DataPath = None
-    """State-only demonstrations ([s] [s'] text folder/file, or the HDF5 of `ilpo collect`)."""
-    env: EnvName = "CartPole-v1"
+    """State-only demonstrations ([s] [s'] text folder/file, or the HDF5 of `ilpo collect`);
+    for an image env, a folder of [A|B] PNG pairs, a frames.h5 or an image collect run."""
+    env: AnyEnvName = "CartPole-v1"
     """Environment the demonstrations come from (checked against the data; recorded in the
-    checkpoint so that `ilpo arn` refuses an LPN of another environment)."""
+    checkpoint so that `ilpo arn` refuses an LPN of another environment). A MiniGrid env
+    trains the U-Net LPN on 128×128 frames."""
     latents: Annotated[int | None, Range(2)] = None
     """|Z|, the number of latent actions (default: the environment's action count)."""
     epochs: AtLeast1 = 100
@@ -55,8 +57,9 @@ class LpnConfig:
     lr: Positive = 2e-4
     """Adam learning rate (beta1 0.5, beta2 0.999)."""
     beta1: Annotated[float, Range(0, 1, hi_open=True)] = 0.5
-    ngf: AtLeast1 = 128
-    """Width: encoder d → ngf → 2·ngf."""
+    ngf: Annotated[int | None, Range(1)] = None
+    """Width (default 128 for vectors: encoder d → ngf → 2·ngf; 15 for images: U-Net
+    channels ngf … 8·ngf)."""
     max_transitions: MaxTransitions = 50_000
     """Use at most this many transitions (the original's cap)."""
     checkpoint_every: AtLeast1 = 1
@@ -92,7 +95,7 @@ class ArnConfig:
 
     lpn: Annotated[Path | None, InputPath()] = None
     """A trained LPN: an `ilpo lpn` run folder or a checkpoint file in it."""
-    env: EnvName = "CartPole-v1"
+    env: AnyEnvName = "CartPole-v1"
     """Environment to interact with (must be the LPN's)."""
     steps: AtLeast1 = 1000
     """T, counted environment interactions."""
@@ -123,6 +126,9 @@ class ArnConfig:
     threads: Threads = None
     runs_dir: RunsDir = None
     run_name: str | None = None
+    resume: bool = False
+    """Continue the run named by --run-name (else the newest arn run with a checkpoint) from
+    its last checkpoint (written after every evaluation point and on Ctrl-C)."""
     tensorboard: bool = False
     smoke: bool = False
     """Seconds-long run; without --lpn, a freshly initialised small LPN."""
@@ -157,6 +163,9 @@ class BcConfig:
     threads: Threads = None
     runs_dir: RunsDir = None
     run_name: str | None = None
+    resume: bool = False
+    """Continue the run named by --run-name (else the newest bc run with a checkpoint) from
+    its last checkpoint (written after every epoch; Ctrl-C stops after the current one)."""
     tensorboard: bool = False
     smoke: bool = False
     """Seconds-long run; without --data, 600 random-policy transitions of --env."""
@@ -198,6 +207,9 @@ class BcoConfig:
     threads: Threads = None
     runs_dir: RunsDir = None
     run_name: str | None = None
+    resume: bool = False
+    """Continue the run named by --run-name (else the newest bco run with a checkpoint) from
+    its last checkpoint (written after every iteration and on Ctrl-C)."""
     tensorboard: bool = False
     smoke: bool = False
     """Seconds-long run; without --data, 600 random-policy transitions of --env."""
@@ -244,8 +256,9 @@ class ExperimentConfig:
     seeds → results.md, results.json and curves.png.
     """
 
-    env: Annotated[str, Choice(*PAPER_ENVS)] = "CartPole-v1"
-    """Environment of the experiment."""
+    env: Annotated[str, Choice(*PAPER_ENVS, *IMAGE_ENVS)] = "CartPole-v1"
+    """Environment of the experiment (a MiniGrid env runs the image pipeline: BFS
+    demonstrator, U-Net LPN, image ARN; a new experiment, without BC/BCO)."""
     preset: Literal["quick", "faithful"] = "quick"
     """quick: 10 seeds, 10 LPN epochs, short BC/BCO training; faithful: 50 seeds, 100 LPN
     epochs, the original's BC (1,000 epochs) and BCO (10,000 Adam steps per iteration)."""
@@ -264,7 +277,12 @@ class ExperimentConfig:
     """Seconds-long run of the whole pipeline: tiny stages, seeds 0-1."""
 
     def check(self) -> None:
-        """--seeds must name at least one seed."""
+        """--seeds must name at least one seed; the image env has only the quick preset."""
+        if self.env in IMAGE_ENVS and self.preset != "quick":
+            raise UserError(
+                f"--preset {self.preset}: the image experiment ({self.env}) is new, not a "
+                "reproduction, and has only --preset quick"
+            )
         if self.seeds is not None:
             from compkit_utils.sweep.grid import parse_seeds
 

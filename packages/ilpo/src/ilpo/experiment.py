@@ -66,6 +66,30 @@ PRESETS: dict[str, Preset] = {
         bco=("--smoke",),
     ),
 }
+IMAGE_PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        seeds="0-2",
+        collect=("--transitions", "2000"),
+        lpn=("--epochs", "6", "--ngf", "8", "--lr", "1e-3"),
+        arn=("--steps", "300", "--heldout-episodes", "5", "--random-episodes", "5"),
+    ),
+    "smoke": Preset(
+        seeds="0-1",
+        collect=("--transitions", "40"),
+        lpn=("--epochs", "1", "--ngf", "2"),
+        arn=(
+            "--steps",
+            "40",
+            "--eval-every",
+            "20",
+            "--heldout-episodes",
+            "1",
+            "--random-episodes",
+            "1",
+        ),
+    ),
+}
+"""The image (MiniGrid) experiment: a new experiment, so only a quick preset (CPU minutes)."""
 FINAL_METRIC = "eval/final_heldout_return"
 CURVE_METRIC = "eval/return"
 
@@ -221,8 +245,10 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     from compkit_utils.runs import check_resume_config, open_run, run_root, write_config
     from compkit_utils.sweep.report import load_groups, summarise
     from ilpo import __version__
+    from ilpo.gridworld import is_image_env
 
-    preset = PRESETS["smoke" if cfg.smoke else cfg.preset]
+    image = is_image_env(cfg.env)
+    preset = (IMAGE_PRESETS if image else PRESETS)["smoke" if cfg.smoke else cfg.preset]
     seeds = cfg.seeds or preset.seeds
     config = to_dict(cfg)
     resume = (
@@ -264,7 +290,8 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
 
         base = ["--runs-dir", str(root), "--seed", str(cfg.seed)]
         expert, done = _stage_dir(root, "expert", "expert.zip")
-        if not done:
+        source = ["--env", cfg.env] if image else ["--expert", str(expert)]
+        if not done and not image:  # the image env's expert is the built-in BFS
             t0 = time.perf_counter()
             _main(["expert", *base, "--run-name", "expert", "--env", cfg.env, *preset.expert])
             mark("expert", time.perf_counter() - t0)
@@ -277,8 +304,7 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
                     *base,
                     "--run-name",
                     "collect",
-                    "--expert",
-                    str(expert),
+                    *source,
                     *preset.collect,
                 ]
             )
@@ -306,20 +332,20 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
         data = ("--data", str(collect))
         arn_dir, s = _sweep(root, "arn", seeds, cfg.workers, (*env, "--lpn", str(lpn), *preset.arn))
         mark("arn", s)
-        bc_dir, s = _sweep(root, "bc", seeds, cfg.workers, (*env, *data, *preset.bc))
-        mark("bc", s)
-        bco_dir, s = _sweep(root, "bco", seeds, cfg.workers, (*env, *data, *preset.bco))
-        mark("bco", s)
-
-        arn_groups, bc_groups, bco_groups = (load_groups([d]) for d in (arn_dir, bc_dir, bco_dir))
-        rows: dict[str, dict[str, Any]] = {
-            "ILPO": _row(summarise(arn_groups, FINAL_METRIC)[0]),
-            "BCO": _row(summarise(bco_groups, FINAL_METRIC)[0]),
-            "BC": _row(summarise(bc_groups, "eval/return")[0]),
-            "Demonstrator": _single_value(collect, "demonstrator"),
-            "Expert (clean)": _single_value(expert, "expert"),
-            "Random": _row(summarise(arn_groups, "eval/random_return")[0]),
-        }
+        arn_groups = load_groups([arn_dir])
+        rows: dict[str, dict[str, Any]] = {"ILPO": _row(summarise(arn_groups, FINAL_METRIC)[0])}
+        curves = {"ILPO": arn_dir}
+        if not image:  # BC and BCO are the vector experiment's baselines
+            bc_dir, s = _sweep(root, "bc", seeds, cfg.workers, (*env, *data, *preset.bc))
+            mark("bc", s)
+            bco_dir, s = _sweep(root, "bco", seeds, cfg.workers, (*env, *data, *preset.bco))
+            mark("bco", s)
+            rows["BCO"] = _row(summarise(load_groups([bco_dir]), FINAL_METRIC)[0])
+            rows["BC"] = _row(summarise(load_groups([bc_dir]), "eval/return")[0])
+            curves["BCO"] = bco_dir
+        rows["Demonstrator"] = _single_value(collect, "demonstrator")
+        rows["Expert (clean)"] = _single_value(collect if image else expert, "expert")
+        rows["Random"] = _row(summarise(arn_groups, "eval/random_return")[0])
         arn_cfg = json.loads(
             (next(iter(sorted(arn_dir.glob("seed=*")))) / "config.json").read_text()
         )
@@ -330,6 +356,7 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             {
                 "env": cfg.env,
                 "preset": "smoke" if cfg.smoke else cfg.preset,
+                "kind": "image" if image else "vector",
                 "seeds": seeds,
                 "metric": FINAL_METRIC,
                 "rows": rows,
@@ -339,8 +366,12 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
         _plot(
             root / "curves.png",
             cfg.env,
-            {"ILPO": arn_dir, "BCO": bco_dir},
-            {k: rows[k]["mean"] for k in ("Demonstrator", "Expert (clean)", "BC", "Random")},
+            curves,
+            {
+                k: rows[k]["mean"]
+                for k in ("Demonstrator", "Expert (clean)", "BC", "Random")
+                if k in rows
+            },
         )
         print((root / "results.md").read_text(), end="")
         print(f"experiment: results.md, results.json and curves.png in {root}")

@@ -21,6 +21,8 @@ __all__ = [
     "ImagePairs",
     "list_image_files",
     "load_image_pairs",
+    "read_action_labels",
+    "read_frame_pairs",
     "to_unit_range",
     "write_image_pair",
 ]
@@ -68,6 +70,56 @@ def _read_action(path: Path) -> int:
         raise UserError(msg) from None
 
 
+def read_frame_pairs(
+    folder: str | os.PathLike[str], *, max_pairs: int | None = None, resize: bool = False
+) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Read a folder of ``[A | B]`` PNGs as ``uint8 (N, 128, 128, 3)`` frames A and B.
+
+    Returns the files read, A (frames at t) and B (frames at t+1). Errors as
+    :func:`load_image_pairs`.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise UserError(f"{path}: image dataset folder not found; pass a folder of PNG pairs")
+    files = list_image_files(path)[:max_pairs]
+    if not files:
+        raise UserError(f"{path}: no *.png frame pairs in this folder")
+    first = np.empty((len(files), FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+    second = np.empty_like(first)
+    want = (2 * FRAME_SIZE, FRAME_SIZE)
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                rgb = image.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"{file}: not a readable PNG ({exc})") from None
+        if rgb.size != want:
+            if not resize:
+                raise UserError(
+                    f"{file}: is {rgb.size[0]}×{rgb.size[1]} (W×H) but a frame pair must be "
+                    f"{want[0]}×{want[1]} ([A | B], two {FRAME_SIZE}×{FRAME_SIZE} frames)"
+                )
+            rgb = rgb.resize(want, Image.Resampling.BILINEAR)
+        pixels = np.asarray(rgb)
+        first[i] = pixels[:, :FRAME_SIZE]
+        second[i] = pixels[:, FRAME_SIZE:]
+    return files, first, second
+
+
+def read_action_labels(actions_dir: str | os.PathLike[str], files: list[Path]) -> np.ndarray:
+    """``(N,)`` int64 labels from ``<actions_dir>/<stem>.txt`` for each PNG of ``files``."""
+    adir = Path(actions_dir)
+    labels = []
+    for file in files:
+        label = adir / f"{file.stem}.txt"
+        if not label.is_file():
+            raise UserError(f"{label}: action label of {file.name} not found")
+        labels.append(_read_action(label))
+    return np.asarray(labels, dtype=np.int64)
+
+
 def load_image_pairs(
     folder: str | os.PathLike[str],
     *,
@@ -88,43 +140,10 @@ def load_image_pairs(
         UserError: a missing or empty folder, a file that is not a PNG, a PNG that is not
             256×128 (without ``resize``), or a missing action label.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(folder)
-    if not path.is_dir():
-        raise UserError(f"{path}: image dataset folder not found; pass a folder of PNG pairs")
-    files = list_image_files(path)[:max_pairs]
-    if not files:
-        raise UserError(f"{path}: no *.png frame pairs in this folder")
-    inputs = np.empty((len(files), 3, FRAME_SIZE, FRAME_SIZE), dtype=np.float32)
-    targets = np.empty_like(inputs)
-    want = (2 * FRAME_SIZE, FRAME_SIZE)
-    for i, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                rgb = image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"{file}: not a readable PNG ({exc})") from None
-        if rgb.size != want:
-            if not resize:
-                raise UserError(
-                    f"{file}: is {rgb.size[0]}×{rgb.size[1]} (W×H) but a frame pair must be "
-                    f"{want[0]}×{want[1]} ([A | B], two {FRAME_SIZE}×{FRAME_SIZE} frames)"
-                )
-            rgb = rgb.resize(want, Image.Resampling.BILINEAR)
-        pixels = np.asarray(rgb)
-        inputs[i] = to_unit_range(pixels[:, :FRAME_SIZE])
-        targets[i] = to_unit_range(pixels[:, FRAME_SIZE:])
-    actions = None
-    if actions_dir is not None:
-        adir = Path(actions_dir)
-        labels = []
-        for file in files:
-            label = adir / f"{file.stem}.txt"
-            if not label.is_file():
-                raise UserError(f"{label}: action label of {file.name} not found")
-            labels.append(_read_action(label))
-        actions = np.asarray(labels, dtype=np.int64)
+    files, first, second = read_frame_pairs(folder, max_pairs=max_pairs, resize=resize)
+    inputs = np.stack([to_unit_range(f) for f in first])
+    targets = np.stack([to_unit_range(f) for f in second])
+    actions = None if actions_dir is None else read_action_labels(actions_dir, files)
     return ImagePairs(inputs=inputs, targets=targets, actions=actions)
 
 

@@ -17,8 +17,16 @@ __all__ = ["inspect"]
 
 def inspect(cfg: InspectConfig) -> str:
     """Run ``ilpo inspect``; returns (and prints) the summary line."""
+    from ilpo.config import IMAGE_ENVS
+    from ilpo.data.frames import FRAMES_FILE, load_frames
+
     path = cfg.data
-    if path.is_dir() and not any(path.glob("*.txt")) and list_image_files(path):
+    if cfg.env in IMAGE_ENVS or (path / FRAMES_FILE).is_file() or path.name == FRAMES_FILE:
+        frames = load_frames(path, max_pairs=cfg.max_transitions, env=cfg.env)
+        line = f"{frames.source}: {len(frames)} frame pairs of 128×128×3"
+        if frames.env is not None:
+            line += f" from {frames.env}"
+    elif path.is_dir() and not any(path.glob("*.txt")) and list_image_files(path):
         pairs = load_image_pairs(path, max_pairs=cfg.max_transitions)
         line = f"{path}: {len(pairs)} image pairs of 3×128×128 frames"
     else:
