@@ -6,8 +6,10 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from compkit_utils.errors import UserError
 from compkit_utils.testing import one_error_line, tree
 from leaps_karel.cli import main
 from leaps_karel.dsl import is_valid, parse, to_text
@@ -21,6 +23,7 @@ from leaps_karel.learn.neighbours import (
     within_limits,
 )
 from leaps_karel.learn.search import hill_climb
+from leaps_karel.learn.search_plot import best_return_curve, plot_best_return_vs_episodes
 
 NESTED = (
     "DEF run m( move WHILE c( frontIsClear c) w( IF c( not c( markersPresent c) c) i( "
@@ -198,3 +201,63 @@ def test_bad_input(
     assert main(["search", *args, "--runs-dir", str(tmp_path / "runs")]) == 2
     assert flag in one_error_line(capsys.readouterr().err, "leaps-karel")
     assert tree(tmp_path) == set()
+
+
+# ---------------------------------------------------------------------------- plots
+def _cem_run(folder: Path, scores: list[float], per_iteration: int) -> Path:
+    folder.mkdir(parents=True)
+    lines = [
+        json.dumps({"step": i + 1, "cem/best_score": s, "cem/episodes": (i + 1) * per_iteration})
+        for i, s in enumerate(scores)
+    ]
+    lines.append(json.dumps({"step": len(scores), "eval/fresh": 0.5}))
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_best_return_curve_of_cem_and_search_runs(tmp_path: Path) -> None:
+    cem = _cem_run(tmp_path / "cem", [0.01, 0.35, 0.2, 0.6, 0.5], 170)
+    episodes, best = best_return_curve(cem)
+    assert episodes.tolist() == [170, 340, 510, 680, 850]
+    assert best == pytest.approx([0.0, 0.25, 0.25, 0.5, 0.5])  # running max, bonus removed
+    main_args = ["search", "--task", "harvester", "--episodes", "2000", "--neighbours", "20"]
+    assert main([*main_args, "--runs-dir", str(tmp_path / "hc"), "--fresh-worlds", "10"]) == 0
+    (run,) = (tmp_path / "hc" / "leaps-karel").iterdir()
+    episodes, best = best_return_curve(run)
+    assert episodes[-1] == 2000
+    assert np.all(np.diff(episodes) >= 0)
+    assert np.all(np.diff(best) >= 0)
+    assert (
+        best[-1]
+        == json.loads((run / "results.json").read_text())["in_sample"]["return_without_bonus"]
+    )
+
+
+def test_plot_best_return_vs_episodes_writes_a_png(tmp_path: Path) -> None:
+    from PIL import Image
+
+    runs = {
+        "CEM": [
+            _cem_run(tmp_path / "c0", [0.1, 0.5, 1.1], 330),
+            _cem_run(tmp_path / "c1", [0.3, 0.4], 330),
+        ],
+        "hill climbing": [_cem_run(tmp_path / "h0", [0.2, 0.9], 10)],
+    }
+    out = plot_best_return_vs_episodes(runs, tmp_path / "plots" / "maze.png", title="MAZE")
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        assert image.size[0] > 300
+    assert sorted(p.name for p in out.parent.iterdir()) == ["maze.png"]
+
+
+def test_plot_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no run directories"):
+        plot_best_return_vs_episodes({}, tmp_path / "x.png")
+    with pytest.raises(UserError, match=r"metrics\.jsonl: cannot read"):
+        plot_best_return_vs_episodes({"CEM": [tmp_path / "missing"]}, tmp_path / "x.png")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.jsonl").write_text('{"step": 1, "train/loss": 0.5}\n')
+    with pytest.raises(UserError, match="no best-return records"):
+        plot_best_return_vs_episodes({"CEM": [other]}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
