@@ -12,17 +12,30 @@ import importlib
 from typing import Any
 
 from compkit_utils.config import run_cli
+from factored_attention_babyai.bc_config import BcBenchConfig, BcConfig
 from factored_attention_babyai.config import GenerateConfig, InspectConfig
+from factored_attention_babyai.disc_config import DiscriminatorConfig, ExportInteractionConfig
+from factored_attention_babyai.planner_config import PlannerConfig
 
 COMMANDS: dict[str, type] = {
     "generate": GenerateConfig,
     "inspect": InspectConfig,
+    "train-bc": BcConfig,
+    "bench": BcBenchConfig,
+    "train-discriminator": DiscriminatorConfig,
+    "export-interaction": ExportInteractionConfig,
+    "train-planner": PlannerConfig,
 }
 """Command name → config class (``compkit sweep`` reads this table)."""
 
 TARGETS: dict[type, str] = {
     GenerateConfig: "factored_attention_babyai.generate:generate",
     InspectConfig: "factored_attention_babyai.data:inspect",
+    BcConfig: "factored_attention_babyai.train_bc:train_bc",
+    BcBenchConfig: "factored_attention_babyai.bench:run_bench",
+    DiscriminatorConfig: "factored_attention_babyai.discriminator:train_discriminator",
+    ExportInteractionConfig: "factored_attention_babyai.discriminator:export_interaction",
+    PlannerConfig: "factored_attention_babyai.planner:train_planner",
 }
 """Config class → ``"module:function"`` that runs the command (called with the config)."""
 

@@ -1,0 +1,109 @@
+"""Configuration of ``train-bc`` and ``bench`` (behaviour-cloning baselines, spec §6).
+
+Markers on every field, ``check`` for cross-field rules, ``smoke_defaults`` for ``--smoke``.
+No torch import here, so ``factored-attention-babyai --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from compkit_utils.devices import DeviceName
+from compkit_utils.errors import UserError
+from compkit_utils.validate import InputPath, OutputDir, Range
+
+__all__ = ["PAPER_STEPS", "BcBenchConfig", "BcConfig"]
+
+PAPER_STEPS = {"film": 70_000, "transformer": 120_000}
+"""Iterations of the paper's runs (§6.1, §6.2)."""
+
+AtLeast1 = Annotated[int, Range(1)]
+Positive = Annotated[float, Range(0, None, lo_open=True)]
+
+
+@dataclasses.dataclass(frozen=True)
+class BcConfig:
+    """Train a behaviour-cloning baseline (FiLM/GRU or encoder–decoder Transformer)."""
+
+    model: Literal["film", "transformer"] = "film"
+    """film: the FiLM/GRU policy (§6.1, Adam 1e-3 constant); transformer: the encoder–decoder
+    Transformer (§6.2, AdamW 1e-3, 14% warm-up then 10^(−2·progress))."""
+    data: Annotated[Path | None, InputPath()] = None
+    """The dataset of `generate` (its folder or data.hdf5)."""
+    per_goal: Annotated[int | None, Range(1)] = None
+    """Training demos per ID goal (the first N of each goal; the paper's limits 50 ... 9980;
+    default: all but the ID-validation tail)."""
+    vlimit: AtLeast1 = 20
+    """ID-validation demos per goal: the last vlimit of each ID goal (24 × 20 = 480)."""
+    tlimit: AtLeast1 = 40
+    """OOD-validation demos per held-out goal: the first tlimit (12 × 40 = 480)."""
+    steps: Annotated[int | None, Range(1)] = None
+    """Optimizer steps (default: the paper's, 70,000 film / 120,000 transformer)."""
+    batch_size: AtLeast1 = 32
+    """Demonstrations per batch (all their frames are trained on)."""
+    lr: Positive = 1e-3
+    warmup: Annotated[float, Range(0, 1, hi_open=True)] = 0.14
+    """Transformer only: fraction of the run with a linear warm-up."""
+    eval_every: AtLeast1 = 500
+    """Validation rollouts (ID and OOD seeds) and a checkpoint every N steps (and at the end)."""
+    eval_batch: AtLeast1 = 512
+    """Environments stepped together during validation."""
+    top_k: AtLeast1 = 5
+    """Checkpoints kept by ID success (checkpoints/best/, best_k_models.yaml)."""
+    seed: Annotated[int, Range(0)] = 0
+    threads: Annotated[int | None, Range(1)] = None
+    """CPU threads for torch (default: $OMP_NUM_THREADS, else one per idle core)."""
+    device: DeviceName = "auto"
+    runs_dir: Annotated[Path | None, OutputDir()] = None
+    """Runs root (default: $RUNS_DIR, else ./runs); the run goes to
+    <runs-dir>/factored-attention-babyai/."""
+    run_name: str | None = None
+    resume: bool = False
+    """Continue the run named by --run-name (else the newest train-bc run with a last.pt)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files."""
+    smoke: bool = False
+    """Seconds-long run; without --data, a few bot demonstrations made on the spot."""
+
+    @property
+    def total_steps(self) -> int:
+        """``--steps`` or the paper's count for ``--model``."""
+        return self.steps if self.steps is not None else PAPER_STEPS[self.model]
+
+    def check(self) -> None:
+        """--data is needed outside --smoke."""
+        if self.data is None and not self.smoke:
+            raise UserError(
+                "--data is required: the dataset folder (or data.hdf5) written by "
+                "`factored-attention-babyai generate`"
+            )
+
+    @classmethod
+    def smoke_defaults(cls) -> Self:
+        """The defaults of ``train-bc --smoke``."""
+        return cls(smoke=True, steps=4, eval_every=2, vlimit=1, tlimit=1, batch_size=4)
+
+
+@dataclasses.dataclass(frozen=True)
+class BcBenchConfig:
+    """Time the vectorised evaluator (vs one env at a time), BC steps and generation."""
+
+    episodes: AtLeast1 = 96
+    """Episodes of the evaluator comparison (same seeds for both)."""
+    steps: AtLeast1 = 20
+    """Timed BC training steps per model."""
+    models: tuple[Literal["film", "transformer"], ...] = ("film", "transformer")
+    generation: bool = True
+    """Also time dataset generation (demos/s, projected full-dataset time)."""
+    contended: bool = False
+    """Repeat the measurements beside a busy process (compkit_utils.devices.busy_process)."""
+    threads: Annotated[int | None, Range(1)] = None
+    seed: Annotated[int, Range(0)] = 0
+    smoke: bool = False
+
+    @classmethod
+    def smoke_defaults(cls) -> Self:
+        """The defaults of ``bench --smoke``."""
+        return cls(smoke=True, episodes=4, steps=2, generation=False)

@@ -1,0 +1,180 @@
+"""``factored-attention-babyai bench``: timings of evaluation, BC training and generation.
+
+* **Evaluator**: :func:`~factored_attention_babyai.evaluate.rollout` (all episodes' envs
+  stepped together, one batched policy call per time step) against the reference written
+  here, :func:`reference_rollout` — one environment at a time, the same policy called on one
+  frame per step. Same freshly initialised policy (so every episode runs the full 64 steps:
+  both do the same work), same seeds; the per-episode results are checked to agree and the
+  ratio is reported (target ≥ 10×).
+* **BC training**: steps/s at batch 32 (bot demonstrations made on the spot, the dataset's
+  padding conventions) for each model, with :func:`~factored_attention_babyai.train_bc.make_batch`
+  and the loss of the trainer.
+* **Generation**: demos/s and the projected time of the full 36 × 10,000 dataset, via the
+  generator's ``bench_generation`` when the package has it.
+
+``--contended`` repeats everything beside a busy process
+(:func:`compkit_utils.devices.busy_process`). Timings are reports, never pass/fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from factored_attention_babyai.bc_config import BcBenchConfig
+    from factored_attention_babyai.evaluate import Episodes, Policy
+
+__all__ = ["reference_rollout", "run_bench", "time_bc_steps", "time_evaluator"]
+
+
+def reference_rollout(policy: Policy, seeds: Sequence[int] | np.ndarray) -> Episodes:
+    """The straightforward evaluator: one env, one episode after another, batch-1 policy."""
+    from factored_attention_babyai.env import make_env
+    from factored_attention_babyai.evaluate import Episodes
+
+    if isinstance(policy, torch.nn.Module):
+        policy.eval()
+    env = make_env()
+    success, length, missions = [], [], []
+    with torch.inference_mode():
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            missions.append(obs["mission"])
+            steps = 0
+            while True:
+                scores = policy(
+                    torch.from_numpy(obs["image"][None]),
+                    torch.tensor([obs["direction"]]),
+                    torch.from_numpy(obs["mission_tokens"][None]),
+                )
+                obs, reward, terminated, truncated, _ = env.step(int(scores.argmax()))
+                steps += 1
+                if terminated or truncated:
+                    break
+            success.append(reward > 0)
+            length.append(steps)
+    env.close()
+    return Episodes(
+        np.asarray(seeds, dtype=np.int64),
+        np.asarray(success, dtype=bool),
+        np.asarray(length, dtype=np.int64),
+        tuple(missions),
+    )
+
+
+def time_evaluator(model: str, episodes: int, seed: int) -> dict[str, float]:
+    """Seconds of the vectorised evaluator and of the reference on the same seeds."""
+    from factored_attention_babyai.evaluate import rollout
+    from factored_attention_babyai.train_bc import build_policy
+
+    torch.manual_seed(seed)
+    policy = build_policy(model)
+    seeds = np.arange(episodes) + 10**6 * (seed + 1)
+    rollout(policy, seeds[:2])  # warm-up (allocator, kernels)
+    t0 = time.perf_counter()
+    fast = rollout(policy, seeds)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = reference_rollout(policy, seeds)
+    t_slow = time.perf_counter() - t0
+    agree = float(np.mean(fast.length == slow.length) * np.mean(fast.success == slow.success))
+    frames = int(fast.length.sum())
+    return {
+        "vectorised_s": t_fast,
+        "reference_s": t_slow,
+        "ratio": t_slow / t_fast,
+        "frames": frames,
+        "agreement": agree,
+    }
+
+
+def time_bc_steps(model: str, steps: int, seed: int, batch_size: int = 32) -> float:
+    """Training steps per second at ``batch_size`` demos (bot demos, warm-up excluded)."""
+    from factored_attention_babyai.bc_data import make_smoke_data
+    from factored_attention_babyai.models.common import bc_loss
+    from factored_attention_babyai.train_bc import _batch_index, build_policy, make_batch
+
+    data = make_smoke_data(seed, demos=2 * batch_size)
+    torch.manual_seed(seed)
+    policy = build_policy(model)
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    n = len(data.lengths)
+
+    def step(i: int) -> None:
+        batch = make_batch(data, _batch_index(n, batch_size, seed, i), torch.device("cpu"))
+        logits = policy(
+            batch["images"], batch["directions"], batch["missions"], frame_weights=batch["weights"]
+        )
+        loss, _, _ = bc_loss(logits, batch["actions"], batch["valid"], batch["weights"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step(0)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i + 1)
+    return steps / (time.perf_counter() - t0)
+
+
+def _generation(seed: int) -> dict[str, Any] | None:
+    try:
+        module = importlib.import_module("factored_attention_babyai.generate")
+    except ImportError:
+        return None
+    bench = getattr(module, "bench_generation", None)
+    if bench is None:
+        return None
+    result: Any = bench(seed=seed)
+    if isinstance(result, dict):
+        return result
+    return dataclasses.asdict(result)
+
+
+def _measure(cfg: BcBenchConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"evaluator": {}, "bc_steps_per_s": {}}
+    for model in cfg.models:
+        out["evaluator"][model] = time_evaluator(model, cfg.episodes, cfg.seed)
+        out["bc_steps_per_s"][model] = time_bc_steps(model, cfg.steps, cfg.seed)
+    if cfg.generation:
+        out["generation"] = _generation(cfg.seed)
+    return out
+
+
+def _print(label: str, result: dict[str, Any]) -> None:
+    print(f"[{label}]")
+    for model, r in result["evaluator"].items():
+        print(
+            f"evaluator {model}: vectorised {r['vectorised_s']:.2f} s, one env at a time "
+            f"{r['reference_s']:.2f} s, ratio {r['ratio']:.1f}x ({r['frames']} frames, "
+            f"per-episode agreement {r['agreement']:.2f})"
+        )
+    for model, rate in result["bc_steps_per_s"].items():
+        print(f"train-bc {model}: {rate:.2f} steps/s at batch 32 ({3600 * rate:.0f} steps/h)")
+    gen = result.get("generation")
+    if gen is not None:
+        print("generation: " + ", ".join(f"{k} {v}" for k, v in gen.items()))
+
+
+def run_bench(cfg: BcBenchConfig) -> dict[str, Any]:
+    """Measure, print a report and a JSON line; returns the figures."""
+    from compkit_utils.devices import busy_process, set_threads
+
+    threads = set_threads(cfg.threads)
+    print(f"threads: {threads}")
+    result = {"idle": _measure(cfg)}
+    _print("idle", result["idle"])
+    if cfg.contended:
+        with busy_process():
+            result["contended"] = _measure(cfg)
+        _print("beside a busy process", result["contended"])
+    print(json.dumps(result))
+    return result

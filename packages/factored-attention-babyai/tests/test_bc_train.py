@@ -1,0 +1,126 @@
+"""``train-bc``: the run directory, metrics names, top-k checkpoints, resume, schedules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compkit_utils.testing import one_error_line, tree
+from factored_attention_babyai import train_bc as train_bc_module
+from factored_attention_babyai.bc_data import BcData
+from factored_attention_babyai.cli import main
+from factored_attention_babyai.train_bc import lr_multiplier, make_batch
+
+PROG = "factored-attention-babyai"
+
+
+def _run_dir(root: Path) -> Path:
+    (run,) = [p for p in (root / PROG).iterdir() if p.is_dir()]
+    return run
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model", ["film", "transformer"])
+def test_smoke_run_writes_the_run(tmp_path: Path, model: str) -> None:
+    assert main(["train-bc", "--smoke", "--model", model, "--runs-dir", str(tmp_path)]) == 0
+    run = _run_dir(tmp_path)
+    for name in ("config.json", "metrics.jsonl", "model.pt", "best_k_models.yaml"):
+        assert (run / name).is_file(), name
+    records = _metrics(run)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    opt = "Adam" if model == "film" else "AdamW"
+    assert {"tloss", "tentropy", f"lr-{opt}"} <= set(records[0])
+    evals = [r for r in records if "vsucc/dataloader_idx_0" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(0.0 <= r["vsucc/dataloader_idx_1"] <= 1.0 for r in evals)
+    best = (run / "best_k_models.yaml").read_text().splitlines()
+    assert len(best) == 2
+    assert all((run / "checkpoints" / "best" / line.split(":")[0]).is_file() for line in best)
+    state = torch.load(run / "model.pt", weights_only=True)
+    assert state["extra"]["model"] == model
+
+
+def test_resume_after_interrupt_reproduces_the_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["train-bc", "--smoke", "--steps", "4", "--seed", "3"]
+    assert main([*args, "--runs-dir", str(tmp_path / "a")]) == 0
+    full = _metrics(_run_dir(tmp_path / "a"))
+
+    calls = {"n": 0}
+    original = train_bc_module.make_batch
+
+    def interrupting(*a: object, **k: object) -> dict:
+        calls["n"] += 1
+        if calls["n"] == 4:  # during step 4 (3 steps done, the last at step 3)
+            raise KeyboardInterrupt
+        return original(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_bc_module, "make_batch", interrupting)
+    assert main([*args, "--runs-dir", str(tmp_path / "b"), "--run-name", "r"]) == 130
+    monkeypatch.setattr(train_bc_module, "make_batch", original)
+    assert main([*args, "--runs-dir", str(tmp_path / "b"), "--run-name", "r", "--resume"]) == 0
+    resumed = _metrics(tmp_path / "b" / PROG / "r")
+    assert resumed == full
+
+
+def test_resume_with_the_other_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train-bc", "--smoke", "--runs-dir", str(tmp_path), "--run-name", "r"]
+    assert main([*base, "--model", "film"]) == 0
+    before = tree(tmp_path)
+    capsys.readouterr()
+    assert main([*base, "--model", "transformer", "--resume"]) == 2
+    line = one_error_line(capsys.readouterr().err, PROG)
+    assert "'model'" in line
+    assert "'film'" in line
+    assert tree(tmp_path) == before
+
+
+def test_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train-bc", "--runs-dir", str(tmp_path)]) == 2
+    assert "--data is required" in one_error_line(capsys.readouterr().err, PROG)
+    assert tree(tmp_path) == set()
+
+
+def test_transformer_schedule() -> None:
+    total, warm = 1000, 0.14
+    assert lr_multiplier("transformer", 0, total, warm) == 0.0
+    assert lr_multiplier("transformer", 70, total, warm) == pytest.approx(0.5)
+    assert lr_multiplier("transformer", 140, total, warm) == pytest.approx(1.0)
+    assert lr_multiplier("transformer", total - 1, total, warm) == pytest.approx(0.01)
+    mid = 140 + (total - 1 - 140) // 2
+    assert lr_multiplier("transformer", mid, total, warm) == pytest.approx(0.1, rel=0.01)
+    assert {lr_multiplier("film", s, total, warm) for s in (0, 500, 999)} == {1.0}
+
+
+def test_make_batch_weights_cover_the_padded_batch() -> None:
+    lengths = np.array([3, 5, 2])
+    tmax = 5
+    n = len(lengths)
+    data = BcData(
+        images=np.ones((n, tmax, 8, 8, 3), dtype=np.uint8),
+        directions=np.ones((n, tmax), dtype=np.int64),
+        actions=np.full((n, tmax), 2, dtype=np.int64),
+        lengths=lengths,
+        missions=np.arange(n * 5).reshape(n, 5),
+        id_seeds=np.zeros(0, dtype=np.int64),
+        ood_seeds=np.zeros(0, dtype=np.int64),
+        source="test",
+    )
+    batch = make_batch(data, np.array([0, 1, 2]), torch.device("cpu"))
+    assert int(batch["valid"].sum()) == lengths.sum()
+    assert float(batch["weights"].sum()) == n * tmax
+    pad = ~batch["valid"]
+    assert batch["weights"][pad].tolist() == [2.0, 3.0]  # demos 0 and 2; demo 1 is full
+    assert not batch["images"][pad].any()
+    assert not batch["directions"][pad].any()
+    assert batch["missions"][pad].tolist() == [data.missions[0].tolist(), data.missions[2].tolist()]
