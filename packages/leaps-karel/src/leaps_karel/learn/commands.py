@@ -36,11 +36,21 @@ def _registry() -> dict[str, LearnCommand]:
     from leaps_karel.learn.cem_config import CemConfig
     from leaps_karel.learn.pretrain_config import PretrainConfig
     from leaps_karel.learn.search_config import SearchConfig
+    from leaps_karel.learn.tables_config import (
+        ReconstructionTableConfig,
+        Table3Config,
+        Table9Config,
+    )
 
     return {
         "cem": LearnCommand(CemConfig, "leaps_karel.learn.cem:main"),
         "pretrain": LearnCommand(PretrainConfig, "leaps_karel.learn.pretrain:main"),
         "search": LearnCommand(SearchConfig, "leaps_karel.learn.search:main", needs_torch=False),
+        "table3": LearnCommand(Table3Config, "leaps_karel.learn.tables:table3"),
+        "table-reconstruction": LearnCommand(
+            ReconstructionTableConfig, "leaps_karel.learn.tables:table_reconstruction"
+        ),
+        "table9": LearnCommand(Table9Config, "leaps_karel.learn.tables:table9"),
     }
 
 
