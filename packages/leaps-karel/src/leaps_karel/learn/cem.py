@@ -173,6 +173,9 @@ class CemSearch:
         self.history: list[float] = []
         self.best_program = ""
         self.best_score = 0.0
+        # The next population, drawn and decoded together with the new mean (one decoder
+        # call per iteration): (z, σ, texts or None when it still has to be decoded).
+        self._next: tuple[torch.Tensor, float, list[str] | None] | None = None
 
     @property
     def done(self) -> bool:
@@ -191,8 +194,13 @@ class CemSearch:
         s = self.s
         k = self.iteration + 1
         self.scorer.set_batch(batch_of(k, s))
-        z, sigma = self._sample(k)
-        texts = self.decode(z)
+        if self._next is not None:
+            z, sigma, pending = self._next
+            texts = pending if pending is not None else self.decode(z)
+            self._next = None
+        else:
+            z, sigma = self._sample(k)
+            texts = self.decode(z)
         returns = self.scorer.score(texts)
         elite = select_elites(returns, texts, s.elites, s.elite_tiebreak)
         self.mu = new_mean(z[elite], returns[elite], s.reduction, s.weights_include_bonus)
@@ -201,7 +209,15 @@ class CemSearch:
             self.sigma = max(s.final_sigma, spread)
         evaluated = s.population
         if s.best_program == "decoded_mean":
-            self.best_program = self.decode(self.mu[None, :])[0]
+            if k < s.max_iterations:  # decode the new mean with the next population
+                import torch
+
+                z_next, sigma_next = self._sample(k + 1)
+                decoded = self.decode(torch.cat([self.mu[None, :], z_next]))
+                self._next = (z_next, sigma_next, decoded[1:])
+                self.best_program = decoded[0]
+            else:
+                self.best_program = self.decode(self.mu[None, :])[0]
             self.best_score = float(self.scorer.score([self.best_program])[0])
             evaluated += 1
         else:
@@ -233,6 +249,8 @@ class CemSearch:
             "best_score": self.best_score,
             "generator": self.generator.get_state(),
             "evaluations": self.scorer.evaluations,
+            "next_z": None if self._next is None else self._next[0].clone(),
+            "next_sigma": None if self._next is None else self._next[1],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -246,6 +264,8 @@ class CemSearch:
         self.best_score = float(state["best_score"])
         self.generator.set_state(state["generator"])
         self.scorer.evaluations = int(state["evaluations"])
+        next_z = state.get("next_z")
+        self._next = None if next_z is None else (next_z.clone(), float(state["next_sigma"]), None)
 
 
 # ---------------------------------------------------------------------------- the command
