@@ -24,6 +24,7 @@ Importing this module registers ``compkit/BabyAI-GoToLocal-v0`` with gymnasium.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections import deque
 from typing import Any
@@ -60,6 +61,18 @@ N_ACTIONS = 7
 """left, right, forward, pickup, drop, toggle, done."""
 AGENT_IDX = OBJECT_TO_IDX["agent"]
 _DONE, _PICKUP, _DROP, _TOGGLE = 6, 3, 4, 5
+_EMPTY = (OBJECT_TO_IDX["empty"], 0, 0)
+
+
+@functools.cache
+def _neighbours(width: int, height: int) -> tuple[tuple[int, ...], ...]:
+    """Flat indices (``y * width + x``) of the 4-neighbours of every cell, inside the grid."""
+    out = []
+    for index in range(width * height):
+        i, j = index % width, index // width
+        near = ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1))
+        out.append(tuple(n * width + m for m, n in near if 0 <= m < width and 0 <= n < height))
+    return tuple(out)
 
 
 class GoToLocalEnv(GoToLocal):
@@ -137,6 +150,7 @@ class GoToLocalEnv(GoToLocal):
         Every object must be reachable from the agent through empty cells (or doors).
         """
         grid, width, height = self.grid.grid, self.grid.width, self.grid.height
+        neighbours = _neighbours(width, height)
         x, y = self.agent_pos
         start = y * width + x
         reachable = bytearray(width * height)
@@ -147,20 +161,20 @@ class GoToLocalEnv(GoToLocal):
             cell = grid[index]
             if cell is not None and cell.type != "door":
                 continue  # an object blocks: reachable itself, but no further
-            i, j = index % width, index // width
-            for ni, nj in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
-                if 0 <= ni < width and 0 <= nj < height and not reachable[nj * width + ni]:
-                    reachable[nj * width + ni] = 1
-                    stack.append(nj * width + ni)
-        for i in range(width):
-            for j in range(height):
-                cell = grid[j * width + i]
-                if cell is None or cell.type == "wall" or reachable[j * width + i]:
-                    continue
-                if not raise_exc:
-                    return False
-                raise RejectSampling("unreachable object at " + str((i, j)))
-        return True
+            for other in neighbours[index]:
+                if not reachable[other]:
+                    reachable[other] = 1
+                    stack.append(other)
+        unreachable = [
+            (index % width, index // width)
+            for index, cell in enumerate(grid)
+            if cell is not None and not reachable[index] and cell.type != "wall"
+        ]
+        if not unreachable:
+            return True
+        if not raise_exc:
+            return False
+        raise RejectSampling("unreachable object at " + str(min(unreachable)))
 
     # -- dynamics ----------------------------------------------------------------------------
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -208,7 +222,10 @@ class GoToLocalEnv(GoToLocal):
         self._grid_code = None
 
     def _encode_grid(self) -> None:
-        code = np.ascontiguousarray(self.grid.encode().transpose(1, 0, 2))  # [x,y]→[y,x]
+        # grid.grid is row-major (index y * width + x): reshaped, it is [y, x] already.
+        code = np.array(
+            [_EMPTY if cell is None else cell.encode() for cell in self.grid.grid], dtype=np.uint8
+        ).reshape(self.grid.height, self.grid.width, 3)
         desc = self.instrs.desc  # pyright: ignore[reportAttributeAccessIssue]
         targets = code[..., 0] == OBJECT_TO_IDX[desc.type]
         if desc.color is not None:
@@ -261,28 +278,59 @@ class FullyObservedBot(BabyAIBot):
     def _process_obs(self) -> None:
         """Nothing to learn from the view: everything is visible already."""
 
+    def replan(self, action_taken: Any = None) -> Any:
+        """Minigrid's ``replan``; searches are memoised within one call (the grid is fixed)."""
+        self._bfs_cache: dict[Any, Any] = {}
+        return super().replan(action_taken)
+
     def _breadth_first_search(
         self, initial_states: Any, accept_fn: Any, ignore_blockers: bool
     ) -> tuple[Any, Any, dict[tuple[int, int], Any]]:
+        # Within one replan the grid and the agent do not change, so a search is a function
+        # of its start states, its target (the acceptance lambda's bytecode and captured values)
+        # and ignore_blockers: the same search (e.g. the path to the chosen object, found by
+        # _find_obj_pos and again by GoNextToSubgoal) is answered from the cache.
+        try:
+            closure = tuple(c.cell_contents for c in accept_fn.__closure__ or ())
+            code = accept_fn.__code__  # same bytecode + same captured values = same test
+            target = (code.co_code, code.co_consts, code.co_names, closure)
+            key: Any = (tuple(initial_states), ignore_blockers, target)
+            hash(key)
+        except (AttributeError, TypeError, ValueError):
+            key = None
+        cache = getattr(self, "_bfs_cache", {})
+        if key is not None and key in cache:
+            return cache[key]
+        result = self._search(initial_states, accept_fn, ignore_blockers)
+        if key is not None:
+            cache[key] = result
+        return result
+
+    def _search(
+        self, initial_states: Any, accept_fn: Any, ignore_blockers: bool
+    ) -> tuple[Any, Any, dict[tuple[int, int], Any]]:
+        """Minigrid's breadth-first search: same visiting order, same result."""
         self.bfs_counter += 1
         grid = self.mission.unwrapped.grid
         cells, width = grid.grid, grid.width
         queue: deque[tuple[Any, Any]] = deque((state, None) for state in initial_states)
+        popleft, append = queue.popleft, queue.append
         previous_pos: dict[tuple[int, int], Any] = {}
         while queue:
-            (i, j, di, dj), prev_pos = queue.popleft()
-            if (i, j) in previous_pos:
+            (i, j, di, dj), prev_pos = popleft()
+            pos = (i, j)
+            if pos in previous_pos:
                 continue
             self.bfs_step_counter += 1
             cell = cells[j * width + i]
-            previous_pos[(i, j)] = prev_pos
-            if accept_fn((i, j), cell):
+            previous_pos[pos] = prev_pos
+            if accept_fn(pos, cell):
                 path = []
-                pos = (i, j)
-                while pos:
-                    path.append(pos)
-                    pos = previous_pos[pos]
-                return path, (i, j), previous_pos
+                at = pos
+                while at:
+                    path.append(at)
+                    at = previous_pos[at]
+                return path, pos, previous_pos
             if cell is not None:
                 if cell.type == "wall":
                     continue
@@ -291,9 +339,11 @@ class FullyObservedBot(BabyAIBot):
                         continue
                 elif not ignore_blockers:
                     continue
-            # Straight ahead first (the bot prefers not turning), as minigrid orders them.
+            # Straight ahead first (the bot prefers not turning), in minigrid's order. A
+            # neighbour already visited would be skipped when popped: it is not queued.
             for k, m in ((di, dj), (dj, di), (-dj, -di), (-di, -dj)):
-                queue.append(((i + k, j + m, k, m), (i, j)))
+                if (i + k, j + m) not in previous_pos:
+                    append(((i + k, j + m, k, m), pos))
         return None, None, previous_pos
 
 
