@@ -21,6 +21,7 @@ INTERACTION_MODELS = (
     "film",
 )
 """Interaction models (same list as ``models.interaction.MODEL_NAMES``, kept torch-free)."""
+InteractionModelName = Annotated[str, Choice(*INTERACTION_MODELS)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,7 @@ class DiscriminatorConfig:
     interaction.pt (final weights) and interaction_best.pt.
     """
 
-    model: Annotated[str, Choice(lambda: INTERACTION_MODELS)] = "independent"
+    model: InteractionModelName = "independent"
     """Interaction model: independent (sparse factored attention), independent_noreg, simple,
     simple_noreg, transformer, film."""
     data: Annotated[Path | None, InputPath()] = None

@@ -164,12 +164,11 @@ def train_discriminator(cfg: DiscriminatorConfig) -> Path:
             check_resume_config(run.last_checkpoint, state["config"], config, RESUME_FIELDS)
         demos, val_sets, words = load_discriminator_data(cfg, device)
         seed_everything(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
         disc = Discriminator(cfg.model, len(words)).to(device)
         optimizer = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
         start = 0
         if state is not None:
-            start = restore(state, disc, optimizer, rng)
+            start = restore(state, disc, optimizer)
         else:
             write_config(run.path, cfg, PACKAGE)
         manager = CheckpointManager(run.path / "checkpoints", keep_last=1)
@@ -186,7 +185,7 @@ def train_discriminator(cfg: DiscriminatorConfig) -> Path:
             }  # fmt: skip
             return make_state(
                 step=done, model=disc, optimizer=optimizer if with_optimizer else None,
-                config=config, generator=rng, package_version=__version__, extra=extra,
+                config=config, package_version=__version__, extra=extra,
             )  # fmt: skip
 
         log.info(
@@ -205,6 +204,7 @@ def train_discriminator(cfg: DiscriminatorConfig) -> Path:
             for step in progress(
                 range(start, cfg.steps), total=cfg.steps, initial=start, desc=COMMAND
             ):
+                rng = np.random.default_rng([cfg.seed, step])  # resumable without state
                 batch = sample_pairs(demos, rng, cfg.batch_size // 2)
                 batch = type(batch)(*(t.to(device, non_blocking=True) for t in batch))
                 losses = discriminator_losses(disc, batch)

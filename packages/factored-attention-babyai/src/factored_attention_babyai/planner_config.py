@@ -8,8 +8,8 @@ from typing import Annotated, Self
 
 from compkit_utils.devices import DeviceName
 from compkit_utils.errors import UserError
-from compkit_utils.validate import Choice, InputPath, OutputDir, Range
-from factored_attention_babyai.disc_config import INTERACTION_MODELS
+from compkit_utils.validate import InputPath, OutputDir, Range
+from factored_attention_babyai.disc_config import InteractionModelName
 
 __all__ = ["PlannerConfig"]
 
@@ -27,7 +27,7 @@ class PlannerConfig:
     """Interaction checkpoint: the interaction.pt of a train-discriminator run, its run folder,
     or any of its checkpoints (post-processed on load). Required unless --smoke (which then
     uses an untrained interaction model: a pipeline check only)."""
-    interaction_model: Annotated[str, Choice(lambda: INTERACTION_MODELS)] = "independent"
+    interaction_model: InteractionModelName = "independent"
     """The interaction model the checkpoint must hold (the paper's planner: independent)."""
     k: Annotated[int, Range(0)] = 10
     """MVProp iterations (0 = the "Factored/CNN policy" ablation: no value propagation)."""
