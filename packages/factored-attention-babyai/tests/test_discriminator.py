@@ -163,3 +163,14 @@ def test_interaction_checkpoint_refusals(tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match="not a train-discriminator or interaction checkpoint"):
         load_interaction(tmp_path / "bc.pt")
+
+
+def test_transformer_learning_rate_schedule() -> None:
+    from factored_attention_babyai.discriminator import lr_multiplier
+
+    assert lr_multiplier(0, 10_000, "independent") == 1.0
+    assert lr_multiplier(9_999, 10_000, "film") == 1.0
+    assert lr_multiplier(0, 10_000, "transformer") == pytest.approx(1 / 2000)
+    assert lr_multiplier(999, 10_000, "transformer") == pytest.approx(0.5)
+    assert lr_multiplier(5_000, 10_000, "transformer") == pytest.approx(0.1)
+    assert lr_multiplier(10_000, 10_000, "transformer") == pytest.approx(0.01)
