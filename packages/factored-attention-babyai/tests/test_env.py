@@ -286,6 +286,36 @@ def test_registered_without_importing_the_package() -> None:
     assert out.stdout.strip() == "GoToLocalEnv"
 
 
+def test_start_up_hook_chains_other_hooks() -> None:
+    """Another package's hook of the same kind (found after ours) still runs."""
+    code = (
+        "import importlib.machinery, sys\n"
+        "import _factored_attention_babyai_gymnasium as ours\n"
+        "assert isinstance(sys.meta_path[0], ours._RegisterBabyAIAfterGymnasium)\n"
+        "ran = []\n"
+        "class Other:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name != 'gymnasium':\n"
+        "            return None\n"
+        "        sys.meta_path.remove(self)\n"
+        "        spec = importlib.machinery.PathFinder.find_spec(name, path)\n"
+        "        run = spec.loader.exec_module\n"
+        "        def wrapped(module):\n"
+        "            run(module)\n"
+        "            ran.append(True)\n"
+        "        spec.loader.exec_module = wrapped\n"
+        "        return spec\n"
+        "sys.meta_path.insert(1, Other())\n"
+        "import gymnasium\n"
+        f"assert ran and {ENV_ID!r} in gymnasium.registry\n"
+        "print('both')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "both"
+
+
 def test_rejection_messages_are_silenced(capsys: pytest.CaptureFixture[str]) -> None:
     env = make_env()
     for seed in range(200):
