@@ -174,7 +174,15 @@ def goal_lists(
         source: Any = tfds.data_source(
             TFDS_NAME, data_dir=os.fspath(folder / TFDS_DIR), split=split
         )
-        goals = np.asarray([source[i]["goals"] for i in range(len(source))])
+        n = len(source)
+        goals = np.asarray(
+            [
+                row["goals"]
+                for start in range(0, n, _SLAB)
+                for row in source.__getitems__(list(range(start, min(start + _SLAB, n))))
+            ],
+            dtype=np.int64,
+        )
     lists: dict[str, list[int]] = {}
     for row, goal in enumerate(goals.tolist()):
         lists.setdefault(GOALS[goal], []).append(row)
