@@ -234,3 +234,15 @@ def test_random_search_keeps_the_best_and_counts_episodes() -> None:
     # 8 per iteration, plus one re-evaluation of the incumbent per new batch of worlds
     assert curve[-1][4] == (8 * len(curve) + (len(curve) - 1) // 100) * 10
     assert math.isclose(curve[-1][2], search.best_score)
+
+
+def test_task_scorer_workers_give_the_same_returns() -> None:
+    programs = [*TOY_PROGRAMS, "DEF run m( turnRight move move m)", "DEF run m( putMarker m)"]
+    one = TaskScorer("topoff", seed=1)
+    two = TaskScorer("topoff", seed=1, workers=2)
+    one.set_batch(1)
+    two.set_batch(1)
+    try:
+        assert two.score(programs).tolist() == one.score(programs).tolist()
+    finally:
+        two.close()
