@@ -114,6 +114,18 @@ def test_same_layout_as_stock_minigrid(seed: int) -> None:
     assert obs["mission_tokens"].tolist() == tokenize(stock.mission).tolist()  # pyright: ignore[reportAttributeAccessIssue]
 
 
+def test_same_layouts_and_random_stream_as_stock_over_many_seeds() -> None:
+    ours, stock = make_env(), stock_env()
+    for seed in range(300):
+        ours.reset_layout(seed=seed)
+        stock.reset(seed=seed)
+        assert ours.mission == stock.mission  # pyright: ignore[reportAttributeAccessIssue]
+        assert tuple(ours.agent_pos) == tuple(stock.agent_pos)  # pyright: ignore[reportAttributeAccessIssue]
+        assert np.array_equal(ours.grid.encode(), stock.grid.encode())  # pyright: ignore[reportAttributeAccessIssue]
+        # Same number of draws consumed: the generators are in the same state.
+        assert ours.np_random.integers(1 << 30) == stock.np_random.integers(1 << 30)
+
+
 def test_success_requires_done_while_stock_does_not() -> None:
     ours, stock = make_env(), stock_env()
     checked = 0
