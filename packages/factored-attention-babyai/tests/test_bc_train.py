@@ -124,3 +124,34 @@ def test_make_batch_weights_cover_the_padded_batch() -> None:
     assert not batch["images"][pad].any()
     assert not batch["directions"][pad].any()
     assert batch["missions"][pad].tolist() == [data.missions[0].tolist(), data.missions[2].tolist()]
+
+
+def test_per_goal_larger_than_the_dataset_is_one_line(
+    tmp_path: Path, small_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    args = ["train-bc", "--data", str(small_dataset), "--runs-dir", str(runs)]
+    assert main([*args, "--vlimit", "1", "--tlimit", "1", "--per-goal", "2"]) == 2
+    line = one_error_line(capsys.readouterr().err, PROG)
+    assert "--per-goal 2" in line
+    assert "--per-goal 1 or less" in line
+    assert tree(tmp_path) == set()
+
+
+def test_corrupt_dataset_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "data.hdf5").write_bytes(b"not an hdf5 file")
+    before = tree(tmp_path)
+    assert main(["train-bc", "--data", str(data), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "data" in one_error_line(capsys.readouterr().err, PROG)
+    assert tree(tmp_path) == before
+
+
+def test_trains_on_a_generated_dataset(tmp_path: Path, small_dataset: Path) -> None:
+    args = ["train-bc", "--data", str(small_dataset), "--runs-dir", str(tmp_path)]
+    opts = ["--per-goal", "1", "--vlimit", "1", "--tlimit", "1", "--steps", "1"]
+    assert main([*args, *opts, "--model", "transformer", "--eval-every", "1"]) == 0
+    (record,) = _metrics(_run_dir(tmp_path))
+    assert record["step"] == 1
+    assert "selected/vsucc/dataloader_idx_1" in record

@@ -107,3 +107,52 @@ class BcBenchConfig:
     def smoke_defaults(cls) -> Self:
         """The defaults of ``bench --smoke``."""
         return cls(smoke=True, episodes=4, steps=2, generation=False)
+
+
+GRID_SIZES = (50, 250, 1000)
+"""Demonstrations per goal of the CPU grid."""
+PAPER_SIZES = (50, 100, 250, 500, 1000, 2500, 5000, 9980)
+"""Demonstrations per goal of the paper's grid (§8.1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BcGridConfig:
+    """Both baselines over data sizes × seeds through `compkit sweep`, then the tables."""
+
+    data: Annotated[Path | None, InputPath()] = None
+    """The dataset of `generate` (at least max(--per-goal) + 20 demos per goal)."""
+    per_goal: tuple[int, ...] = GRID_SIZES
+    """Demos per goal of the grid (the paper's: 50 100 250 500 1000 2500 5000 9980)."""
+    models: tuple[Literal["film", "transformer"], ...] = ("film", "transformer")
+    seeds: str = "0-2"
+    """Seeds of every grid point (0-9 for the paper's grid)."""
+    steps: Annotated[int | None, Range(1)] = 400
+    """Optimizer steps of every run (None: the paper's 70,000 / 120,000)."""
+    eval_every: AtLeast1 = 100
+    vlimit: AtLeast1 = 20
+    tlimit: AtLeast1 = 40
+    workers: AtLeast1 = 1
+    """Runs in parallel (local process pool)."""
+    name: str = "bc-grid"
+    """Sweep name: <runs-dir>/factored-attention-babyai/sweeps/<name>/."""
+    device: DeviceName = "auto"
+    runs_dir: Annotated[Path | None, OutputDir()] = None
+    smoke: bool = False
+    """Seconds-long grid (bot demos made on the spot, 1 seed, 2 steps)."""
+
+    def check(self) -> None:
+        """--data outside --smoke; sizes at least 1."""
+        if self.data is None and not self.smoke:
+            raise UserError("--data is required: the dataset folder written by `generate`")
+        if not self.per_goal or min(self.per_goal) < 1:
+            raise UserError("--per-goal needs one or more sizes, each at least 1")
+        if not self.models:
+            raise UserError("--models needs film, transformer or both")
+        from compkit_utils.sweep.grid import parse_seeds
+
+        parse_seeds(self.seeds)
+
+    @classmethod
+    def smoke_defaults(cls) -> Self:
+        """The defaults of ``bc-grid --smoke``."""
+        return cls(smoke=True, seeds="0", steps=2, eval_every=2, vlimit=1, tlimit=1, per_goal=(4,))

@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from compkit_utils.config import run_cli
-from factored_attention_babyai.bc_config import BcBenchConfig, BcConfig
+from factored_attention_babyai.bc_config import BcBenchConfig, BcConfig, BcGridConfig
 from factored_attention_babyai.config import GenerateConfig, InspectConfig
 from factored_attention_babyai.disc_config import DiscriminatorConfig, ExportInteractionConfig
 from factored_attention_babyai.planner_config import PlannerConfig
@@ -22,6 +22,7 @@ COMMANDS: dict[str, type] = {
     "inspect": InspectConfig,
     "train-bc": BcConfig,
     "bench": BcBenchConfig,
+    "bc-grid": BcGridConfig,
     "train-discriminator": DiscriminatorConfig,
     "export-interaction": ExportInteractionConfig,
     "train-planner": PlannerConfig,
@@ -33,6 +34,7 @@ TARGETS: dict[type, str] = {
     InspectConfig: "factored_attention_babyai.data:inspect",
     BcConfig: "factored_attention_babyai.train_bc:train_bc",
     BcBenchConfig: "factored_attention_babyai.bench:run_bench",
+    BcGridConfig: "factored_attention_babyai.grid:run_grid",
     DiscriminatorConfig: "factored_attention_babyai.discriminator:train_discriminator",
     ExportInteractionConfig: "factored_attention_babyai.discriminator:export_interaction",
     PlannerConfig: "factored_attention_babyai.planner:train_planner",

@@ -10,7 +10,9 @@ Every ``--eval-every`` steps and at the end: greedy rollouts from the stored see
 ID-validation and OOD demos (:func:`~factored_attention_babyai.evaluate.evaluate_goal_sets`),
 logged as ``vsucc/dataloader_idx_0`` (ID) and ``vsucc/dataloader_idx_1`` (OOD), the scalar
 names of the original (§7; training: ``tloss``, ``tentropy``, ``lr-Adam``/``lr-AdamW``), in
-``metrics.jsonl`` and, with ``--tensorboard``, TensorBoard. The ``--top-k`` checkpoints by ID
+``metrics.jsonl`` and, with ``--tensorboard``, TensorBoard. ``selected/vsucc/...`` carry the
+model selection on ID success: the best ID success so far and the OOD success at that same
+validation (what ``compkit report`` tabulates for the grid). The ``--top-k`` checkpoints by ID
 success stay in ``checkpoints/best/`` (listed in ``best_k_models.yaml``); ``model.pt`` holds
 the final weights. ``--resume`` continues from ``checkpoints/last.pt`` bit for bit (data
 order, optimizer, schedule, best-k list); Ctrl-C writes ``last.pt`` first.
@@ -185,6 +187,7 @@ def train_bc(cfg: BcConfig) -> Path:
         manager = CheckpointManager(run.path / "checkpoints", keep_last=1)
         best_dir = run.path / "checkpoints" / "best"
         best: list[tuple[float, int, str]] = []  # (ID success, step, file name)
+        selected = [-1.0, 0.0]  # (best ID success so far, OOD success at that validation)
         start = 0
         if state is not None:
             model.load_state_dict(state["model"])
@@ -192,6 +195,7 @@ def train_bc(cfg: BcConfig) -> Path:
             restore_rng_state(state["rng"])
             start = int(state["step"])
             best = [(float(s), int(k), str(f)) for s, k, f in state["extra"]["best"]]
+            selected = [float(v) for v in state["extra"]["selected"]]
         print(
             f"train-bc: {cfg.model}, {n} demos ({data.source}), {total} steps of batch "
             f"{cfg.batch_size}, validation on {len(data.id_seeds)} ID + {len(data.ood_seeds)} "
@@ -200,7 +204,12 @@ def train_bc(cfg: BcConfig) -> Path:
         done = start
 
         def extra() -> dict[str, Any]:
-            return {"kind": BC_KIND, "model": cfg.model, "best": [list(b) for b in best]}
+            return {
+                "kind": BC_KIND,
+                "model": cfg.model,
+                "best": [list(b) for b in best],
+                "selected": list(selected),
+            }
 
         def save(step: int) -> None:
             manager.save(
@@ -219,9 +228,14 @@ def train_bc(cfg: BcConfig) -> Path:
                 model, {"id": data.id_seeds, "ood": data.ood_seeds}, batch_size=cfg.eval_batch
             )
             id_succ = results["id"].success_rate
+            ood_succ = results["ood"].success_rate
+            if id_succ > selected[0]:
+                selected[:] = [id_succ, ood_succ]
             metrics = {
                 "vsucc/dataloader_idx_0": id_succ,
-                "vsucc/dataloader_idx_1": results["ood"].success_rate,
+                "vsucc/dataloader_idx_1": ood_succ,
+                "selected/vsucc/dataloader_idx_0": selected[0],
+                "selected/vsucc/dataloader_idx_1": selected[1],
                 "vlength/dataloader_idx_0": float(results["id"].length.mean()),
                 "vlength/dataloader_idx_1": float(results["ood"].length.mean()),
             }

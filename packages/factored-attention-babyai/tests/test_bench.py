@@ -1,0 +1,33 @@
+"""``bench`` and ``bc-grid`` run end to end (timings are reports, never asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from factored_attention_babyai.cli import main
+
+
+def test_bench_smoke_reports_both_evaluators(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--smoke", "--models", "transformer"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    evaluator = result["idle"]["evaluator"]["transformer"]
+    assert evaluator["agreement"] == 1.0  # same seeds, same policy → same episodes
+    assert evaluator["frames"] == 4 * 64  # a fresh policy never succeeds: full episodes
+    assert result["idle"]["bc_steps_per_s"]["transformer"] > 0
+    assert "one env at a time" in out
+
+
+@pytest.mark.slow
+def test_grid_smoke_sweeps_and_tabulates(tmp_path: Path) -> None:
+    assert main(["bc-grid", "--smoke", "--runs-dir", str(tmp_path)]) == 0
+    sweep = tmp_path / "factored-attention-babyai" / "sweeps" / "bc-grid"
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    assert len(manifest["runs"]) == 2
+    text = (sweep / "results.md").read_text()
+    assert "model=film, per-goal=4" in text
+    assert "model=transformer, per-goal=4" in text
+    assert "selected/vsucc/dataloader_idx_1" in text
