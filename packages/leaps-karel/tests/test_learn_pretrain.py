@@ -91,11 +91,16 @@ def test_prefix_match_and_rewards() -> None:
     assert prefix_match(world, [0, 0], [0, 0]) == 1.0
     assert prefix_match(world, [0, 0], [0, 1]) == pytest.approx(1 / 2)
     assert prefix_match(world, [0], [1, 1, 1]) == 0.0
-    rng = np.random.default_rng(0)
     prog = "DEF run m( move turnLeft m)"
-    rewards = behaviour_rewards([prog, prog, prog], [prog, "DEF run m( m)", "DEF run"], rng)
+    other = "DEF run m( turnLeft move m)"
+    gts, preds = [prog] * 4, [prog, "DEF run m( m)", "DEF run", other]
+    rewards = behaviour_rewards(gts, preds, [0, 1, 2, 3])
     assert rewards[0] == pytest.approx(1.1)
     assert rewards[1] == rewards[2] == 0.01  # invalid programs
+    assert 0.1 <= rewards[3] < 1.1
+    gts, preds = gts * 2, preds * 2
+    together = behaviour_rewards(gts, preds, list(range(8)), workers=2)
+    assert together.tolist() == behaviour_rewards(gts, preds, list(range(8))).tolist()
 
 
 # ---------------------------------------------------------------------------- gradient checks
@@ -106,7 +111,7 @@ def tiny() -> ProgramVAE:
 
 
 def test_gradcheck_program_loss(tiny: ProgramVAE) -> None:
-    ids = torch.tensor([dsl.to_ids("DEF run m( move turnLeft m)") + [50]])
+    ids = torch.tensor([[*dsl.to_ids("DEF run m( move turnLeft m)"), 50]])
     z = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda z: sequence_loss(tiny.decode_teacher(z, ids), ids[:, 1:], 50)[0], (z,)
@@ -134,7 +139,7 @@ def test_gradcheck_executor_loss(tiny: ProgramVAE) -> None:
 
 def test_gradcheck_reinforce_loss(tiny: ProgramVAE) -> None:
     sampled = torch.tensor(
-        [dsl.to_ids("run m( move m)") + [50] * 2, dsl.to_ids("run m( turnLeft move m)") + [50]]
+        [dsl.to_ids("run m( move m)") + [50] * 2, [*dsl.to_ids("run m( turnLeft move m)"), 50]]
     )
     inputs = torch.cat([torch.zeros(2, 1, dtype=torch.long), sampled], 1)
     adv = torch.tensor([1.0, -1.0], dtype=torch.float64)

@@ -7,6 +7,7 @@ programs, 5 for actions), as a token-level mean over the batch.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -128,33 +129,24 @@ def prefix_match(initial: World, gt: Sequence[int], pred: Sequence[int]) -> floa
     return (m - 1) / (max(lg, lp) - 1)
 
 
-def behaviour_rewards(
+def _rewards_chunk(
     gt_programs: Sequence[str],
     pred_programs: Sequence[str],
-    rng: np.random.Generator,
-    *,
-    num_demos: int = 10,
-    wall_prob: float = 0.25,
-    max_states: int = 100,
-    max_trials: int = 100,
-    budget: int = DEFAULT_BUDGET,
-) -> np.ndarray:
-    """R(ρ̂, ρ) of spec §3.5 for each pair: mean prefix match on fresh worlds + 0.1, or 0.01.
-
-    For each ground-truth program fresh 8×8 worlds (wall probability ``wall_prob``) are drawn
-    until ``num_demos`` no-crash executions of at most ``max_states`` states were found (at most
-    ``max_trials`` worlds; fewer demos are used when the limit is hit, the truncated first
-    worlds when none qualified); the predicted program runs from the same initial worlds.
-
-    Returns:
-        float64 ``[B]``.
-    """
+    seeds: Sequence[int],
+    num_demos: int,
+    wall_prob: float,
+    max_states: int,
+    max_trials: int,
+    budget: int,
+) -> list[float]:
     from leaps_karel.demos import _WorldBatch, sample_worlds
 
-    rewards = np.full(len(gt_programs), 0.01)
-    for i, (gt, pred) in enumerate(zip(gt_programs, pred_programs, strict=True)):
+    rewards = []
+    for gt, pred, seed in zip(gt_programs, pred_programs, seeds, strict=True):
         if not dsl.is_valid(pred):
+            rewards.append(0.01)
             continue
+        rng = np.random.default_rng(seed)
         run_gt = compile_program(gt, mode="no_crash", budget=budget, record=True)
         run_pred = compile_program(pred, mode="no_crash", budget=budget, record=True)
         demos: list[tuple[World, list[int]]] = []
@@ -174,5 +166,55 @@ def behaviour_rewards(
                     break
         demos = demos or fallback
         scores = [prefix_match(w, acts, run_pred(w.copy())[0]) for w, acts in demos]
-        rewards[i] = float(np.mean(scores)) + 0.1
+        rewards.append(float(np.mean(scores)) + 0.1)
     return rewards
+
+
+def behaviour_rewards(
+    gt_programs: Sequence[str],
+    pred_programs: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    num_demos: int = 10,
+    wall_prob: float = 0.25,
+    max_states: int = 100,
+    max_trials: int = 100,
+    budget: int = DEFAULT_BUDGET,
+    workers: int = 1,
+) -> np.ndarray:
+    """R(ρ̂, ρ) of spec §3.5 for each pair: mean prefix match on fresh worlds + 0.1, or 0.01.
+
+    For each ground-truth program fresh 8×8 worlds (wall probability ``wall_prob``, drawn from
+    ``default_rng(seed)`` of that pair) are drawn until ``num_demos`` no-crash executions of at
+    most ``max_states`` states were found (at most ``max_trials`` worlds; fewer demos are used
+    when the limit is hit, the truncated first worlds when none qualified); the predicted
+    program runs from the same initial worlds. The original's "cover all branches" world
+    selection is not reproduced (the first qualifying worlds are used).
+
+    Args:
+        gt_programs: ground-truth program texts.
+        pred_programs: predicted program texts (invalid ones get 0.01).
+        seeds: one world seed per pair.
+        num_demos: demonstrations per ground-truth program.
+        wall_prob: wall probability of the fresh worlds.
+        max_states: longest accepted demonstration, in states.
+        max_trials: worlds tried per program.
+        budget: call budget of both executions.
+        workers: processes (the result does not depend on it).
+
+    Returns:
+        float64 ``[B]``.
+    """
+    args = (num_demos, wall_prob, max_states, max_trials, budget)
+    n = len(gt_programs)
+    if workers <= 1 or n < 2 * workers:
+        return np.asarray(_rewards_chunk(gt_programs, pred_programs, seeds, *args))
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(_rewards_chunk, gt_programs[a:b], pred_programs[a:b], seeds[a:b], *args)
+            for a, b in itertools.pairwise(bounds)
+        ]
+        return np.asarray([x for f in futures for x in f.result()])

@@ -261,9 +261,11 @@ class Trainer:
             eps = torch.randn_like(mu)
             sampled = model.decode(mu + torch.exp(log_sigma) * eps, sample=True)
         preds = [ids_to_program(r) for r in sampled.tolist()]
+        seeds = self.rng.integers(0, 2**63 - 1, size=len(rows)).tolist()
         rewards = behaviour_rewards(
-            self.data.texts(rows), preds, self.rng, wall_prob=cfg.rl_wall_prob
-        )
+            self.data.texts(rows), preds, seeds, wall_prob=cfg.rl_wall_prob,
+            workers=cfg.rl_workers,
+        )  # fmt: skip
         adv = torch.as_tensor((rewards - rewards.mean()) / (rewards.std() + 1e-5), device=mu.device)
         lr = cfg.rl_lr * max(0.0, 1.0 - self.rl_updates / cfg.rl_decay_updates)
         for group in self.rl_opt.param_groups:

@@ -95,6 +95,8 @@ class PretrainConfig:
     """Wall probability of the fresh worlds the reward regenerates demos on."""
     rl_updates_per_epoch: Annotated[int | None, Range(1)] = None
     """Cap on REINFORCE updates per epoch (default: one pass over the training set)."""
+    rl_workers: AtLeast1 = 1
+    """Processes computing the L^R rewards (the result does not depend on it)."""
     rl_resample_z: bool = True
     """[quirk] Evaluate log p(ρ̂|z′) under a freshly sampled z′ (the original), not the z
     that produced ρ̂."""
