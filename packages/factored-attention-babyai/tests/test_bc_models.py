@@ -185,6 +185,18 @@ def test_sinusoid_2d_rows_first_then_columns() -> None:
     torch.testing.assert_close(pe[0, col, 48:], pe[7, col, 48:])
 
 
+def test_transformer_cls_only_last_layer_equals_the_full_decoder() -> None:
+    torch.manual_seed(0)
+    model = TransformerPolicy()
+    tokens, memory = torch.randn(3, 65, 96), torch.randn(3, 5, 96)
+    full = model.decoder(tokens, memory)[:, -1]
+    torch.testing.assert_close(model.decode_cls(tokens, memory), full, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # eval mode takes torch's fused inference path
+        model.eval()
+        full = model.decoder(tokens, memory)[:, -1]
+        torch.testing.assert_close(model.decode_cls(tokens, memory), full, atol=1e-5, rtol=1e-5)
+
+
 def test_transformer_uses_the_positions() -> None:
     torch.manual_seed(0)
     model = TransformerPolicy()

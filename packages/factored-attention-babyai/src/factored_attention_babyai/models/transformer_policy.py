@@ -11,9 +11,16 @@ The original's ``sentence_encoder_image_decoder`` (a.k.a. ``pure_transformer``).
 * Direction: embedding 4 × 32 → Linear(32→96); concatenated with the CLS output (192) →
   Linear(192→96), no activation.
 * Actor: Linear(96→384, no bias) → ReLU → Linear(384→7, no bias) → logits.
+
+Only the CLS output is read, so the last decoder layer is evaluated for the CLS query alone
+(its self-attention still attends over all 65 tokens): the same function as running the
+layer on every token and keeping the last, for about a quarter of that layer's arithmetic
+(:meth:`TransformerPolicy.decode_cls`; tested against the full decoder).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +85,27 @@ class TransformerPolicy(nn.Module):
             nn.Linear(4 * d_model, n_actions, bias=False),
         )
 
+    def decode_cls(self, tokens: Tensor, memory: Tensor) -> Tensor:
+        """Decoder output at the last (CLS) token.
+
+        Args:
+            tokens: ``[N, S, D]`` decoder input (cells then CLS).
+            memory: ``[N, L, D]`` encoded words.
+
+        Returns:
+            ``[N, D]``, equal to ``self.decoder(tokens, memory)[:, -1]``.
+        """
+        layers = list(self.decoder.layers)
+        x = tokens
+        for layer in layers[:-1]:
+            x = layer(x, memory)
+        last: Any = layers[-1]
+        q = x[:, -1:]
+        h = last.norm1(q + last.self_attn(q, x, x, need_weights=False)[0])
+        h = last.norm2(h + last.multihead_attn(h, memory, memory, need_weights=False)[0])
+        h = last.norm3(h + last.linear2(last.activation(last.linear1(h))))
+        return h[:, 0]
+
     def forward(
         self,
         images: Tensor,
@@ -104,6 +132,6 @@ class TransformerPolicy(nn.Module):
         cells = self.cell_embedding(images.long() + self.channel_offsets)  # [N, H, W, 3, D/3]
         cells = cells.reshape(n, -1, cells.shape[-2] * cells.shape[-1]) + self.cell_positions
         tokens = torch.cat((cells, self.cls.expand(n, 1, -1)), dim=1)  # [N, H·W + 1, D]
-        cls_out = self.decoder(tokens, memory)[:, -1]
+        cls_out = self.decode_cls(tokens, memory)
         direction = self.direction_projection(self.direction_embedding(directions.long()))
         return self.actor(self.combine(torch.cat((cls_out, direction), dim=-1)))
