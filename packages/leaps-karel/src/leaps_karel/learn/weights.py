@@ -20,7 +20,15 @@ from leaps_karel.learn.pretrain_config import VARIANTS, ModelConfig
 if TYPE_CHECKING:
     from leaps_karel.learn.model import ProgramVAE
 
-__all__ = ["FORMAT", "WEIGHTS_DIR", "export_weights", "load_model", "shipped_weights"]
+__all__ = [
+    "FORMAT",
+    "WEIGHTS_DIR",
+    "default_weights",
+    "export_weights",
+    "load_model",
+    "read_metadata",
+    "shipped_weights",
+]
 
 FORMAT = "leaps-karel-program-vae"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -43,6 +51,22 @@ def shipped_weights(variant: str = "LEAPS") -> Path:
             "`leaps-karel pretrain --variant VARIANT` and pass the exported file instead"
         )
     return path
+
+
+def default_weights() -> Path:
+    """The shipped weights stage 2 uses by default.
+
+    LEAPS when shipped, else the closest shipped variant (LEAPS-P+L, LEAPS-P+R, LEAPS-P, in
+    that order); the file's metadata names the variant (`read_metadata`).
+
+    Raises:
+        UserError: no weights are shipped.
+    """
+    for variant in ("LEAPS", "LEAPSPL", "LEAPSPR", "LEAPSP"):
+        path = WEIGHTS_DIR / f"{variant}.safetensors"
+        if path.is_file():
+            return path
+    return shipped_weights("LEAPS")  # raises with the list of shipped files
 
 
 def export_weights(
@@ -126,7 +150,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 def load_model(
     path: str | os.PathLike[str] | None = None, *, map_location: Any = "cpu"
 ) -> ProgramVAE:
-    """Load a `ProgramVAE` from a weights file (``None`` = the shipped LEAPS weights).
+    """Load a `ProgramVAE` from a weights file (``None`` = `default_weights`).
 
     The executor is left randomly initialised when the file does not hold it. The model is
     returned in eval mode.
@@ -139,7 +163,7 @@ def load_model(
 
     from leaps_karel.learn.model import ProgramVAE
 
-    path = Path(path) if path is not None else shipped_weights("LEAPS")
+    path = Path(path) if path is not None else default_weights()
     meta = read_metadata(path)
     try:
         sizes = json.loads(meta["model"])
