@@ -30,3 +30,20 @@ def test_cartpole_quick_pipeline_reaches_the_demonstrator(tmp_path: Path) -> Non
         assert len(result["curve"]) == 20
         finals.append(result["final_heldout_mean"])
     assert float(np.mean(finals)) >= 0.9 * demonstrator
+
+
+@pytest.mark.slow
+def test_image_experiment_smoke_end_to_end(tmp_path: Path) -> None:
+    """`ilpo experiment --smoke --env <MiniGrid env>`: BFS frames → U-Net LPN → image ARN sweep."""
+    argv = ["experiment", "--smoke", "--env", "MiniGrid-Empty-Random-6x6-v0"]
+    assert main([*argv, "--runs-dir", str(tmp_path), "--run-name", "img"]) == 0
+    run = tmp_path / "ilpo" / "img"
+    results = json.loads((run / "results.json").read_text())
+    assert results["kind"] == "image"
+    assert set(results["rows"]) == {"ILPO", "Demonstrator", "Expert (clean)", "Random"}
+    assert results["rows"]["ILPO"]["n"] == 2
+    assert 0.9 < results["rows"]["Expert (clean)"]["mean"] <= 1.0
+    assert (run / "curves.png").stat().st_size > 1000
+    assert (
+        len(list((run / "ilpo" / "collect" / "MiniGrid-Empty-Random-6x6-v0").glob("*.png"))) >= 40
+    )

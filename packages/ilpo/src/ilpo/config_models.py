@@ -266,6 +266,9 @@ class ExperimentConfig:
     """Seeds of the ARN, BC and BCO runs (0-9, 0,3,7; default: the preset's)."""
     workers: AtLeast1 = 1
     """Parallel runs of each sweep (local process pool)."""
+    overlap: bool = True
+    """Run the BC and BCO sweeps beside the LPN and ARN stages (they need only the
+    demonstrations); --no-overlap runs the stages one after another (clean stage times)."""
     seed: Seed = 0
     """Seed of the shared stages (expert, demonstrations, LPN)."""
     runs_dir: RunsDir = None

@@ -23,6 +23,8 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +239,25 @@ def _plot(
     plt.close(fig)
 
 
+def _lpn_stage(
+    root: Path,
+    base: list[str],
+    env: str,
+    collect: Path,
+    args: tuple[str, ...],
+    mark: Callable[[str, float], None],
+) -> Path:
+    """Train (or resume, or reuse) the experiment's one LPN; returns its run directory."""
+    lpn, done = _stage_dir(root, "lpn", "lpn.pt")
+    if not done:
+        t0 = time.perf_counter()
+        resume = ["--resume"] if (lpn / "checkpoints" / "last.pt").is_file() else []
+        argv = ["lpn", *base, "--run-name", "lpn", "--env", env, "--data", str(collect)]
+        _main([*argv, *args, *resume])
+        mark("lpn", time.perf_counter() - t0)
+    return lpn
+
+
 def run_experiment(cfg: ExperimentConfig) -> Path:
     """Run (or continue) the experiment; returns its run directory."""
     from compkit_utils.checkpoints import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -309,40 +330,40 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
                 ]
             )
             mark("collect", time.perf_counter() - t0)
-        lpn, done = _stage_dir(root, "lpn", "lpn.pt")
-        if not done:
-            t0 = time.perf_counter()
-            resume_lpn = ["--resume"] if (lpn / "checkpoints" / "last.pt").is_file() else []
-            _main(
-                [
-                    "lpn",
-                    *base,
-                    "--run-name",
-                    "lpn",
-                    "--env",
-                    cfg.env,
-                    "--data",
-                    str(collect),
-                    *preset.lpn,
-                    *resume_lpn,
-                ]
-            )
-            mark("lpn", time.perf_counter() - t0)
         env = ("--env", cfg.env)
         data = ("--data", str(collect))
-        arn_dir, s = _sweep(root, "arn", seeds, cfg.workers, (*env, "--lpn", str(lpn), *preset.arn))
-        mark("arn", s)
+        pool = ThreadPoolExecutor(max_workers=2) if cfg.overlap and not image else None
+        try:
+            baselines: dict[str, Any] = {}
+            if pool is not None:  # BC and BCO need only the demonstrations: start them now
+                for name, args in (("bc", preset.bc), ("bco", preset.bco)):
+                    sweep_args = (*env, *data, *args)
+                    baselines[name] = pool.submit(
+                        _sweep, root, name, seeds, cfg.workers, sweep_args
+                    )
+            lpn = _lpn_stage(root, base, cfg.env, collect, preset.lpn, mark)
+            arn_args = (*env, "--lpn", str(lpn), *preset.arn)
+            arn_dir, s = _sweep(root, "arn", seeds, cfg.workers, arn_args)
+            mark("arn", s)
+            dirs: dict[str, Path] = {}
+            for name, args in (("bc", preset.bc), ("bco", preset.bco)):
+                if image:  # BC and BCO are the vector experiment's baselines
+                    break
+                if name in baselines:
+                    dirs[name], s = baselines[name].result()
+                else:
+                    dirs[name], s = _sweep(root, name, seeds, cfg.workers, (*env, *data, *args))
+                mark(name, s)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         arn_groups = load_groups([arn_dir])
         rows: dict[str, dict[str, Any]] = {"ILPO": _row(summarise(arn_groups, FINAL_METRIC)[0])}
         curves = {"ILPO": arn_dir}
-        if not image:  # BC and BCO are the vector experiment's baselines
-            bc_dir, s = _sweep(root, "bc", seeds, cfg.workers, (*env, *data, *preset.bc))
-            mark("bc", s)
-            bco_dir, s = _sweep(root, "bco", seeds, cfg.workers, (*env, *data, *preset.bco))
-            mark("bco", s)
-            rows["BCO"] = _row(summarise(load_groups([bco_dir]), FINAL_METRIC)[0])
-            rows["BC"] = _row(summarise(load_groups([bc_dir]), "eval/return")[0])
-            curves["BCO"] = bco_dir
+        if dirs:
+            rows["BCO"] = _row(summarise(load_groups([dirs["bco"]]), FINAL_METRIC)[0])
+            rows["BC"] = _row(summarise(load_groups([dirs["bc"]]), "eval/return")[0])
+            curves["BCO"] = dirs["bco"]
         rows["Demonstrator"] = _single_value(collect, "demonstrator")
         rows["Expert (clean)"] = _single_value(collect if image else expert, "expert")
         rows["Random"] = _row(summarise(arn_groups, "eval/random_return")[0])

@@ -149,12 +149,13 @@ class VectorLPN(nn.Module):
         torch.mm(da4.t(), x3_sel, out=_grad(self.dec1.weight))
         torch.sum(da4, 0, out=_grad(self.dec1.bias))
         dj = _lrelu_grad(da4 @ wd1, j_sel)  # [B, W]
+        dj_per_latent = torch.zeros(z, width, dtype=s.dtype, device=s.device)
+        dj_per_latent.index_add_(0, best, dj)  # [Z, W]: Σ of dj over the samples of each z
         gj = _grad(self.joint.weight)
         torch.mm(dj.t(), h, out=gj[:, :width])
-        torch.mm(dj.t(), u[best], out=gj[:, width:])
+        torch.mm(dj_per_latent.t(), u, out=gj[:, width:])  # = dj.t() @ u[best], Z ≪ B rows
         torch.sum(dj, 0, out=_grad(self.joint.bias))
-        dj_per_latent = torch.zeros(z, width, dtype=s.dtype, device=s.device)
-        du = dj_per_latent.index_add_(0, best, dj) @ w_u  # [Z, W]
+        du = dj_per_latent @ w_u  # [Z, W]
         du_pre = _lrelu_grad(du, u_pre)  # [Z, W]
         _grad(self.embed.weight).copy_(du_pre.t())
         torch.sum(du_pre, 0, out=_grad(self.embed.bias))
@@ -310,6 +311,10 @@ def lpn_losses(logits: Tensor, deltas: Tensor, target: Tensor) -> LPNLosses:
     return LPNLosses(min_loss + exp_loss, min_loss, exp_loss, best, probs)
 
 
+_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
+"""torch's fused Adam kernel (what ``torch.optim.Adam(fused=True)`` calls; CPU since 2.4)."""
+
+
 class FlatAdam:
     """Adam over one flat buffer: a handful of vector ops per step instead of a dozen per tensor.
 
@@ -333,6 +338,7 @@ class FlatAdam:
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
         self._denom = torch.zeros_like(self.flat)
+        self._step_t = torch.zeros((), dtype=torch.float32, device=ref.device)
         self.steps = 0
         offset = 0
         for p in params:
@@ -349,9 +355,27 @@ class FlatAdam:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One Adam update of every parameter."""
+        """One Adam update of every parameter (torch's fused single-pass kernel if present)."""
         self.steps += 1
         b1, b2 = self.betas
+        if _FUSED_ADAM is not None:
+            self._step_t.fill_(self.steps)
+            _FUSED_ADAM(
+                [self.flat],
+                [self.grad],
+                [self.exp_avg],
+                [self.exp_avg_sq],
+                [],
+                [self._step_t],
+                lr=self.lr,
+                beta1=b1,
+                beta2=b2,
+                weight_decay=0.0,
+                eps=self.eps,
+                amsgrad=False,
+                maximize=False,
+            )
+            return
         self.exp_avg.lerp_(self.grad, 1 - b1)
         self.exp_avg_sq.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
         torch.sqrt(self.exp_avg_sq, out=self._denom)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -99,9 +99,10 @@ def read_frames_hdf5(path: str | os.PathLike[str], *, max_pairs: int | None = No
             missing = [k for k in _KEYS if k not in handle]
             if missing:
                 raise UserError(f"{path}: not a frames file (missing {', '.join(missing)})")
-            states = np.asarray(handle["states"][:max_pairs])
-            next_states = np.asarray(handle["next_states"][:max_pairs])
-            actions = np.asarray(handle["actions"][:max_pairs]).astype(np.int64)
+            data: Any = handle  # h5py's stubs type members as a union without indexing
+            states = np.asarray(data["states"][:max_pairs])
+            next_states = np.asarray(data["next_states"][:max_pairs])
+            actions = np.asarray(data["actions"][:max_pairs]).astype(np.int64)
             env = handle.attrs.get("env")
     except OSError as exc:
         raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
