@@ -86,3 +86,18 @@ def test_interaction_model_is_frozen(k: int) -> None:
     assert all(p.grad is None for p in interaction.parameters())
     for key, value in interaction.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+@pytest.mark.slow
+def test_bench_steps_match_their_references() -> None:
+    """The timed steps compute the references' losses (~20 s: the Q-network's 3×3 conv)."""
+    from factored_attention_babyai.bench_steps import bench_discriminator_step, bench_planner_step
+
+    planner = bench_planner_step(batch_size=3, k=2, repeats=1)
+    assert planner["loss_match"]
+    assert planner["frames"] < planner["padded_frames"]
+    assert planner["ours_ms"] > 0
+    assert planner["reference_ms"] > 0
+    disc = bench_discriminator_step(batch_size=8, repeats=1)
+    assert disc["loss_match"]
+    assert disc["speedup"] > 0

@@ -9,7 +9,8 @@
   the network, as the original did. Both give the same loss; the function checks it.
 
 Inputs are synthetic (random rooms, demo lengths 7…26 like the dataset's), so no dataset or
-environment is needed. Each returns a dict of milliseconds per step and the speed-up.
+environment is needed. Each returns a dict of the median milliseconds per step (ours and the
+reference measured alternately) and the speed-up.
 """
 
 from __future__ import annotations
@@ -22,13 +23,19 @@ import numpy as np
 import torch
 
 
-def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
+def _time_pair(
+    ours: Callable[[], Any], reference: Callable[[], Any], repeats: int
+) -> tuple[float, float]:
+    """Median milliseconds of each, measured alternately (a busy machine affects both alike)."""
+    ours()
+    reference()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1000.0
+        for fn, out in ((ours, times[0]), (reference, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def _synthetic_demos(n_goals: int, per_goal: int, seed: int) -> Any:
@@ -106,8 +113,9 @@ def bench_discriminator_step(
     with torch.no_grad():
         match = bool(torch.allclose(ours_loss(), reference_loss(), rtol=1e-4, atol=1e-5))
     disc.train()
-    ours_ms = _time(lambda: train_step(ours_loss), repeats)
-    ref_ms = _time(lambda: train_step(reference_loss), repeats)
+    ours_ms, ref_ms = _time_pair(
+        lambda: train_step(ours_loss), lambda: train_step(reference_loss), repeats
+    )
     return {
         "what": "discriminator step", "model": model, "batch_size": batch_size,
         "device": str(dev), "ours_ms": ours_ms, "reference_ms": ref_ms,
@@ -164,8 +172,9 @@ def bench_planner_step(
         return loss.detach()
 
     match = bool(torch.allclose(step(batch), step(full), rtol=1e-4, atol=1e-6))
-    ours_ms = _time(lambda: (step(batch), optimizer.step()), repeats)
-    ref_ms = _time(lambda: (step(full), optimizer.step()), repeats)
+    ours_ms, ref_ms = _time_pair(
+        lambda: (step(batch), optimizer.step()), lambda: (step(full), optimizer.step()), repeats
+    )
     return {
         "what": "planner step", "batch_size": batch_size, "k": k,
         "frames": len(batch["valid"]), "padded_frames": n * tmax, "device": str(dev),
