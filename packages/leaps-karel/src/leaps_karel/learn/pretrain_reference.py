@@ -104,4 +104,4 @@ def reference_step(
     opt.zero_grad(set_to_none=True)
     total.backward()
     opt.step()
-    return float(total)
+    return total.item()
