@@ -15,6 +15,7 @@ from compkit_utils.config import run_cli
 from factored_attention_babyai.bc_config import BcBenchConfig, BcConfig, BcGridConfig
 from factored_attention_babyai.config import GenerateConfig, InspectConfig
 from factored_attention_babyai.disc_config import DiscriminatorConfig, ExportInteractionConfig
+from factored_attention_babyai.figures_config import FiguresConfig
 from factored_attention_babyai.planner_config import PlannerConfig
 
 COMMANDS: dict[str, type] = {
@@ -26,6 +27,7 @@ COMMANDS: dict[str, type] = {
     "train-discriminator": DiscriminatorConfig,
     "export-interaction": ExportInteractionConfig,
     "train-planner": PlannerConfig,
+    "figures": FiguresConfig,
 }
 """Command name → config class (``compkit sweep`` reads this table)."""
 
@@ -38,6 +40,7 @@ TARGETS: dict[type, str] = {
     DiscriminatorConfig: "factored_attention_babyai.discriminator:train_discriminator",
     ExportInteractionConfig: "factored_attention_babyai.discriminator:export_interaction",
     PlannerConfig: "factored_attention_babyai.planner:train_planner",
+    FiguresConfig: "factored_attention_babyai.figures:run_figures",
 }
 """Config class → ``"module:function"`` that runs the command (called with the config)."""
 

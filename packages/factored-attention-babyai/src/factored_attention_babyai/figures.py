@@ -1,0 +1,301 @@
+"""``figures``: the paper's Figure 3 (spec §8.2) and Figure 4b (§8.3) from runs of this package.
+
+Figure 3 — success vs demonstrations per goal. For every run of every sweep: the validation
+points logged at steps ≤ ``--max-step`` are sorted by ID success (``vsucc/dataloader_idx_0``)
+and the best ``--top`` (10) kept; the ID panel uses their ID success, the OOD panel the OOD
+success (``vsucc/dataloader_idx_1``) *at the same points* (model selection on ID). Per model
+and demonstrations-per-goal the [seeds × points] scores are aggregated with the IQM and a 95%
+stratified-bootstrap CI (rliable). Writes ``figure3_id.png``, ``figure3_ood.png`` (log x axis,
+CI bands) and ``figure3.json``.
+
+Figure 4b — the word × attribute correlations σ(clip(e^α·2·clip(cos, 0, 1) + β, −8, 8)) of
+factored models (15 words × 17 attributes), and for ``simple`` models the 18 projected
+(key/ball/box × colour) pairs; averaged over the checkpoints given per label. Writes
+``figure4b.png`` and ``figure4b.json`` (with the sparsity check of the issue: each colour
+word's strongest attribute is its colour, each object word's its type; function words < 0.1).
+
+All figures are computed before anything is written; files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from compkit_utils.errors import UserError
+
+if TYPE_CHECKING:
+    from factored_attention_babyai.figures_config import FiguresConfig
+
+ID_KEY = "vsucc/dataloader_idx_0"
+OOD_KEY = "vsucc/dataloader_idx_1"
+TYPE_NAMES = (
+    "unseen",
+    "empty",
+    "wall",
+    "floor",
+    "door",
+    "key",
+    "ball",
+    "box",
+    "goal",
+    "lava",
+    "agent",
+)
+COLOR_NAMES = ("red", "green", "blue", "purple", "yellow", "grey")
+FUNCTION_WORDS = ("go", "to", "a", "the")
+
+
+def parse_pairs(items: Sequence[str]) -> dict[str, list[Path]]:
+    """``LABEL=PATH`` items → label → paths (labels in first-seen order)."""
+    out: dict[str, list[Path]] = {}
+    for item in items:
+        label, _, path = item.partition("=")
+        out.setdefault(label, []).append(Path(path))
+    return out
+
+
+def select_points(
+    records: Sequence[dict[str, Any]], max_step: int, top: int
+) -> tuple[list[float], list[float]]:
+    """The §8.2 selection rule for one run.
+
+    Keeps the ``top`` validation points (step ≤ ``max_step``) with the highest ID success, ties
+    broken by the earlier step; returns (their ID values, their OOD values).
+    """
+    points = [
+        (float(r[ID_KEY]), int(r["step"]), float(r[OOD_KEY]))
+        for r in records
+        if ID_KEY in r and OOD_KEY in r and int(r["step"]) <= max_step
+    ]
+    points.sort(key=lambda p: (-p[0], p[1]))
+    kept = points[:top]
+    return [p[0] for p in kept], [p[2] for p in kept]
+
+
+def _per_goal(sweep_dir: Path, run: str, config: dict[str, str]) -> int:
+    for key in ("per-goal", "per_goal"):
+        if key in config:
+            return int(config[key])
+    cfg_file = sweep_dir / run / "config.json"
+    value = json.loads(cfg_file.read_text()).get("per_goal") if cfg_file.is_file() else None
+    if value is None:
+        raise UserError(
+            f"--sweeps {sweep_dir}: run {run} has no per-goal setting; sweep --grid per-goal=..."
+        )
+    return int(value)
+
+
+def collect_runs(
+    sweeps: dict[str, list[Path]], max_step: int, top: int
+) -> dict[str, dict[int, list[tuple[list[float], list[float]]]]]:
+    """Label → demos per goal → per run (ID values, OOD values) of the selected points."""
+    from compkit_utils.sweep.report import load_groups
+
+    out: dict[str, dict[int, list[tuple[list[float], list[float]]]]] = {}
+    for label, dirs in sweeps.items():
+        for sweep_dir in dirs:
+            if not sweep_dir.is_dir():
+                raise UserError(f"--sweeps {label}={sweep_dir}: no such sweep folder")
+            for group in load_groups([sweep_dir]):
+                for run, records in group.runs.items():
+                    ids, oods = select_points(records, max_step, top)
+                    if not ids:
+                        raise UserError(
+                            f"--sweeps {label}={sweep_dir}: run {run} logged no {ID_KEY} at "
+                            f"steps ≤ {max_step}"
+                        )
+                    limit = _per_goal(sweep_dir, run, group.config)
+                    out.setdefault(label, {}).setdefault(limit, []).append((ids, oods))
+    return out
+
+
+def iqm_ci(scores: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
+    """IQM of [runs, points] scores and its 95% stratified-bootstrap CI (rliable)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    from compkit_utils.sweep.report import seeded_numpy
+
+    with seeded_numpy(seed):
+        points, cis = rly.get_interval_estimates(
+            {"x": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps
+        )
+    return float(points["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0])
+
+
+def figure3_table(
+    runs: dict[str, dict[int, list[tuple[list[float], list[float]]]]], reps: int, seed: int
+) -> dict[str, Any]:
+    """Label → panel ("id"/"ood") → rows {per_goal, iqm, ci_low, ci_high, runs, points}."""
+    table: dict[str, Any] = {}
+    for label, by_limit in runs.items():
+        panels: dict[str, list[dict[str, float]]] = {"id": [], "ood": []}
+        for limit in sorted(by_limit):
+            pairs = by_limit[limit]
+            k = min(len(ids) for ids, _ in pairs)  # rectangular: same point count per run
+            for panel, pick in (("id", 0), ("ood", 1)):
+                scores = np.array([p[pick][:k] for p in pairs], dtype=np.float64)
+                iqm, low, high = iqm_ci(scores, reps, seed)
+                panels[panel].append(
+                    {"per_goal": limit, "iqm": iqm, "ci_low": low, "ci_high": high,
+                     "runs": len(pairs), "points": k}
+                )  # fmt: skip
+        table[label] = panels
+    return table
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    from compkit_utils.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def plot_figure3(table: dict[str, Any], panel: str, path: Path) -> None:
+    """One panel (``id`` or ``ood``): IQM vs demos per goal (log x) with CI bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for label, panels in table.items():
+        rows = panels[panel]
+        x = [r["per_goal"] for r in rows]
+        ax.plot(x, [r["iqm"] for r in rows], marker="o", label=label)
+        ax.fill_between(x, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
+        for r in rows:
+            ax.annotate(f"{r['iqm']:.2f}", (r["per_goal"], r["iqm"]), fontsize=7,
+                        textcoords="offset points", xytext=(0, 5), ha="center")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("demonstrations per goal")
+    ax.set_ylabel(f"success rate ({'in distribution' if panel == 'id' else 'held-out goals'})")
+    ax.set_title("D_v_ID" if panel == "id" else "D_v_OOD")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+
+
+def correlation_matrix(model: Any) -> tuple[np.ndarray, list[str]]:
+    """Figure 4b matrix of one interaction model and its column names.
+
+    Factored models: [15, 17] (types then colours); ``simple``: [15, 18] (key/ball/box × colour).
+    """
+    import torch
+
+    from factored_attention_babyai.models.interaction import FactoredAttention, SimpleAttention
+
+    with torch.no_grad():
+        if isinstance(model, SimpleAttention):
+            cos = model.attribute_cosines().clamp(0, 1)
+            corr = torch.sigmoid((model.alpha.exp() * 2 * cos + model.beta).clamp(-8, 8))
+            cols = [t * len(COLOR_NAMES) + c for t in (5, 6, 7) for c in range(len(COLOR_NAMES))]
+            names = [f"{COLOR_NAMES[c]} {TYPE_NAMES[t]}" for t in (5, 6, 7) for c in range(6)]
+            return corr[:, cols].numpy(), names
+        if isinstance(model, FactoredAttention):
+            return model.word_attribute_correlations().numpy(), [*TYPE_NAMES, *COLOR_NAMES]
+    raise UserError(
+        f"--interactions: a {type(model).__name__} has no word × attribute correlations; "
+        "pass independent, independent_noreg or simple checkpoints"
+    )
+
+
+def sparsity_summary(matrix: np.ndarray, words: Sequence[str]) -> dict[str, Any]:
+    """The issue's Figure 4b check on a [15, 17] factored matrix."""
+    columns = [*TYPE_NAMES, *COLOR_NAMES]
+    content = [w for w in words if w in COLOR_NAMES or w in ("key", "ball", "box")]
+    correct = [w for w in content if columns[int(np.argmax(matrix[words.index(w)]))] == w]
+    function_max = {w: float(matrix[words.index(w)].max()) for w in FUNCTION_WORDS}
+    return {
+        "content_words_correct": len(correct),
+        "content_words": len(content),
+        "wrong": sorted(set(content) - set(correct)),
+        "function_word_max": function_max,
+        "function_words_below_0.1": all(v < 0.1 for v in function_max.values()),
+    }
+
+
+def figure4b(interactions: dict[str, list[Path]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Label → averaged matrix; returns (plot data, JSON summary)."""
+    from factored_attention_babyai.interaction_io import load_interaction
+    from factored_attention_babyai.vocab import WORDS
+
+    data: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for label, paths in interactions.items():
+        mats, names = [], []
+        for path in paths:
+            model, _ = load_interaction(path, words=WORDS, flag=f"--interactions {label}=")
+            matrix, names = correlation_matrix(model)
+            mats.append(matrix)
+        if len({m.shape for m in mats}) != 1:
+            raise UserError(f"--interactions {label}: mixes model types; use one label per type")
+        mean = np.mean(mats, axis=0)
+        data[label] = (mean, names)
+        summary[label] = {"checkpoints": [str(p) for p in paths], "matrix": mean.tolist(),
+                          "columns": names}  # fmt: skip
+        if mean.shape[1] == len(TYPE_NAMES) + len(COLOR_NAMES):
+            summary[label]["check"] = sparsity_summary(mean, list(WORDS))
+    return data, summary
+
+
+def plot_figure4b(data: dict[str, Any], path: Path) -> None:
+    """Heat maps side by side, values > 0.03 printed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from factored_attention_babyai.vocab import WORDS
+
+    fig, axes = plt.subplots(1, len(data), figsize=(7 * len(data), 6), dpi=100, squeeze=False)
+    for ax, (label, (matrix, names)) in zip(axes[0], data.items(), strict=True):
+        ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(WORDS)), WORDS, fontsize=7)
+        ax.set_title(label)
+        for (i, j), value in np.ndenumerate(matrix):
+            if value > 0.03:
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5, color="w")
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+
+
+def run_figures(cfg: FiguresConfig) -> dict[str, Any]:
+    """Run ``figures``: compute everything, then write the files."""
+    from compkit_utils.io import atomic_write_json
+
+    outputs: list[str] = []
+    if cfg.sweeps:
+        outputs += ["figure3_id.png", "figure3_ood.png", "figure3.json"]
+    if cfg.interactions:
+        outputs += ["figure4b.png", "figure4b.json"]
+    existing = [name for name in outputs if (cfg.out_dir / name).exists()]
+    if existing and not cfg.overwrite:
+        raise UserError(f"--out-dir {cfg.out_dir} already holds {existing[0]}; pass --overwrite")
+    result: dict[str, Any] = {}
+    table = None
+    if cfg.sweeps:
+        runs = collect_runs(parse_pairs(cfg.sweeps), cfg.max_step, cfg.top)
+        table = figure3_table(runs, cfg.reps, cfg.seed)
+        result["figure3"] = table
+    fig4 = figure4b(parse_pairs(cfg.interactions)) if cfg.interactions else None
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if table is not None:
+        plot_figure3(table, "id", cfg.out_dir / "figure3_id.png")
+        plot_figure3(table, "ood", cfg.out_dir / "figure3_ood.png")
+        atomic_write_json(cfg.out_dir / "figure3.json", table)
+    if fig4 is not None:
+        plot_figure4b(fig4[0], cfg.out_dir / "figure4b.png")
+        atomic_write_json(cfg.out_dir / "figure4b.json", fig4[1])
+        result["figure4b"] = fig4[1]
+    print(f"figures: wrote {', '.join(outputs)} to {cfg.out_dir}")
+    return result

@@ -1,0 +1,130 @@
+"""figures: the Figure 3 selection rule on synthetic logs, the table and plots from a synthetic
+sweep, Figure 4b's matrix and sparsity check, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compkit_utils.checkpoints import make_state, save_checkpoint
+from compkit_utils.testing import one_error_line, tree
+from factored_attention_babyai.cli import main
+from factored_attention_babyai.figures import select_points, sparsity_summary
+from factored_attention_babyai.models.interaction import FactoredAttention
+from factored_attention_babyai.vocab import WORDS
+
+PROG = "factored-attention-babyai"
+ID, OOD = "vsucc/dataloader_idx_0", "vsucc/dataloader_idx_1"
+
+
+def test_selection_keeps_the_best_id_points_and_their_ood_values() -> None:
+    records = [{"step": s, "loss": 1.0} for s in range(1, 5)]  # training records are skipped
+    ids = [0.2, 0.9, 0.5, 0.9, 0.7, 1.0]
+    oods = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    steps = [500, 1000, 1500, 2000, 2500, 3000]  # step 3000 lies beyond max_step
+    records += [{"step": s, ID: i, OOD: o} for s, i, o in zip(steps, ids, oods, strict=True)]
+    got_id, got_ood = select_points(records, max_step=2500, top=3)
+    assert got_id == [0.9, 0.9, 0.7]  # ties: the earlier step first
+    assert got_ood == [0.1, 0.3, 0.4]  # OOD at the same points, not the best OOD
+    assert select_points(records, max_step=400, top=3) == ([], [])
+
+
+def _sweep(root: Path, name: str, values: dict[int, list[float]]) -> Path:
+    """A finished compkit sweep over per-goal, 3 seeds, 4 validation points per run."""
+    sweep = root / name
+    runs = {}
+    for per_goal, base in values.items():
+        for seed, offset in enumerate(base):
+            run = f"per-goal={per_goal}__seed={seed}"
+            (sweep / run).mkdir(parents=True)
+            lines = [
+                {"step": 500 * (j + 1), ID: offset + 0.01 * j, OOD: offset / 2 + 0.01 * j}
+                for j in range(4)
+            ]
+            (sweep / run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+            runs[run] = {"status": "finished", "config": {"per-goal": str(per_goal)}}
+    (sweep / "sweep.json").write_text(json.dumps({"runs": runs}))
+    return sweep
+
+
+def test_figure3_from_sweeps(tmp_path: Path) -> None:
+    a = _sweep(tmp_path, "a", {50: [0.2, 0.3, 0.4], 250: [0.6, 0.7, 0.8]})
+    b = _sweep(tmp_path, "b", {50: [0.1, 0.1, 0.1], 250: [0.1, 0.2, 0.3]})
+    out = tmp_path / "fig"
+    args = ["figures", "--sweeps", f"Ours={a}", f"BC={b}", "--out-dir", str(out), "--reps", "200"]
+    assert main([*args, "--top", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figure3.json", "figure3_id.png", "figure3_ood.png",
+    ]  # fmt: skip
+    table = json.loads((out / "figure3.json").read_text())
+    row = table["Ours"]["id"][0]
+    assert row["per_goal"] == 50
+    assert (row["runs"], row["points"]) == (3, 2)
+    # Top 2 of each run: offset + 0.03 and + 0.02; IQM of the 6 values (25% trimmed).
+    values = np.sort([o + d for o in (0.2, 0.3, 0.4) for d in (0.03, 0.02)])
+    assert row["iqm"] == pytest.approx(_iqm(values), abs=1e-9)
+    assert row["ci_low"] <= row["iqm"] <= row["ci_high"]
+    assert table["Ours"]["ood"][1]["iqm"] == pytest.approx(
+        _iqm(np.array([o / 2 + d for o in (0.6, 0.7, 0.8) for d in (0.03, 0.02)])), abs=1e-9
+    )
+    assert main(args) == 2  # files exist: refused without --overwrite
+
+
+def _iqm(values: np.ndarray) -> float:
+    """25%-trimmed mean of 6 values: the middle 4 (what rliable's IQM computes)."""
+    assert len(values) == 6
+    return float(np.sort(values)[1:5].mean())
+
+
+def test_missing_sweep_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    before = tree(tmp_path)
+    args = ["figures", "--sweeps", f"X={tmp_path / 'nope'}", "--out-dir", str(tmp_path / "f")]
+    assert main(args) == 2
+    assert "no such sweep folder" in one_error_line(capsys.readouterr().err, PROG)
+    assert tree(tmp_path) == before
+    assert main(["figures", "--out-dir", str(tmp_path / "f")]) == 2
+    assert "--sweeps" in one_error_line(capsys.readouterr().err, PROG)
+
+
+def _sparse_model() -> FactoredAttention:
+    """Each content word's vector is its attribute's; function words orthogonal to all."""
+    model = FactoredAttention(len(WORDS))
+    eye = torch.eye(48)
+    attribs = eye[:17].clone()
+    words = eye[20 : 20 + len(WORDS)].clone()
+    for w in ("key", "ball", "box"):
+        words[WORDS.index(w)] = attribs[{"key": 5, "ball": 6, "box": 7}[w]]
+    for c, colour in enumerate(("red", "green", "blue", "purple", "yellow", "grey")):
+        words[WORDS.index(colour)] = attribs[11 + c]
+    with torch.no_grad():
+        model.attrib_embeddings.copy_(attribs)
+        model.word_embeddings.copy_(words)
+        model.alpha.fill_(math.log(3.0))
+        model.beta.fill_(-5.0)
+    return model
+
+
+def test_figure4b_matrix_and_check(tmp_path: Path) -> None:
+    model = _sparse_model()
+    extra = {"kind": "interaction", "interaction_model": "independent", "words": list(WORDS)}
+    save_checkpoint(tmp_path / "i.pt", make_state(step=1, model=model, extra=extra))
+    out = tmp_path / "fig"
+    assert (
+        main(["figures", "--interactions", f"Sparse={tmp_path / 'i.pt'}", "--out-dir", str(out)])
+        == 0
+    )
+    summary = json.loads((out / "figure4b.json").read_text())["Sparse"]
+    check = summary["check"]
+    assert check["content_words_correct"] == check["content_words"] == 9
+    assert check["function_words_below_0.1"]
+    matrix = np.array(summary["matrix"])
+    assert matrix[WORDS.index("red"), 11] == pytest.approx(1 / (1 + math.exp(-1)))
+    # A dense model fails the check.
+    dense = sparsity_summary(np.full((15, 17), 0.5), list(WORDS))
+    assert dense["content_words_correct"] < 9
+    assert not dense["function_words_below_0.1"]
