@@ -125,3 +125,24 @@ def test_gradients_reach_propagation_discount_and_qnet() -> None:
     assert mvprop.gather.weight.grad.abs().sum() > 0
     assert mvprop.discount_logit.grad is not None
     assert mvprop.discount_logit.grad.abs() > 0
+
+
+def test_factored_first_convolution_equals_the_plain_network() -> None:
+    from factored_attention_babyai.models.interaction import factor_embeddings
+
+    torch.manual_seed(0)
+    qnet = QNetwork()
+    table = torch.randn(17, 48)
+    image = torch.randint(0, 6, (5, 8, 8, 3))
+    image[..., 0] = torch.randint(0, 11, (5, 8, 8))
+    features = factor_embeddings(table, image).permute(0, 2, 3, 1, 4).flatten(-2)
+    direction = torch.tensor([0, 1, 2, 3, 1])
+    value = torch.rand(5, 8, 8, requires_grad=True)
+    reward = torch.rand(5, 8, 8)
+    plain = qnet(direction, features, value, reward)
+    grads_plain = torch.autograd.grad(plain.square().sum(), [value, *qnet.parameters()])
+    fast = qnet.forward_factored(direction, image, table, value, reward)
+    grads_fast = torch.autograd.grad(fast.square().sum(), [value, *qnet.parameters()])
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

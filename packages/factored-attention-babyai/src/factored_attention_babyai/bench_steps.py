@@ -5,8 +5,9 @@
   reference that runs source and target states separately (four forward passes, as written in
   the original harness).
 * :func:`bench_planner_step` — one ``train-planner`` step (valid frames plus one weighted
-  padding frame per demo) against the reference that pushes all B×Tmax padded frames through
-  the network, as the original did. Both give the same loss; the function checks it.
+  padding frame per demo; the Q-network's first convolution from attribute-table rows)
+  against the reference that pushes all B×Tmax padded frames through the plain network, as
+  the original did. Both give the same loss; the function checks it.
 
 Inputs are synthetic (random rooms, demo lengths 7…26 like the dataset's), so no dataset or
 environment is needed. Each returns a dict of the median milliseconds per step (ours and the
@@ -164,16 +165,18 @@ def bench_planner_step(
         "weights": torch.ones(n * tmax, device=dev),
     }
 
-    def step(b: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = planner.maps(b["images"], b["directions"], b["missions"])
+    def step(b: dict[str, torch.Tensor], factored: bool = True) -> torch.Tensor:
+        out = planner.maps(b["images"], b["directions"], b["missions"], factored=factored)
         loss, _ = planner_loss(out, b["actions"], b["returns"], b["valid"], b["weights"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return loss.detach()
 
-    match = bool(torch.allclose(step(batch), step(full), rtol=1e-4, atol=1e-6))
+    match = bool(torch.allclose(step(batch), step(full, False), rtol=1e-4, atol=1e-6))
     ours_ms, ref_ms = _time_pair(
-        lambda: (step(batch), optimizer.step()), lambda: (step(full), optimizer.step()), repeats
+        lambda: (step(batch), optimizer.step()),
+        lambda: (step(full, False), optimizer.step()),
+        repeats,
     )
     return {
         "what": "planner step", "batch_size": batch_size, "k": k,

@@ -87,20 +87,34 @@ class MVPropPlanner(nn.Module):
         """MVProp and Q-network parameters (what the optimizer updates)."""
         return [*self.mvprop.parameters(), *self.qnet.parameters()]
 
-    def maps(self, images: Tensor, directions: Tensor, missions: Tensor) -> PlannerOutput:
+    def attribute_table(self) -> Tensor:
+        """The interaction model's attribute table A [17, E] (φ = [A[type], A[11 + colour]])."""
+        table = self.interaction.attrib_embeddings
+        return table.weight if isinstance(table, nn.Embedding) else table
+
+    def maps(
+        self, images: Tensor, directions: Tensor, missions: Tensor, *, factored: bool = True
+    ) -> PlannerOutput:
         """Q-values and value maps of single frames.
 
         Args:
             images: [B, 8, 8, 3] observations (uint8 or long).
             directions: [B] agent directions.
             missions: [B, 5] token ids.
+            factored: compute the Q-network's first convolution from attribute-table rows
+                (:meth:`~.models.qnet.QNetwork.forward_factored`, the same function, faster);
+                False runs the plain convolution (the reference).
         """
         with torch.no_grad():
             out = self.interaction(images.long(), missions)
             goal = torch.sigmoid(out.logits)
             features = out.factors.permute(0, 2, 3, 1, 4).flatten(-2)  # [B, H, W, 2E]
         prop, value, reward = self.mvprop(features, goal)
-        q = self.qnet(directions, features, value, reward)
+        if factored:
+            table = self.attribute_table().detach()
+            q = self.qnet.forward_factored(directions, images, table, value, reward)
+        else:
+            q = self.qnet(directions, features, value, reward)
         return PlannerOutput(q, value, reward, prop)
 
     def forward(self, images: Tensor, directions: Tensor, missions: Tensor) -> Tensor:
