@@ -90,7 +90,10 @@ class MVPropPlanner(nn.Module):
     def attribute_table(self) -> Tensor:
         """The interaction model's attribute table A [17, E] (φ = [A[type], A[11 + colour]])."""
         table = self.interaction.attrib_embeddings
-        return table.weight if isinstance(table, nn.Embedding) else table
+        if isinstance(table, nn.Embedding):
+            return table.weight
+        assert isinstance(table, Tensor)
+        return table
 
     def maps(
         self, images: Tensor, directions: Tensor, missions: Tensor, *, factored: bool = True
