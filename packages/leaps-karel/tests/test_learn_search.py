@@ -13,7 +13,7 @@ from compkit_utils.errors import UserError
 from compkit_utils.testing import one_error_line, tree
 from leaps_karel.cli import main
 from leaps_karel.dsl import is_valid, parse, to_text
-from leaps_karel.learn.cem_scoring import TaskScorer
+from leaps_karel.learn.cem_scoring import Score, TaskScorer
 from leaps_karel.learn.neighbours import (
     Limits,
     Neighbourhood,
@@ -22,7 +22,7 @@ from leaps_karel.learn.neighbours import (
     program_depth,
     within_limits,
 )
-from leaps_karel.learn.search import hill_climb
+from leaps_karel.learn.search import StreamScorer, hill_climb
 from leaps_karel.learn.search_plot import best_return_curve, plot_best_return_vs_episodes
 
 NESTED = (
@@ -170,6 +170,27 @@ def test_search_command_writes_results_and_is_deterministic(tmp_path: Path) -> N
     assert final["eval/fresh"] == first["fresh"]["return_without_bonus"]
 
 
+def test_confirm_solved_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    args = ["search", "--task", "maze", "--episodes", "3000", "--seed", "0", "--quiet"]
+    assert main([*args, "--runs-dir", str(tmp_path / "off"), "--no-confirm-solved"]) == 0
+    assert main([*args, "--runs-dir", str(tmp_path / "on")]) == 0
+    off, on = (
+        json.loads(
+            next((tmp_path / d / "leaps-karel").iterdir()).joinpath("results.json").read_text()
+        )
+        for d in ("off", "on")
+    )
+    assert (off["confirm_solved"], off["confirm_batches"]) == (False, 0)
+    assert off["solved_early"]
+    assert off["in_sample"]["worlds"] == 10
+    assert off["confirmation_evaluations"] == 0
+    assert off["episodes"] < 3000  # stopped at the first program that solved its 10 worlds
+    assert (on["confirm_solved"], on["confirm_batches"]) == (True, 10)
+    assert on["confirmation_evaluations"] > 0
+    assert on["failed_confirmations"] > 0
+    assert on["fresh"]["first_world"] >= 10 * (on["in_sample"]["batch"] + 1)
+
+
 def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--smoke", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -187,6 +208,7 @@ def test_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["--max-tokens", "4"], "--max-tokens"),
         (["--regenerate-every", "1", "--episodes", "1000000"], "--regenerate-every"),
         (["--fresh-worlds", "0"], "--fresh-worlds"),
+        (["--confirm-batches", "0"], "--confirm-batches"),
         (["--seed", "-1"], "--seed"),
     ],
 )
@@ -196,6 +218,125 @@ def test_bad_input(
     assert main(["search", *args, "--runs-dir", str(tmp_path / "runs")]) == 2
     assert flag in one_error_line(capsys.readouterr().err, "leaps-karel")
     assert tree(tmp_path) == set()
+
+
+# ---------------------------------------------------------------------------- confirmation
+P0 = "DEF run m( move m)"
+P1 = "DEF run m( turnLeft m)"
+P2 = "DEF run m( turnRight m)"
+
+
+class _TableScorer:
+    """Scores from a table ``(program, batch) -> return``; 0.3 for anything else."""
+
+    worlds_per_eval = 10
+
+    def __init__(self, table: dict[tuple[str, int], float]) -> None:
+        self.table, self.batch, self.evaluations, self.batches = table, -1, 0, []
+
+    def set_batch(self, batch: int) -> None:
+        self.batch = batch
+        self.batches.append(batch)
+
+    def detail(self, text: str) -> Score:
+        self.evaluations += 1
+        value = self.table.get((text, self.batch), 0.3)
+        return Score(value, value - 0.1, True)
+
+
+class _ListHood:
+    """Starts from P0; its neighbours are P1, P2, P0, P0, … in that order."""
+
+    def __init__(self) -> None:
+        self.next = iter([P1, P2])
+
+    def random_program(self):
+        return parse(P0)
+
+    def neighbour(self, program):
+        return parse(next(self.next, P0))
+
+
+# P1 solves batch 1 only (overfits it); P2 solves batches 2, 3 and 4.
+TABLE = {(P1, 1): 1.1, (P1, 2): 0.6, (P2, 2): 1.1, (P2, 3): 1.1, (P2, 4): 1.1}
+
+
+def _table_climb(**kw: object):
+    scorer = _TableScorer(TABLE)
+    return scorer, hill_climb(scorer, _ListHood(), neighbours=5, **kw)  # type: ignore[arg-type]
+
+
+def test_without_confirmation_the_first_solving_program_is_accepted() -> None:
+    _, result = _table_climb(max_evaluations=100)
+    assert result.solved
+    assert result.best_program == P1
+    assert result.evaluations == 2
+    assert result.best_worlds == 10
+    assert result.confirmations == result.failed_confirmations == 0
+
+
+def test_a_solving_program_must_solve_the_next_batches() -> None:
+    scorer, result = _table_climb(max_evaluations=100, confirm_batches=2)
+    # P0 (batch 1), P1 solves batch 1 -> scored on batch 2: 0.6, fails; the search goes on
+    # from P1 on batch 2; P2 solves batch 2 -> confirmed on batches 3 and 4
+    assert scorer.batches == [1, 2, 3, 4]
+    assert result.solved
+    assert result.best_program == P2
+    assert result.evaluations == 6
+    assert result.episodes == 60  # confirmations are counted in the budget
+    assert result.confirmations == 3
+    assert result.failed_confirmations == 1
+    assert result.moves == 2  # to P1 after its failed confirmation, then to P2
+    assert (result.best_batch, result.best_worlds, result.last_batch) == (2, 30, 4)
+    assert result.best.value == pytest.approx(1.1)
+    # the overfitting P1 counts with its mean over batches 1 and 2 (return 0.75), not 1.0
+    assert result.curve == [(10, pytest.approx(0.2)), (30, pytest.approx(0.75)), (60, 1.0)]
+
+
+def test_a_solving_program_is_not_accepted_when_the_budget_ends_its_confirmation() -> None:
+    _, result = _table_climb(max_evaluations=5, confirm_batches=2)
+    assert not result.solved
+    assert result.evaluations == 5
+    assert result.best_program == P2
+    assert result.best_worlds == 20  # solved batches 2 and 3; batch 4 was never scored
+    assert result.failed_confirmations == 1
+
+
+def test_stream_scorer_draws_the_worlds_of_the_task_scorer() -> None:
+    stream, plain = StreamScorer("maze", 3), TaskScorer("maze", 3)
+    for start in (10, 20, 60, 300, 40):  # forwards, a jump, then back (drawn again)
+        ours, theirs = stream.worlds(start, 10), plain.worlds(start, 10)
+        assert [(w.markers, w.walls, w.pos) for w in ours] == [
+            (w.markers, w.walls, w.pos) for w in theirs
+        ]
+
+
+def test_confirmation_finds_a_maze_program_that_generalises() -> None:
+    seed = 0
+
+    def climb(confirm: int):
+        scorer = StreamScorer("maze", seed, fresh_start=5000)
+        result = hill_climb(
+            scorer,
+            Neighbourhood(seed),
+            max_evaluations=5000,
+            regenerate_every=1000,
+            confirm_batches=confirm,
+        )
+        return result, scorer.fresh(result.best_program, 100)
+
+    plain, plain_fresh = climb(0)
+    confirmed, fresh = climb(10)
+    # accepted at once, the program solves its 10 worlds but not all of 100 fresh ones
+    assert plain.solved
+    assert plain.best.mean == 1.0
+    assert plain_fresh.mean < 0.95
+    # confirmed on 10 more batches, it solves the 100 fresh worlds too
+    assert confirmed.solved
+    assert confirmed.failed_confirmations > 0
+    assert confirmed.best_worlds == 110
+    assert fresh.mean == 1.0
+    assert confirmed.episodes == 10 * confirmed.evaluations <= 50_000
 
 
 # ---------------------------------------------------------------------------- plots

@@ -19,11 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from leaps_karel.dsl import to_text
 from leaps_karel.learn.cem_scoring import Score, TaskScorer
 from leaps_karel.learn.neighbours import Limits, Neighbourhood
 from leaps_karel.learn.search_config import SearchConfig
 from leaps_karel.tasks.base import Options
+from leaps_karel.world import World
 
 _EPS = 1e-9
 
@@ -34,27 +37,37 @@ class SearchResult:
 
     Attributes:
         best_program: the best program found (text).
-        best: its score on the initial states it was found on (in-sample).
-        best_batch: index of those initial states.
+        best: its score on the initial states it was found on (in-sample): one batch, or
+            its mean over the batches it was confirmed on.
+        best_batch: index of the first of those batches.
+        best_worlds: how many initial states ``best`` is a mean over.
         evaluations: program evaluations (each = ``worlds_per_eval`` episodes), counted as
             CEM counts its population: every evaluation, also of a program scored before.
         episodes: ``evaluations × worlds_per_eval``.
         distinct: programs actually executed (the scorer's cache misses).
         restarts: restarts from a random program (after k non-improving neighbours).
         moves: improving moves taken.
-        solved: whether the best reached the solved score.
+        solved: whether the best reached the solved score (and, with confirmation, kept it
+            on every confirmation batch).
+        confirmations: evaluations spent confirming solving programs on fresh batches.
+        failed_confirmations: solving programs that fell short on a confirmation batch.
+        last_batch: the last batch of initial states used.
         curve: ``(episodes, best return without the bonus)`` at every new best.
     """
 
     best_program: str
     best: Score
     best_batch: int
+    best_worlds: int
     evaluations: int
     episodes: int
     distinct: int
     restarts: int
     moves: int
     solved: bool
+    confirmations: int = 0
+    failed_confirmations: int = 0
+    last_batch: int = 0
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -67,11 +80,20 @@ def hill_climb(
     regenerate_every: int = 0,
     first_batch: int = 1,
     solved_score: float = 1.1,
+    confirm_batches: int = 0,
     log_every: int = 1000,
     record: Callable[[dict[str, Any]], None] | None = None,
     on_best: Callable[[int, Score, str], None] | None = None,
 ) -> SearchResult:
     """Hill climbing with restarts until the evaluation budget is spent or the task is solved.
+
+    With ``confirm_batches`` = C > 0, a program that reaches ``solved_score`` on the current
+    initial states is not accepted at once: it is scored on the next C batches of initial
+    states (one evaluation each, counted in the budget). Only if it reaches ``solved_score`` on
+    every one of them is the task solved (its best score is then its mean over the 1 + C
+    batches). At the first batch where it falls short, the search moves to that program and
+    goes on with that batch as its shared initial states, so it cannot overfit one batch; the
+    program counts as a best with its mean over the batches it was scored on.
 
     Args:
         scorer: the task return on shared initial states (batches of initial states).
@@ -82,6 +104,8 @@ def hill_climb(
             current program is then re-scored (one evaluation).
         first_batch: the initial-state batch the search starts on.
         solved_score: stop once a program scores at least this (bonus included).
+        confirm_batches: C, fresh batches a solving program must also solve (0 = accept a
+            program as soon as it solves the current batch, the original's rule).
         log_every: ``record`` is called at least every this many evaluations.
         record: receives metric dictionaries (keys ``search/episodes``,
             ``search/best_return``, …) with ``step`` = episodes.
@@ -93,8 +117,9 @@ def hill_climb(
     w = scorer.worlds_per_eval
     batch = first_batch
     scorer.set_batch(batch)
-    evaluations = batch_start = restarts = moves = 0
+    evaluations = batch_start = restarts = moves = confirmations = failed = 0
     best_text, best, best_batch = "", Score(-math.inf, -math.inf, False), batch
+    best_worlds, solved = w, False
     curve: list[tuple[int, float]] = []
     last_logged = -log_every
 
@@ -111,46 +136,89 @@ def hill_climb(
                     "search/restarts": restarts,
                     "search/moves": moves,
                     "search/batch": batch,
+                    "search/failed_confirmations": failed,
                     **extra,
                 }
             )
 
-    def evaluate(text: str) -> Score | None:
-        """Score on the current initial states; None once the budget is spent."""
-        nonlocal best_text, best, best_batch, evaluations
-        if evaluations >= max_evaluations:
-            return None
-        evaluations += 1
-        score = scorer.detail(text)
+    def offer(text: str, score: Score, batches: int, first: int) -> None:
+        """``score`` (a mean over ``batches`` batches from ``first``) as a candidate best."""
+        nonlocal best_text, best, best_batch, best_worlds
         if score.value > best.value + _EPS:
-            best_text, best, best_batch = text, score, batch
+            best_text, best, best_batch, best_worlds = text, score, first, batches * w
             curve.append((evaluations * w, score.mean))
             if on_best is not None:
                 on_best(evaluations * w, score, text)
             emit(**{"search/current_score": score.value})
+
+    def confirm(text: str, score: Score) -> tuple[Score, bool]:
+        """Score a solving program on the next batches; its score on the last one used."""
+        nonlocal batch, batch_start, evaluations, solved, confirmations, failed
+        first, scores = batch, [score]
+        passed = True
+        for _ in range(confirm_batches):
+            if evaluations >= max_evaluations:
+                passed = False  # budget spent before the program was confirmed
+                break
+            batch += 1
+            scorer.set_batch(batch)
+            evaluations += 1
+            confirmations += 1
+            scores.append(scorer.detail(text))
+            if scores[-1].value < solved_score - _EPS:
+                passed = False
+                failed += 1
+                break
+        n = len(scores)
+        pooled = Score(
+            sum(s.value for s in scores) / n, sum(s.mean for s in scores) / n, score.valid
+        )
+        solved = passed
+        offer(text, pooled, n, first)
+        moved = batch != first
+        if moved:
+            batch_start = evaluations
+        return scores[-1], moved
+
+    def evaluate(text: str) -> tuple[Score | None, bool]:
+        """Score on the current initial states (None once the budget is spent).
+
+        Also returns whether a failed confirmation moved the search to new initial states.
+        """
+        nonlocal evaluations, solved
+        if evaluations >= max_evaluations:
+            return None, False
+        evaluations += 1
+        score = scorer.detail(text)
+        if score.value >= solved_score - _EPS:
+            if confirm_batches:
+                return confirm(text, score)
+            solved = True
+        if score.value > best.value + _EPS:
+            offer(text, score, 1, batch)
         elif evaluations - last_logged >= log_every:
             emit(**{"search/current_score": score.value})
-        return score
+        return score, False
 
     program = hood.random_program()
-    current = evaluate(to_text(program))
+    current, _ = evaluate(to_text(program))
     tried = 0  # neighbours of the current program drawn so far
-    while current is not None and best.value < solved_score - _EPS:
+    while current is not None and not solved:
         if regenerate_every and evaluations - batch_start >= regenerate_every:
             batch, batch_start, tried = batch + 1, evaluations, 0
             scorer.set_batch(batch)
-            current = evaluate(to_text(program))  # its return on the new initial states
+            current, _ = evaluate(to_text(program))  # its return on the new initial states
         elif tried == neighbours:  # a local maximum: restart
             restarts, tried = restarts + 1, 0
             program = hood.random_program()
-            current = evaluate(to_text(program))
+            current, _ = evaluate(to_text(program))
         else:
             candidate = hood.neighbour(program)
             tried += 1
-            score = evaluate(to_text(candidate))
+            score, moved = evaluate(to_text(candidate))
             if score is None:
                 break
-            if score.value > current.value + _EPS:  # first improvement
+            if moved or score.value > current.value + _EPS:  # first improvement
                 program, current, tried = candidate, score, 0
                 moves += 1
     emit()
@@ -158,14 +226,47 @@ def hill_climb(
         best_program=best_text,
         best=best,
         best_batch=best_batch,
+        best_worlds=best_worlds,
         evaluations=evaluations,
         episodes=evaluations * w,
         distinct=scorer.evaluations,
         restarts=restarts,
         moves=moves,
-        solved=best.value >= solved_score - _EPS,
+        solved=solved,
+        confirmations=confirmations,
+        failed_confirmations=failed,
+        last_batch=batch,
         curve=curve,
     )
+
+
+class StreamScorer(TaskScorer):
+    """`TaskScorer` whose worlds come from one generator kept across batches.
+
+    The worlds are the same as `TaskScorer`'s (world ``i`` of the task's seeded stream), but
+    moving to a later batch draws only the worlds in between instead of the whole stream
+    again, so a search may use many batches (confirmations) cheaply. Only worlds at or after
+    the last requested start are kept.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rng = np.random.default_rng(self.seed)
+        self._drawn = 0  # worlds drawn from the stream so far
+        self._kept: list[World] = []  # worlds _drawn - len(_kept) … _drawn - 1
+
+    def worlds(self, start: int, count: int) -> list[World]:
+        """Worlds ``start … start + count − 1`` of the seeded stream."""
+        low = self._drawn - len(self._kept)  # index of the first kept world
+        if start < low:
+            return super().worlds(start, count)
+        del self._kept[: start - low]  # the kept worlds now start at `start` (or are none)
+        while self._drawn < start + count:
+            world = self.spec.generate(self._rng, self.options)
+            if self._drawn >= start:
+                self._kept.append(world)
+            self._drawn += 1
+        return [w.copy() for w in self._kept[:count]]
 
 
 def _options(cfg: SearchConfig) -> Options:
@@ -182,7 +283,14 @@ def _options(cfg: SearchConfig) -> Options:
 def _results(
     cfg: SearchConfig, result: SearchResult, scorer: TaskScorer, seconds: float
 ) -> dict[str, Any]:
-    """``results.json``: the keys of ``leaps-karel cem``'s results plus the search's counts."""
+    """``results.json``: the keys of ``leaps-karel cem``'s results plus the search's counts.
+
+    The fresh worlds follow every world the search could use without confirmations (the
+    same worlds for every run of a seed and budget) or, if confirmations went further, the
+    last batch it used.
+    """
+    w = cfg.worlds_per_eval
+    scorer.fresh_start = max(scorer.fresh_start, (result.last_batch + 1) * w)
     fresh = scorer.fresh(result.best_program, cfg.fresh_worlds)
     return {
         "task": scorer.spec.name,
@@ -192,14 +300,18 @@ def _results(
         "episodes": result.episodes,
         "evaluations": result.evaluations,
         "solved_early": result.solved,
+        "confirm_solved": cfg.confirm_solved,
+        "confirm_batches": cfg.confirm_batches if cfg.confirm_solved else 0,
+        "confirmation_evaluations": result.confirmations,
+        "failed_confirmations": result.failed_confirmations,
         "restarts": result.restarts,
         "moves": result.moves,
         "in_sample": {
-            "what": f"best program on the {cfg.worlds_per_eval} shared initial states it was "
-            "found on",
+            "what": f"best program on the {result.best_worlds} shared initial states it was "
+            "found (and confirmed) on",
             "return_with_bonus": result.best.value,
             "return_without_bonus": result.best.mean,
-            "worlds": cfg.worlds_per_eval,
+            "worlds": result.best_worlds,
             "batch": result.best_batch,
         },
         "fresh": {
@@ -208,6 +320,7 @@ def _results(
             "return_with_bonus": fresh.value,
             "return_without_bonus": fresh.mean,
             "worlds": cfg.fresh_worlds,
+            "first_world": scorer.fresh_start,
         },
         "valid": fresh.valid,
         "distinct_programs_executed_this_process": result.distinct,
@@ -220,7 +333,7 @@ def make_scorer(cfg: SearchConfig) -> tuple[TaskScorer, int]:
     first = 1 if cfg.skip_first_batch else 0
     every = cfg.regeneration_interval()
     last = first + (cfg.max_evaluations() // every + 1 if every else 0)
-    scorer = TaskScorer(
+    scorer = StreamScorer(
         cfg.task,
         cfg.seed,
         _options(cfg),
@@ -246,7 +359,12 @@ def main(cfg: SearchConfig) -> int:
     print(
         f"search {task} seed {cfg.seed}: hill climbing, k = {cfg.neighbours}, budget "
         f"{cfg.episodes} episodes ({cfg.max_evaluations()} evaluations × {cfg.worlds_per_eval} "
-        f"worlds), new initial states every {cfg.regeneration_interval() or 'never'} evaluations",
+        f"worlds), new initial states every {cfg.regeneration_interval() or 'never'} evaluations"
+        + (
+            f", a solving program confirmed on {cfg.confirm_batches} fresh batches"
+            if cfg.confirm_solved
+            else ", a solving program accepted at once"
+        ),
         flush=True,
     )
 
@@ -268,6 +386,7 @@ def main(cfg: SearchConfig) -> int:
                 regenerate_every=cfg.regeneration_interval(),
                 first_batch=first,
                 solved_score=cfg.solved_score,
+                confirm_batches=cfg.confirm_batches if cfg.confirm_solved else 0,
                 log_every=cfg.log_every,
                 record=lambda m: logger.log(int(m["search/episodes"]), m),
                 on_best=on_best,

@@ -45,7 +45,15 @@ class SearchConfig:
     skip_first_batch: bool = True
     """Use the seeded generator's second batch of initial states first (as CEM)."""
     solved_score: float = 1.1
-    """Stop once a program scores this (return + 0.1 bonus) on the shared initial states."""
+    """Stop once a program scores this (return + 0.1 bonus) on the shared initial states
+    (and, with --confirm-solved, on the confirmation batches)."""
+    confirm_solved: bool = True
+    """Before accepting a program that reaches --solved-score, score it on the next
+    --confirm-batches batches of initial states (counted in the budget); if it falls short on
+    one, search on from it with that batch as the shared initial states.
+    --no-confirm-solved: accept it at once (the original's rule)."""
+    confirm_batches: Annotated[int, Range(1, 100)] = 10
+    """Fresh batches a solving program must also solve (with --confirm-solved)."""
     fresh_worlds: Annotated[int, Range(1)] = 100
     """Fresh initial states for re-evaluating the final program."""
     log_every: Annotated[int, Range(1)] = 1000
