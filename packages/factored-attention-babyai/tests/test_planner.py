@@ -101,3 +101,14 @@ def test_bench_steps_match_their_references() -> None:
     disc = bench_discriminator_step(batch_size=8, repeats=1)
     assert disc["loss_match"]
     assert disc["speedup"] > 0
+
+
+@pytest.mark.parametrize("name", ["film", "transformer", "simple"])
+def test_factored_q_network_path_for_every_interaction_model(name: str) -> None:
+    torch.manual_seed(0)
+    planner = MVPropPlanner(build_interaction(name, 15), k=3)
+    images = torch.randint(0, 6, (3, 8, 8, 3), dtype=torch.uint8)
+    images[..., 0] = torch.randint(0, 11, (3, 8, 8), dtype=torch.uint8)
+    args = (images, torch.tensor([0, 2, 3]), torch.randint(0, 15, (3, 5)))
+    fast = planner.maps(*args).q
+    torch.testing.assert_close(fast, planner.maps(*args, factored=False).q, rtol=1e-5, atol=1e-6)
