@@ -23,7 +23,11 @@ from leaps_karel.learn.neighbours import (
     within_limits,
 )
 from leaps_karel.learn.search import StreamScorer, hill_climb
-from leaps_karel.learn.search_plot import best_return_curve, plot_best_return_vs_episodes
+from leaps_karel.learn.search_plot import (
+    best_return_curve,
+    plot_best_return_panels,
+    plot_best_return_vs_episodes,
+)
 
 NESTED = (
     "DEF run m( move WHILE c( frontIsClear c) w( IF c( not c( markersPresent c) c) i( "
@@ -384,6 +388,29 @@ def test_plot_best_return_vs_episodes_writes_a_png(tmp_path: Path) -> None:
         assert image.format == "PNG"
         assert image.size[0] > 300
     assert sorted(p.name for p in out.parent.iterdir()) == ["maze.png"]
+
+
+def test_plot_best_return_panels_writes_one_png(tmp_path: Path) -> None:
+    from PIL import Image
+
+    panels = {
+        task: {
+            "hill climbing": [
+                _cem_run(tmp_path / task / str(s), [0.1 * s, 0.6], 10) for s in (1, 2)
+            ]
+        }
+        for task in ("MAZE", "TOPOFF", "HARVESTER", "CLEANHOUSE")
+    }
+    out = plot_best_return_panels(panels, tmp_path / "plots" / "curves.png", columns=3)
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        assert image.size[0] > 2 * image.size[1]  # 3 columns, 2 rows
+    assert sorted(p.name for p in out.parent.iterdir()) == ["curves.png"]
+    with pytest.raises(UserError, match="no panels"):
+        plot_best_return_panels({}, tmp_path / "x.png")
+    with pytest.raises(UserError, match="no run directories"):
+        plot_best_return_panels({"MAZE": {}}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_plot_bad_input(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ curves share one x axis. A CEM run logs each iteration's best score (``cem/best_
 the +0.1 bonus, not monotone); a search run logs its best return so far
 (``search/best_return``). `best_return_curve` turns either into "best return (without the
 bonus) reached within x episodes"; `plot_best_return_vs_episodes` draws the mean over seeds
-with the min-max band per method. matplotlib is imported only when plotting (``plot`` extra).
+with the min-max band per method, `plot_best_return_panels` one such panel per task.
+matplotlib is imported only when plotting (``plot`` extra).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +74,69 @@ def _on_grid(episodes: np.ndarray, best: np.ndarray, grid: np.ndarray) -> np.nda
     return out
 
 
+def _curves(
+    run_dirs_by_method: Mapping[str, Sequence[str | Path]],
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    if not run_dirs_by_method or not any(run_dirs_by_method.values()):
+        raise UserError("no run directories to plot; pass at least one cem or search run")
+    return {
+        label: [best_return_curve(d) for d in dirs]
+        for label, dirs in run_dirs_by_method.items()
+        if dirs
+    }
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UserError(
+            f"plotting needs matplotlib: {install_hint('leaps-karel', 'plot')}"
+        ) from exc
+    return plt
+
+
+def _draw(
+    ax: Any, curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], title: str | None, log_x: bool
+) -> None:
+    """One panel: mean over runs and min-max band per method."""
+    for label, runs in curves.items():
+        end = max(int(e[-1]) for e, _ in runs)
+        grid = np.unique(np.concatenate([e for e, _ in runs] + [np.array([end])]))
+        values = np.stack([_on_grid(e, b, grid) for e, b in runs])
+        for row, (e, b) in zip(values, runs, strict=True):
+            row[grid > e[-1]] = b[-1]
+        with warnings.catch_warnings():  # columns before any run's first record are NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(values, axis=0)
+            lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        (line,) = ax.step(grid, mean, where="post", label=f"{label} ({len(runs)} runs)")
+        ax.fill_between(grid, lo, hi, step="post", alpha=0.2, color=line.get_color())
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("episodes")
+    ax.set_ylabel("best return (without the +0.1 bonus)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    if title:
+        ax.set_title(title)
+
+
+def _save(plt: Any, fig: Any, out_png: str | Path) -> Path:
+    from compkit_utils.io import atomic_path
+
+    fig.tight_layout()
+    out = Path(out_png)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return out
+
+
 def plot_best_return_vs_episodes(
     run_dirs_by_method: Mapping[str, Sequence[str | Path]],
     out_png: str | Path,
@@ -97,49 +162,44 @@ def plot_best_return_vs_episodes(
     Raises:
         UserError: matplotlib is missing, no runs are given, or a run has no curve.
     """
-    if not run_dirs_by_method or not any(run_dirs_by_method.values()):
-        raise UserError("no run directories to plot; pass at least one cem or search run")
-    curves = {
-        label: [best_return_curve(d) for d in dirs]
-        for label, dirs in run_dirs_by_method.items()
-        if dirs
-    }
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise UserError(
-            f"plotting needs matplotlib: {install_hint('leaps-karel', 'plot')}"
-        ) from exc
-    from compkit_utils.io import atomic_path
-
+    curves = _curves(run_dirs_by_method)
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for label, runs in curves.items():
-        end = max(int(e[-1]) for e, _ in runs)
-        grid = np.unique(np.concatenate([e for e, _ in runs] + [np.array([end])]))
-        values = np.stack([_on_grid(e, b, grid) for e, b in runs])
-        for row, (e, b) in zip(values, runs, strict=True):
-            row[grid > e[-1]] = b[-1]
-        with warnings.catch_warnings():  # columns before any run's first record are NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(values, axis=0)
-            lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-        (line,) = ax.step(grid, mean, where="post", label=f"{label} ({len(runs)} runs)")
-        ax.fill_between(grid, lo, hi, step="post", alpha=0.2, color=line.get_color())
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel("episodes")
-    ax.set_ylabel("best return (without the +0.1 bonus)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    out = Path(out_png)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return out
+    _draw(ax, curves, title, log_x)
+    return _save(plt, fig, out_png)
+
+
+def plot_best_return_panels(
+    panels: Mapping[str, Mapping[str, Sequence[str | Path]]],
+    out_png: str | Path,
+    *,
+    columns: int = 3,
+    log_x: bool = True,
+) -> Path:
+    """`plot_best_return_vs_episodes` for several tasks, one panel each, in one image.
+
+    Args:
+        panels: panel title (e.g. the task) → label → run directories.
+        out_png: the image to write (atomically).
+        columns: panels per row.
+        log_x: logarithmic episode axes.
+
+    Returns:
+        ``out_png``.
+
+    Raises:
+        UserError: matplotlib is missing, no panels, a panel without runs, or a run without
+            a curve.
+    """
+    if not panels:
+        raise UserError("no panels to plot; pass at least one task with cem or search runs")
+    curves = {title: _curves(runs) for title, runs in panels.items()}
+    plt = _pyplot()
+    rows = -(-len(curves) // columns)
+    cols = min(columns, len(curves))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, (title, panel) in zip(axes.flat, curves.items(), strict=False):
+        _draw(ax, panel, title, log_x)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.set_visible(False)
+    return _save(plt, fig, out_png)
