@@ -216,3 +216,16 @@ def test_bc_loss_is_valid_step_cross_entropy_minus_entropy_over_all() -> None:
     torch.testing.assert_close(ent_out, entropy)
     torch.testing.assert_close(loss, ce - 0.01 * entropy)
     assert entropy.item() > 0  # the padding row (uniform) counts in the entropy
+
+
+def test_weighted_batch_norm_keeps_float32_statistics_under_autocast() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 2, 2)
+    counts = torch.tensor([1.0, 3.0, 2.0])
+    a, b = WeightedBatchNorm2d(4), WeightedBatchNorm2d(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = a(x.bfloat16(), counts)
+    ref = b(x.bfloat16().float(), counts)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(a.running_var, b.running_var)

@@ -27,9 +27,10 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("model", ["film", "transformer"])
-def test_smoke_run_writes_the_run(tmp_path: Path, model: str) -> None:
-    assert main(["train-bc", "--smoke", "--model", model, "--runs-dir", str(tmp_path)]) == 0
+@pytest.mark.parametrize(("model", "precision"), [("film", "32"), ("transformer", "mixed")])
+def test_smoke_run_writes_the_run(tmp_path: Path, model: str, precision: str) -> None:
+    args = ["--model", model, "--precision", precision, "--runs-dir", str(tmp_path)]
+    assert main(["train-bc", "--smoke", *args, "--tensorboard"]) == 0
     run = _run_dir(tmp_path)
     for name in ("config.json", "metrics.jsonl", "model.pt", "best_k_models.yaml"):
         assert (run / name).is_file(), name
@@ -43,6 +44,7 @@ def test_smoke_run_writes_the_run(tmp_path: Path, model: str) -> None:
     best = (run / "best_k_models.yaml").read_text().splitlines()
     assert len(best) == 2
     assert all((run / "checkpoints" / "best" / line.split(":")[0]).is_file() for line in best)
+    assert list(run.glob("**/events.out.tfevents.*"))
     state = torch.load(run / "model.pt", weights_only=True)
     assert state["extra"]["model"] == model
 

@@ -46,6 +46,9 @@ class BcConfig:
     lr: Positive = 1e-3
     warmup: Annotated[float, Range(0, 1, hi_open=True)] = 0.14
     """Transformer only: fraction of the run with a linear warm-up."""
+    precision: Literal["32", "mixed"] = "32"
+    """32: float32; mixed: autocast, float16 + loss scaling on CUDA (the original's 16-bit
+    training), bfloat16 on a CPU."""
     eval_every: AtLeast1 = 500
     """Validation rollouts (ID and OOD seeds) and a checkpoint every N steps (and at the end)."""
     eval_batch: AtLeast1 = 512

@@ -8,7 +8,7 @@
   ratio is reported (target ≥ 10×).
 * **BC training**: steps/s at batch 32 (bot demonstrations made on the spot, the dataset's
   padding conventions) for each model, with :func:`~factored_attention_babyai.train_bc.make_batch`
-  and the loss of the trainer.
+  and the loss of the trainer, in float32 and under bfloat16 autocast (``--precision mixed``).
 * **Generation**: demos/s and the projected time of the full 36 × 10,000 dataset, via the
   generator's ``bench_generation`` when the package has it.
 
@@ -96,8 +96,13 @@ def time_evaluator(model: str, episodes: int, seed: int) -> dict[str, float]:
     }
 
 
-def time_bc_steps(model: str, steps: int, seed: int, batch_size: int = 32) -> float:
-    """Training steps per second at ``batch_size`` demos (bot demos, warm-up excluded)."""
+def time_bc_steps(
+    model: str, steps: int, seed: int, batch_size: int = 32, mixed: bool = False
+) -> float:
+    """Training steps per second at ``batch_size`` demos (bot demos, warm-up excluded).
+
+    ``mixed``: under bfloat16 autocast, as ``train-bc --precision mixed`` on a CPU.
+    """
     from factored_attention_babyai.bc_data import make_smoke_data
     from factored_attention_babyai.models.common import bc_loss
     from factored_attention_babyai.train_bc import _batch_index, build_policy, make_batch
@@ -110,9 +115,13 @@ def time_bc_steps(model: str, steps: int, seed: int, batch_size: int = 32) -> fl
 
     def step(i: int) -> None:
         batch = make_batch(data, _batch_index(n, batch_size, seed, i), torch.device("cpu"))
-        logits = policy(
-            batch["images"], batch["directions"], batch["missions"], frame_weights=batch["weights"]
-        )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+            logits = policy(
+                batch["images"],
+                batch["directions"],
+                batch["missions"],
+                frame_weights=batch["weights"],
+            )
         loss, _, _ = bc_loss(logits, batch["actions"], batch["valid"], batch["weights"])
         opt.zero_grad()
         loss.backward()
@@ -140,10 +149,11 @@ def _generation(seed: int) -> dict[str, Any] | None:
 
 
 def _measure(cfg: BcBenchConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"evaluator": {}, "bc_steps_per_s": {}}
+    out: dict[str, Any] = {"evaluator": {}, "bc_steps_per_s": {}, "bc_steps_per_s_mixed": {}}
     for model in cfg.models:
         out["evaluator"][model] = time_evaluator(model, cfg.episodes, cfg.seed)
         out["bc_steps_per_s"][model] = time_bc_steps(model, cfg.steps, cfg.seed)
+        out["bc_steps_per_s_mixed"][model] = time_bc_steps(model, cfg.steps, cfg.seed, mixed=True)
     if cfg.generation:
         out["generation"] = _generation(cfg.seed)
     return out
@@ -158,7 +168,11 @@ def _print(label: str, result: dict[str, Any]) -> None:
             f"per-episode agreement {r['agreement']:.2f})"
         )
     for model, rate in result["bc_steps_per_s"].items():
-        print(f"train-bc {model}: {rate:.2f} steps/s at batch 32 ({3600 * rate:.0f} steps/h)")
+        mixed = result["bc_steps_per_s_mixed"][model]
+        print(
+            f"train-bc {model}: {rate:.2f} steps/s at batch 32 ({3600 * rate:.0f} steps/h); "
+            f"--precision mixed (bfloat16) {mixed:.2f} steps/s"
+        )
     gen = result.get("generation")
     if gen is not None:
         print("generation: " + ", ".join(f"{k} {v}" for k, v in gen.items()))

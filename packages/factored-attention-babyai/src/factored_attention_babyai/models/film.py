@@ -49,6 +49,7 @@ class WeightedBatchNorm2d(nn.BatchNorm2d):
         """``x [N, C, H, W]``, ``weights [N]`` or None → ``[N, C, H, W]``."""
         if weights is None or not self.training:
             return super().forward(x)
+        x = x.float()  # statistics in float32, also under autocast
         w = weights.to(x.dtype)[:, None, None, None]
         count = w.sum() * x.shape[2] * x.shape[3]
         mean = (w * x).sum(dim=(0, 2, 3)) / count
