@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from compkit_utils.testing import one_error_line, tree
 from factored_attention_babyai.cli import main
 
 
@@ -31,3 +32,14 @@ def test_grid_smoke_sweeps_and_tabulates(tmp_path: Path) -> None:
     assert "model=film, per-goal=4" in text
     assert "model=transformer, per-goal=4" in text
     assert "selected/vsucc/dataloader_idx_1" in text
+
+
+def test_grid_refuses_sizes_beyond_the_dataset(
+    tmp_path: Path, small_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bc-grid", "--data", str(small_dataset), "--runs-dir", str(tmp_path)]
+    assert main([*args, "--per-goal", "1", "5", "--vlimit", "1"]) == 2
+    line = one_error_line(capsys.readouterr().err, "factored-attention-babyai")
+    assert "--per-goal 5" in line
+    assert "generate --per-goal 6" in line
+    assert tree(tmp_path) == set()

@@ -47,6 +47,25 @@ def _smoke_dataset(root: Path) -> Path:
     return root
 
 
+def _check_sizes(data: Path, cfg: BcGridConfig) -> None:
+    """Refuse sizes the dataset cannot serve before any run starts (one line, exit 2)."""
+    from factored_attention_babyai.data import goal_lists
+    from factored_attention_babyai.vocab import ID_GOALS
+
+    try:
+        lists = goal_lists(data, "train")
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"--data {data}: not a readable dataset of `generate` ({exc})") from exc
+    total = min((len(lists.get(goal, [])) for goal in ID_GOALS), default=0)
+    largest = max(cfg.per_goal)
+    if largest + cfg.vlimit > total:
+        raise UserError(
+            f"--per-goal {largest}: {data} holds {total} demonstrations per goal, of which "
+            f"{cfg.vlimit} are ID validation; pass sizes up to {max(total - cfg.vlimit, 0)} or "
+            f"generate --per-goal {largest + cfg.vlimit}"
+        )
+
+
 def run_grid(cfg: BcGridConfig) -> Path:
     """Run (or continue) the sweep and write the tables; returns the sweep folder."""
     from compkit_utils.io import atomic_write_text
@@ -59,6 +78,11 @@ def run_grid(cfg: BcGridConfig) -> Path:
         data = run_root(PACKAGE, cfg.runs_dir) / "sweeps" / f"{cfg.name}-data"
         if not (data / "data.hdf5").is_file():
             _smoke_dataset(data)
+    else:
+        from factored_attention_babyai.data import dataset_dir
+
+        data = dataset_dir(data)
+    _check_sizes(data, cfg)
     args = [
         "--data",
         str(data),
