@@ -173,7 +173,7 @@ def _rewards_chunk(
 def behaviour_rewards(
     gt_programs: Sequence[str],
     pred_programs: Sequence[str],
-    seeds: Sequence[int],
+    seeds: Sequence[int] | np.random.Generator,
     *,
     num_demos: int = 10,
     wall_prob: float = 0.25,
@@ -194,7 +194,7 @@ def behaviour_rewards(
     Args:
         gt_programs: ground-truth program texts.
         pred_programs: predicted program texts (invalid ones get 0.01).
-        seeds: one world seed per pair.
+        seeds: one world seed per pair, or a generator to draw them from.
         num_demos: demonstrations per ground-truth program.
         wall_prob: wall probability of the fresh worlds.
         max_states: longest accepted demonstration, in states.
@@ -207,14 +207,18 @@ def behaviour_rewards(
     """
     args = (num_demos, wall_prob, max_states, max_trials, budget)
     n = len(gt_programs)
+    if isinstance(seeds, np.random.Generator):
+        seed_list: list[int] = seeds.integers(0, 2**63 - 1, size=n).tolist()
+    else:
+        seed_list = [int(x) for x in seeds]
     if workers <= 1 or n < 2 * workers:
-        return np.asarray(_rewards_chunk(gt_programs, pred_programs, seeds, *args))
+        return np.asarray(_rewards_chunk(gt_programs, pred_programs, seed_list, *args))
     from concurrent.futures import ProcessPoolExecutor
 
     bounds = np.linspace(0, n, workers + 1).astype(int)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [
-            pool.submit(_rewards_chunk, gt_programs[a:b], pred_programs[a:b], seeds[a:b], *args)
+            pool.submit(_rewards_chunk, gt_programs[a:b], pred_programs[a:b], seed_list[a:b], *args)
             for a, b in itertools.pairwise(bounds)
         ]
         return np.asarray([x for f in futures for x in f.result()])
