@@ -107,7 +107,7 @@ def expert_return(env_id: str, episodes: int, seed: int) -> tuple[float, float]:
 
 
 def _write_pngs(run: Path, env_id: str, arrays: dict[str, np.ndarray]) -> None:
-    """``<env>/<i>.png`` ([A | B]) and ``<env>_actions/<i>.txt``, written in place.
+    """``<env>/<i>.png`` (``[A | B]``) and ``<env>_actions/<i>.txt``, written in place.
 
     No per-file atomic rename (thousands of small files): the whole run directory is
     removed if the command fails before it finishes.

@@ -94,7 +94,7 @@ class CollectConfig:
     """An `ilpo expert` run directory (or its expert.zip); the env is the expert's."""
     env: Annotated[str | None, Choice(*IMAGE_ENVS)] = None
     """An image environment instead of --expert: its shortest-path (BFS) expert demonstrates,
-    and the run holds [A|B] PNG pairs and frames.h5."""
+    and the run holds `[A|B]` PNG pairs and frames.h5."""
     transitions: Annotated[int | None, Range(1)] = None
     """Collect whole episodes until at least this many transitions (the last episode is
     finished, so slightly more are written); default 50,000 (vector), 5,000 (image)."""

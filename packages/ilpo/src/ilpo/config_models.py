@@ -43,8 +43,8 @@ class LpnConfig:
     """Train the Latent Policy Network on state-only demonstrations."""
 
     data: DataPath = None
-    """State-only demonstrations ([s] [s'] text folder/file, or the HDF5 of `ilpo collect`);
-    for an image env, a folder of [A|B] PNG pairs, a frames.h5 or an image collect run."""
+    """State-only demonstrations (`[s] [s']` text folder/file, or the HDF5 of `ilpo collect`);
+    for an image env, a folder of `[A|B]` PNG pairs, a frames.h5 or an image collect run."""
     env: AnyEnvName = "CartPole-v1"
     """Environment the demonstrations come from (checked against the data; recorded in the
     checkpoint so that `ilpo arn` refuses an LPN of another environment). A MiniGrid env
@@ -149,7 +149,7 @@ class BcConfig:
     """Behavioural cloning with the true actions (the BC baseline line)."""
 
     data: DataPath = None
-    """BC demonstrations ([s] [a] [s'] text, or the HDF5 of `ilpo collect`)."""
+    """BC demonstrations (`[s] [a] [s']` text, or the HDF5 of `ilpo collect`)."""
     env: EnvName = "CartPole-v1"
     epochs: AtLeast1 = 1000
     """Passes over the data (the original: 1,000)."""
