@@ -131,7 +131,7 @@ class BcGridConfig:
     """Seeds of every grid point (0-9 for the paper's grid)."""
     steps: Annotated[int | None, Range(1)] = 400
     """Optimizer steps of every run (None: the paper's 70,000 / 120,000)."""
-    eval_every: AtLeast1 = 100
+    eval_every: AtLeast1 = 200
     vlimit: AtLeast1 = 20
     tlimit: AtLeast1 = 40
     workers: AtLeast1 = 1
