@@ -156,6 +156,14 @@ def _measure(cfg: BcBenchConfig) -> dict[str, Any]:
         out["bc_steps_per_s_mixed"][model] = time_bc_steps(model, cfg.steps, cfg.seed, mixed=True)
     if cfg.generation:
         out["generation"] = _generation(cfg.seed)
+    if not cfg.smoke:  # part 2: planner and discriminator steps vs their references
+        from factored_attention_babyai.bench_steps import (
+            bench_discriminator_step,
+            bench_planner_step,
+        )
+
+        out["planner_step"] = bench_planner_step()
+        out["discriminator_step"] = bench_discriminator_step()
     return out
 
 
@@ -173,6 +181,14 @@ def _print(label: str, result: dict[str, Any]) -> None:
             f"train-bc {model}: {rate:.2f} steps/s at batch 32 ({3600 * rate:.0f} steps/h); "
             f"--precision mixed (bfloat16) {mixed:.2f} steps/s"
         )
+    for key in ("planner_step", "discriminator_step"):
+        if key in result:
+            r = result[key]
+            print(
+                f"{r['what']}: {r['ours_ms']:.0f} ms, reference {r['reference_ms']:.0f} ms, "
+                f"speed-up {r['speedup']:.2f}x (batch {r['batch_size']}, same loss: "
+                f"{r['loss_match']})"
+            )
     gen = result.get("generation")
     if gen is not None:
         print("generation: " + ", ".join(f"{k} {v}" for k, v in gen.items()))
