@@ -7,8 +7,10 @@ the k is, it restarts from a fresh random program. Returns and episodes are thos
 program on the shared initial states (10 episodes) and scores it with the task return of env
 spec §10.1 (+0.1 syntax bonus); every evaluation counts, as CEM counts its whole population,
 though a program already scored on the same initial states is not executed again; the shared
-states are regenerated periodically. The search needs neither torch nor
-stage-1 weights. Deterministic given the seed.
+states are regenerated periodically. By default (``--confirm-solved``) a program that solves
+its initial states must also solve the next ``--confirm-batches`` batches before the search
+stops; otherwise the search goes on from it on the batch where it fell short. The search needs
+neither torch nor stage-1 weights. Deterministic given the seed.
 """
 
 from __future__ import annotations
