@@ -132,3 +132,27 @@ def test_planner_needs_an_interaction_outside_smoke(
     assert main(["train-discriminator", "--smoke", "--batch-size", "7"]) == 2
     assert "--batch-size must be even" in one_error_line(capsys.readouterr().err, PROG)
     assert tree(tmp_path) == set()
+
+
+def test_planner_resume_reproduces_the_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disc_run: Path
+) -> None:
+    from factored_attention_babyai import planner as planner_module
+
+    args = ["train-planner", "--smoke", "--steps", "3", "--batch-size", "2", "--eval-every", "3"]
+    args += ["--interaction", str(disc_run), "--runs-dir"]
+    assert main([*args, str(tmp_path / "a"), "--run-name", "r"]) == 0
+    original = planner_module.planner_batch
+    calls = {"n": 0}
+
+    def interrupting(*a: object, **k: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:  # during step 3 (2 steps done)
+            raise KeyboardInterrupt
+        return original(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(planner_module, "planner_batch", interrupting)
+    assert main([*args, str(tmp_path / "b"), "--run-name", "r"]) == 130
+    monkeypatch.setattr(planner_module, "planner_batch", original)
+    assert main([*args, str(tmp_path / "b"), "--run-name", "r", "--resume"]) == 0
+    assert _metrics(tmp_path / "b" / PROG / "r") == _metrics(tmp_path / "a" / PROG / "r")
