@@ -97,6 +97,8 @@ class BcBenchConfig:
     """Episodes of the evaluator comparison (same seeds for both)."""
     steps: AtLeast1 = 20
     """Timed BC training steps per model."""
+    batch_size: AtLeast1 = 32
+    """Demonstrations per timed BC step (the paper's 32)."""
     models: tuple[Literal["film", "transformer"], ...] = ("film", "transformer")
     generation: bool = True
     """Also time dataset generation (demos/s, projected full-dataset time)."""
@@ -109,7 +111,7 @@ class BcBenchConfig:
     @classmethod
     def smoke_defaults(cls) -> Self:
         """The defaults of ``bench --smoke``."""
-        return cls(smoke=True, episodes=4, steps=2, generation=False)
+        return cls(smoke=True, episodes=2, steps=2, batch_size=4, generation=False)
 
 
 GRID_SIZES = (50, 250, 1000)

@@ -78,7 +78,7 @@ def time_evaluator(model: str, episodes: int, seed: int) -> dict[str, float]:
     torch.manual_seed(seed)
     policy = build_policy(model)
     seeds = np.arange(episodes) + 10**6 * (seed + 1)
-    rollout(policy, seeds[:2])  # warm-up (allocator, kernels)
+    rollout(policy, seeds[:1])  # warm-up (allocator, kernels)
     t0 = time.perf_counter()
     fast = rollout(policy, seeds)
     t_fast = time.perf_counter() - t0
@@ -149,11 +149,18 @@ def _generation(seed: int) -> dict[str, Any] | None:
 
 
 def _measure(cfg: BcBenchConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"evaluator": {}, "bc_steps_per_s": {}, "bc_steps_per_s_mixed": {}}
+    out: dict[str, Any] = {
+        "batch_size": cfg.batch_size,
+        "evaluator": {},
+        "bc_steps_per_s": {},
+        "bc_steps_per_s_mixed": {},
+    }
     for model in cfg.models:
         out["evaluator"][model] = time_evaluator(model, cfg.episodes, cfg.seed)
-        out["bc_steps_per_s"][model] = time_bc_steps(model, cfg.steps, cfg.seed)
-        out["bc_steps_per_s_mixed"][model] = time_bc_steps(model, cfg.steps, cfg.seed, mixed=True)
+        out["bc_steps_per_s"][model] = time_bc_steps(model, cfg.steps, cfg.seed, cfg.batch_size)
+        out["bc_steps_per_s_mixed"][model] = time_bc_steps(
+            model, cfg.steps, cfg.seed, cfg.batch_size, mixed=True
+        )
     if cfg.generation:
         out["generation"] = _generation(cfg.seed)
     if not cfg.smoke:  # part 2: planner and discriminator steps vs their references
@@ -169,6 +176,7 @@ def _measure(cfg: BcBenchConfig) -> dict[str, Any]:
 
 def _print(label: str, result: dict[str, Any]) -> None:
     print(f"[{label}]")
+    batch = result["batch_size"]
     for model, r in result["evaluator"].items():
         print(
             f"evaluator {model}: vectorised {r['vectorised_s']:.2f} s, one env at a time "
@@ -178,7 +186,7 @@ def _print(label: str, result: dict[str, Any]) -> None:
     for model, rate in result["bc_steps_per_s"].items():
         mixed = result["bc_steps_per_s_mixed"][model]
         print(
-            f"train-bc {model}: {rate:.2f} steps/s at batch 32 ({3600 * rate:.0f} steps/h); "
+            f"train-bc {model}: {rate:.2f} steps/s at batch {batch} ({3600 * rate:.0f} steps/h); "
             f"--precision mixed (bfloat16) {mixed:.2f} steps/s"
         )
     for key in ("planner_step", "discriminator_step"):
