@@ -25,7 +25,7 @@ def _metrics(run: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def disc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("disc")
-    assert main([*DISC, "--runs-dir", str(root), "--run-name", "d"]) == 0
+    assert main([*DISC, "--runs-dir", str(root), "--run-name", "d", "--tensorboard"]) == 0
     return root / PROG / "d"
 
 
@@ -44,6 +44,13 @@ def test_discriminator_smoke_writes_metrics_checkpoints_and_interaction(disc_run
     assert state["extra"]["interaction_model"] == "independent"
     assert state["optimizer"] is None
     assert (disc_run / "interaction_best.pt").is_file()
+    # The same scalar names in TensorBoard event files.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(disc_run.rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"bce", "timg", "me", "l1c", "vsf1/dataloader_idx_0", "vsf1/dataloader_idx_1"} <= tags
 
 
 def test_discriminator_resume_reproduces_the_metrics(
