@@ -3,6 +3,7 @@ top-k bookkeeping and the one interaction-checkpoint format (§7, §9 items 3–
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -20,7 +21,11 @@ from factored_attention_babyai.disc_core import (
     sample_pairs,
 )
 from factored_attention_babyai.discriminator import TopK
-from factored_attention_babyai.interaction_io import load_interaction, to_interaction_state
+from factored_attention_babyai.interaction_io import (
+    load_interaction,
+    resolve_checkpoint,
+    to_interaction_state,
+)
 from factored_attention_babyai.vocab import WORDS
 
 
@@ -174,3 +179,26 @@ def test_transformer_learning_rate_schedule() -> None:
     assert lr_multiplier(999, 10_000, "transformer") == pytest.approx(0.5)
     assert lr_multiplier(5_000, 10_000, "transformer") == pytest.approx(0.1)
     assert lr_multiplier(10_000, 10_000, "transformer") == pytest.approx(0.01)
+
+
+def test_a_sweep_folder_resolves_to_the_matching_run(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for per_goal in (50, 250):
+        for seed in (0, 1):
+            run = sweep / f"per-goal={per_goal}__seed={seed}"
+            run.mkdir(parents=True)
+            config = {"per_goal": per_goal, "seed": seed, "model": "independent"}
+            (run / "config.json").write_text(json.dumps(config))
+            if (per_goal, seed) != (250, 1):
+                _disc_checkpoint(run / "interaction.pt")
+    (sweep / "sweep.json").write_text("{}")
+    file = resolve_checkpoint(sweep, {"per_goal": 250, "seed": 0})
+    assert file == sweep / "per-goal=250__seed=0" / "interaction.pt"
+    _, state = load_interaction(sweep, words=WORDS, match={"per_goal": 50, "seed": 1})
+    assert state["extra"]["loaded_from"] == str(sweep / "per-goal=50__seed=1" / "interaction.pt")
+    with pytest.raises(UserError, match=r"has no interaction\.pt yet"):
+        resolve_checkpoint(sweep, {"per_goal": 250, "seed": 1})
+    with pytest.raises(UserError, match="no train-discriminator run with per_goal=1000, seed=0"):
+        resolve_checkpoint(sweep, {"per_goal": 1000, "seed": 0})
+    with pytest.raises(UserError, match="is a sweep folder"):
+        resolve_checkpoint(sweep)

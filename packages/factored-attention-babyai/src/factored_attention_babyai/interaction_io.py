@@ -69,8 +69,38 @@ def to_interaction_state(state: dict[str, Any], source: str) -> dict[str, Any]:
     }
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A run folder → its ``interaction.pt`` (else ``checkpoints/last.pt``); a file → itself."""
+def _sweep_run(path: Path, match: dict[str, Any]) -> Path:
+    """The run of a ``compkit sweep`` of train-discriminator whose config matches ``match``."""
+    import json
+
+    wanted = ", ".join(f"{key}={value}" for key, value in match.items())
+    for run in sorted(p for p in path.iterdir() if (p / "config.json").is_file()):
+        config = json.loads((run / "config.json").read_text())
+        if all(config.get(key) == value for key, value in match.items()):
+            if (run / INTERACTION_FILE).is_file():
+                return run / INTERACTION_FILE
+            raise UserError(
+                f"{run}: the discriminator run for {wanted} has no {INTERACTION_FILE} yet; "
+                "let the discriminator sweep finish first"
+            )
+    raise UserError(
+        f"{path}: no train-discriminator run with {wanted} in this sweep; sweep the "
+        "discriminator over the same --per-goal values and seeds"
+    )
+
+
+def resolve_checkpoint(path: Path, match: dict[str, Any] | None = None) -> Path:
+    """Find the checkpoint file ``path`` stands for.
+
+    A file is itself; a run folder means its ``interaction.pt`` (else ``checkpoints/last.pt``);
+    a ``compkit sweep`` folder of train-discriminator (it holds ``sweep.json``) means the
+    ``interaction.pt`` of the run whose config has the values of ``match`` (the planner passes
+    its own ``per_goal`` and ``seed``, so one planner sweep can use one discriminator sweep).
+    """
+    if path.is_dir() and (path / "sweep.json").is_file():
+        if not match:
+            raise UserError(f"{path} is a sweep folder; pass one of its runs or a checkpoint")
+        return _sweep_run(path, match)
     if path.is_dir():
         for candidate in (path / INTERACTION_FILE, path / "checkpoints" / "last.pt"):
             if candidate.is_file():
@@ -88,14 +118,17 @@ def load_interaction(
     expect_model: str | None = None,
     words: tuple[str, ...] | None = None,
     flag: str = "--interaction",
+    match: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Load an interaction model from either checkpoint kind.
 
     Args:
-        path: a checkpoint file or a train-discriminator run folder.
+        path: a checkpoint file, a train-discriminator run folder, or a sweep folder of them
+            (see :func:`resolve_checkpoint`).
         expect_model: refuse a checkpoint holding another model type.
         words: refuse a checkpoint trained with another vocabulary.
         flag: the flag named in messages.
+        match: config values that pick the run of a sweep folder.
 
     Returns:
         (the model in eval mode on the CPU, the interaction checkpoint dict).
@@ -103,9 +136,9 @@ def load_interaction(
     from compkit_utils.checkpoints import load_checkpoint
     from factored_attention_babyai.models.interaction import build_interaction
 
-    file = resolve_checkpoint(path)
+    file = resolve_checkpoint(path, match)
     state = to_interaction_state(load_checkpoint(file), str(file))
-    extra = state["extra"]
+    extra = state["extra"] = {**state["extra"], "loaded_from": str(file)}
     name = extra.get("interaction_model")
     if expect_model is not None and name != expect_model:
         raise UserError(

@@ -171,9 +171,10 @@ def load_planner_interaction(cfg: PlannerConfig) -> tuple[nn.Module, dict[str, A
     if cfg.interaction is None:
         return build_interaction(cfg.interaction_model, len(WORDS)), {"source": "untrained"}
     model, state = load_interaction(
-        cfg.interaction, expect_model=cfg.interaction_model, words=WORDS, flag="--interaction"
-    )
-    return model, {"source": str(cfg.interaction), "step": state["step"]}
+        cfg.interaction, expect_model=cfg.interaction_model, words=WORDS, flag="--interaction",
+        match={"per_goal": cfg.per_goal, "seed": cfg.seed},
+    )  # fmt: skip
+    return model, {"source": state["extra"]["loaded_from"], "step": state["step"]}
 
 
 def batch_index(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:

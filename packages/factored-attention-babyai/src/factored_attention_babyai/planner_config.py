@@ -25,8 +25,9 @@ class PlannerConfig:
 
     interaction: Annotated[Path | None, InputPath()] = None
     """Interaction checkpoint: the interaction.pt of a train-discriminator run, its run folder,
-    or any of its checkpoints (post-processed on load). Required unless --smoke (which then
-    uses an untrained interaction model: a pipeline check only)."""
+    any of its checkpoints (post-processed on load), or a compkit sweep folder of
+    train-discriminator (the run with this run's --per-goal and --seed). Required unless
+    --smoke (which then uses an untrained interaction model: a pipeline check only)."""
     interaction_model: InteractionModelName = "independent"
     """The interaction model the checkpoint must hold (the paper's planner: independent)."""
     k: Annotated[int, Range(0)] = 10
