@@ -15,7 +15,7 @@ from compkit_utils.checkpoints import make_state, save_checkpoint
 from compkit_utils.testing import one_error_line, tree
 from factored_attention_babyai.cli import main
 from factored_attention_babyai.figures import select_points, sparsity_summary
-from factored_attention_babyai.models.interaction import FactoredAttention
+from factored_attention_babyai.models.interaction import FactoredAttention, FilmInteraction
 from factored_attention_babyai.vocab import WORDS
 
 PROG = "factored-attention-babyai"
@@ -113,12 +113,29 @@ def test_figure4b_matrix_and_check(tmp_path: Path) -> None:
     model = _sparse_model()
     extra = {"kind": "interaction", "interaction_model": "independent", "words": list(WORDS)}
     save_checkpoint(tmp_path / "i.pt", make_state(step=1, model=model, extra=extra))
+    torch.manual_seed(1)
+    film = FilmInteraction(len(WORDS))
+    extra_film = {**extra, "interaction_model": "film"}
+    save_checkpoint(tmp_path / "f.pt", make_state(step=1, model=film, extra=extra_film))
     out = tmp_path / "fig"
-    assert (
-        main(["figures", "--interactions", f"Sparse={tmp_path / 'i.pt'}", "--out-dir", str(out)])
-        == 0
-    )
-    summary = json.loads((out / "figure4b.json").read_text())["Sparse"]
+    items = [
+        f"Sparse={tmp_path / 'i.pt'}",
+        f"FiLM={tmp_path / 'f.pt'}",
+        f"FiLM={tmp_path / 'f.pt'}",
+    ]
+    args = ["figures", "--interactions", *items, "--example-seeds", "7", "11"]
+    assert main([*args, "--out-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "figure4a.json", "figure4a.png", "figure4b.json", "figure4b.png",
+    ]  # fmt: skip
+    examples = json.loads((out / "figure4a.json").read_text())
+    assert [e["seed"] for e in examples] == [7, 11]
+    assert set(examples[0]["maps"]) == {"Sparse", "FiLM"}
+    assert np.array(examples[0]["maps"]["FiLM"]["std"]).max() == 0.0  # the same checkpoint twice
+    assert np.array(examples[1]["maps"]["Sparse"]["mean"]).shape == (8, 8)
+    all_summaries = json.loads((out / "figure4b.json").read_text())
+    assert set(all_summaries) == {"Sparse"}  # FiLM has no word × attribute matrix
+    summary = all_summaries["Sparse"]
     check = summary["check"]
     assert check["content_words_correct"] == check["content_words"] == 9
     assert check["function_words_below_0.1"]

@@ -8,6 +8,11 @@ and demonstrations-per-goal the [seeds × points] scores are aggregated with the
 stratified-bootstrap CI (rliable). Writes ``figure3_id.png``, ``figure3_ood.png`` (log x axis,
 CI bands) and ``figure3.json``.
 
+Figure 4a — per-cell goal predictions: for an in-distribution and a held-out example room
+(``--example-seeds``; default the first seed of the first ID goal and of the first OOD goal)
+the rendered room and each label's mean σ(ŷ) over its checkpoints (std in the JSON); writes
+``figure4a.png`` and ``figure4a.json``.
+
 Figure 4b — the word × attribute correlations σ(clip(e^α·2·clip(cos, 0, 1) + β, −8, 8)) of
 factored models (15 words × 17 attributes), and for ``simple`` models the 18 projected
 (key/ball/box × colour) pairs; averaged over the checkpoints given per label. Writes
@@ -222,25 +227,94 @@ def sparsity_summary(matrix: np.ndarray, words: Sequence[str]) -> dict[str, Any]
     }
 
 
-def figure4b(interactions: dict[str, list[Path]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Label → averaged matrix; returns (plot data, JSON summary)."""
+def load_models(interactions: dict[str, list[Path]]) -> dict[str, list[Any]]:
+    """Map each label to the interaction models of its checkpoints."""
     from factored_attention_babyai.interaction_io import load_interaction
+    from factored_attention_babyai.vocab import WORDS
+
+    return {
+        label: [load_interaction(p, words=WORDS, flag=f"--interactions {label}=")[0] for p in paths]
+        for label, paths in interactions.items()
+    }
+
+
+def figure4a(models: dict[str, list[Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """Per example seed: the rendered room, its mission and each label's mean/std σ(ŷ) [8, 8]."""
+    import torch
+
+    from factored_attention_babyai.env import make_env
+
+    env = make_env(render_mode="rgb_array")
+    examples = []
+    try:
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            image = torch.from_numpy(obs["image"]).long()[None]
+            tokens = torch.from_numpy(obs["mission_tokens"]).long()[None]
+            maps = {}
+            with torch.no_grad():
+                for label, group in models.items():
+                    probs = torch.stack([torch.sigmoid(m(image, tokens).logits[0]) for m in group])
+                    std = probs.std(0, correction=0)
+                    maps[label] = {"mean": probs.mean(0).numpy(), "std": std.numpy()}
+            examples.append(
+                {"seed": int(seed), "mission": obs["mission"], "frame": env.render(), "maps": maps}
+            )
+    finally:
+        env.close()
+    return {"examples": examples}
+
+
+def plot_figure4a(fig4a: dict[str, Any], path: Path) -> None:
+    """Rows: examples; columns: the rendered room, then each label's mean σ(ŷ) (> 0.1 printed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    examples = fig4a["examples"]
+    labels = list(examples[0]["maps"])
+    fig, axes = plt.subplots(
+        len(examples), 1 + len(labels), figsize=(3 * (1 + len(labels)), 3.2 * len(examples)),
+        dpi=100, squeeze=False,
+    )  # fmt: skip
+    for row, example in zip(axes, examples, strict=True):
+        row[0].imshow(example["frame"])
+        row[0].set_title(f"{example['mission']} (seed {example['seed']})", fontsize=8)
+        for ax, label in zip(row[1:], labels, strict=True):
+            mean = example["maps"][label]["mean"]
+            ax.imshow(mean, vmin=0, vmax=1, cmap="viridis")
+            ax.set_title(label, fontsize=8)
+            for (i, j), value in np.ndenumerate(mean):
+                if value > 0.1:
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w")
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+
+
+def figure4b(interactions: dict[str, list[Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Average matrix per label (factored and simple models only): (plot data, JSON)."""
+    from factored_attention_babyai.models.interaction import FactoredAttention, SimpleAttention
     from factored_attention_babyai.vocab import WORDS
 
     data: dict[str, Any] = {}
     summary: dict[str, Any] = {}
-    for label, paths in interactions.items():
+    for label, models in interactions.items():
+        if not all(isinstance(m, FactoredAttention | SimpleAttention) for m in models):
+            continue  # transformer / film: in Figure 4a only
         mats, names = [], []
-        for path in paths:
-            model, _ = load_interaction(path, words=WORDS, flag=f"--interactions {label}=")
+        for model in models:
             matrix, names = correlation_matrix(model)
             mats.append(matrix)
         if len({m.shape for m in mats}) != 1:
             raise UserError(f"--interactions {label}: mixes model types; use one label per type")
         mean = np.mean(mats, axis=0)
         data[label] = (mean, names)
-        summary[label] = {"checkpoints": [str(p) for p in paths], "matrix": mean.tolist(),
-                          "columns": names}  # fmt: skip
+        summary[label] = {"checkpoints": len(models), "matrix": mean.tolist(), "columns": names}
         if mean.shape[1] == len(TYPE_NAMES) + len(COLOR_NAMES):
             summary[label]["check"] = sparsity_summary(mean, list(WORDS))
     return data, summary
@@ -269,6 +343,14 @@ def plot_figure4b(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _default_example_seeds() -> list[int]:
+    """One in-distribution and one held-out example: the first seed of each set's first goal."""
+    from factored_attention_babyai.evaluate import fresh_goal_seeds
+    from factored_attention_babyai.vocab import ID_GOALS, OOD_GOALS
+
+    return [*fresh_goal_seeds(ID_GOALS[:1], 1), *fresh_goal_seeds(OOD_GOALS[:1], 1)]
+
+
 def run_figures(cfg: FiguresConfig) -> dict[str, Any]:
     """Run ``figures``: compute everything, then write the files."""
     from compkit_utils.io import atomic_write_json
@@ -277,7 +359,7 @@ def run_figures(cfg: FiguresConfig) -> dict[str, Any]:
     if cfg.sweeps:
         outputs += ["figure3_id.png", "figure3_ood.png", "figure3.json"]
     if cfg.interactions:
-        outputs += ["figure4b.png", "figure4b.json"]
+        outputs += ["figure4a.png", "figure4a.json", "figure4b.png", "figure4b.json"]
     existing = [name for name in outputs if (cfg.out_dir / name).exists()]
     if existing and not cfg.overwrite:
         raise UserError(f"--out-dir {cfg.out_dir} already holds {existing[0]}; pass --overwrite")
@@ -287,13 +369,27 @@ def run_figures(cfg: FiguresConfig) -> dict[str, Any]:
         runs = collect_runs(parse_pairs(cfg.sweeps), cfg.max_step, cfg.top)
         table = figure3_table(runs, cfg.reps, cfg.seed)
         result["figure3"] = table
-    fig4 = figure4b(parse_pairs(cfg.interactions)) if cfg.interactions else None
+    fig4 = fig4a = None
+    if cfg.interactions:
+        models = load_models(parse_pairs(cfg.interactions))
+        fig4a = figure4a(models, cfg.example_seeds or _default_example_seeds())
+        fig4 = figure4b(models)
+        if not fig4[0]:
+            outputs = [name for name in outputs if not name.startswith("figure4b")]
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if fig4a is not None:
+        plot_figure4a(fig4a, cfg.out_dir / "figure4a.png")
+        summary = [
+            {"seed": e["seed"], "mission": e["mission"],
+             "maps": {k: {s: v[s].tolist() for s in v} for k, v in e["maps"].items()}}
+            for e in fig4a["examples"]
+        ]  # fmt: skip
+        atomic_write_json(cfg.out_dir / "figure4a.json", summary)
     if table is not None:
         plot_figure3(table, "id", cfg.out_dir / "figure3_id.png")
         plot_figure3(table, "ood", cfg.out_dir / "figure3_ood.png")
         atomic_write_json(cfg.out_dir / "figure3.json", table)
-    if fig4 is not None:
+    if fig4 is not None and fig4[0]:
         plot_figure4b(fig4[0], cfg.out_dir / "figure4b.png")
         atomic_write_json(cfg.out_dir / "figure4b.json", fig4[1])
         result["figure4b"] = fig4[1]

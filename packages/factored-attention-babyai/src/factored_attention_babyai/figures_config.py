@@ -14,20 +14,22 @@ __all__ = ["FiguresConfig"]
 
 @dataclasses.dataclass(frozen=True)
 class FiguresConfig:
-    """Draw the paper's Figure 3 (success vs demonstrations) and Figure 4b (correlations).
+    """Draw the paper's Figure 3 (success vs demos per goal) and Figure 4a/4b (goal maps).
 
     Figure 3 reads compkit sweeps of train-planner / train-bc over --per-goal; Figure 4b reads
-    interaction checkpoints of train-discriminator.
+    interaction checkpoints of train-discriminator (4b: the attention models only).
     """
 
     sweeps: tuple[str, ...] = ()
     """Figure 3 curves as LABEL=SWEEP_DIR (repeat a label to pool several sweeps), e.g.
     "Factored/MVProp=runs/factored-attention-babyai/sweeps/train-planner"."""
     interactions: tuple[str, ...] = ()
-    """Figure 4b models as LABEL=CHECKPOINT (an interaction.pt or train-discriminator run
+    """Figure 4 models as LABEL=CHECKPOINT (an interaction.pt or train-discriminator run
     folder; repeat a label to average several seeds)."""
+    example_seeds: tuple[int, ...] = ()
+    """Figure 4a example rooms (reset seeds; default one ID and one held-out goal's room)."""
     out_dir: Annotated[Path, OutputDir()] = Path("figures")
-    """Where figure3_id.png, figure3_ood.png, figure3.json, figure4b.png, figure4b.json go."""
+    """Where the figure files (figure3_*.png, figure4a.png, figure4b.png, their JSON) go."""
     max_step: Annotated[int, Range(1)] = 70_000
     """Figure 3 uses validation points logged at steps ≤ this."""
     top: Annotated[int, Range(1)] = 10
