@@ -113,6 +113,7 @@ def export_weights(
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # a shipped file: readable by everyone, like the package
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
