@@ -34,12 +34,15 @@ TARGET_SPEEDUP = 20.0
 
 
 def bench_decoder(seed: int = 0) -> tuple[Callable[[Any], list[str]], str]:
-    """The fast decoder of the shipped weights, else of a random model; and its label."""
+    """The fast decoder of the shipped weights (else a random model) and its label."""
     from compkit_utils.errors import UserError
     from leaps_karel.learn.cem import make_decoder
 
     try:
-        return make_decoder(None), "shipped LEAPS weights"
+        from leaps_karel.learn.weights import default_weights, read_metadata
+
+        variant = read_metadata(default_weights()).get("variant", "?")
+        return make_decoder(None), f"shipped {variant} weights"
     except (UserError, FileNotFoundError, ImportError):
         return make_decoder(None, random_decoder=True, seed=seed), "random decoder (no weights)"
 
