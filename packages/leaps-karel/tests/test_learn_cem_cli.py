@@ -122,3 +122,14 @@ def test_bad_input_one_line_exit_2_nothing_left(
     assert main(argv) == 2
     assert message in one_error_line(capsys.readouterr().err, "leaps-karel")
     assert tree(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_cem_with_the_shipped_weights_solves_maze_seed_0(tmp_path: Path) -> None:
+    argv = ["cem", "--task", "maze", "--seed", "0", "--quiet", "--runs-dir", str(tmp_path)]
+    assert main([*argv, "--run-name", "m"]) == 0
+    results = json.loads((tmp_path / "leaps-karel" / "m" / "results.json").read_text())
+    assert results["solved_early"]  # the decoded mean scored 1.1 ten iterations in a row
+    assert results["in_sample"]["return_without_bonus"] == 1.0
+    # fresh worlds: a marker on (or next to) the start scores 0 under the original's protocol
+    assert results["fresh"]["return_without_bonus"] >= 0.85
