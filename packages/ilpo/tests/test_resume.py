@@ -4,7 +4,6 @@ continues from its last checkpoint to the same final metrics as an uninterrupted
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ def _interrupt_after(
         count[0] += 1
         if count[0] == calls:
             if how == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C, delivered to this (main) thread
             else:
                 raise RuntimeError("simulated crash")
         return original(*args, **kwargs)
