@@ -105,6 +105,27 @@ def test_film_first_conv_by_lookup_equals_the_direct_convolution() -> None:
     )
 
 
+def test_film_first_conv_by_lookup_has_the_direct_gradients() -> None:
+    torch.manual_seed(0)
+    model = FilmPolicy()
+    images, directions, _ = _frames(3)
+    dirs = directions[:, None, None, None].expand(3, 8, 8, 1)
+    cells = torch.cat((images.long(), dirs), dim=-1) + model.channel_offsets
+    probe = torch.randn(3, 128, 8, 8)
+    grads = []
+    for out in (model._first_conv(cells), model.reference_first_conv(images, directions)):
+        model.zero_grad()
+        (out * probe).sum().backward()
+        grads.append(
+            [
+                p.grad.clone()
+                for p in (model.conv0.weight, model.conv0.bias, model.cell_embedding.weight)
+            ]  # type: ignore[union-attr]
+        )
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_weighted_batch_norm_equals_repeated_samples() -> None:
     torch.manual_seed(0)
     x = torch.randn(3, 4, 2, 2)
