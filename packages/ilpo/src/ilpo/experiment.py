@@ -128,6 +128,7 @@ def _sweep(
             args=args,
             runs_dir=str(root),
             workers=workers,
+            threads_per_run=1,  # batch-32 MLPs: one thread is fastest, and stages overlap
             retry_failed=True,
         )
     )
