@@ -15,7 +15,18 @@ from factored_attention_babyai import disc_core
 from factored_attention_babyai.cli import main
 
 PROG = "factored-attention-babyai"
-DISC = ["train-discriminator", "--smoke", "--steps", "4", "--batch-size", "8", "--seed", "1"]
+DISC = [
+    "train-discriminator",
+    "--smoke",
+    "--steps",
+    "4",
+    "--batch-size",
+    "8",
+    "--seed",
+    "1",
+    "--threads",
+    "1",  # the module fixture runs before the one-thread fixture applies
+]
 
 
 def _metrics(run: Path) -> list[dict]:
