@@ -144,6 +144,7 @@ def test_gymnasium_make_with_module_prefix_in_a_fresh_process():
 
 def test_gymnasium_make_without_importing_the_package_in_a_fresh_process():
     """The installed start-up hook registers the ids as soon as gymnasium is imported."""
+    import os
     import subprocess
     import sys
 
@@ -156,9 +157,25 @@ def test_gymnasium_make_without_importing_the_package_in_a_fresh_process():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(257, 257, 3) compkit/Karel-CleanHouse-v0"
-    # Interpreter start imports only the tiny hook module, not the package.
-    code = "import sys; m = sys.modules; print('leaps_karel' in m, '_leaps_karel_gymnasium' in m)"
+    # Interpreter start imports only compkit-utils' shared hook, not the package nor gymnasium.
+    code = (
+        "import sys; m = sys.modules; from compkit_utils import gym_hook as h\n"
+        "[hook] = [f for f in sys.meta_path if isinstance(f, h._AfterGymnasium)]\n"
+        "print('leaps_karel' in m, 'gymnasium' in m, 'leaps_karel.envs' in hook.modules)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
+    # COMPKIT_NO_GYM_HOOK=1 turns it off: the id is unknown until leaps_karel.envs is imported.
+    code = (
+        "import gymnasium\n"
+        "print('compkit/Karel-Maze-v0' in gymnasium.registry)\n"
+        "import leaps_karel.envs\n"
+        "print('compkit/Karel-Maze-v0' in gymnasium.registry)\n"
+    )
+    env = {**os.environ, "COMPKIT_NO_GYM_HOOK": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert out.stdout.split() == ["False", "True"]
 
 

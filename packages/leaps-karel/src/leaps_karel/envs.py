@@ -8,10 +8,11 @@ Importing this module registers ``compkit/Karel-<Task>-v0`` for every task (``St
 
     env = gymnasium.make("compkit/Karel-Maze-v0")
 
-An installed leaps-karel also registers them without that import: its start-up hook
-(``_leaps_karel_gymnasium``, gymnasium 1.x has no plugin entry points) imports this module as
-soon as a program imports gymnasium. ``gymnasium.make("leaps_karel.envs:compkit/Karel-Maze-v0")``
-works too (gymnasium imports the module named before the colon).
+An installed leaps-karel also registers them without that import: its start-up file
+(``leaps_karel_gymnasium.pth``, gymnasium 1.x has no plugin entry points) registers this module
+with :mod:`compkit_utils.gym_hook`, which imports it as soon as a program imports gymnasium.
+``gymnasium.make("leaps_karel.envs:compkit/Karel-Maze-v0")`` works too (gymnasium imports
+the module named before the colon).
 
 Rendering: ``render_mode="rgb_array"`` returns an ``(H * 32 + 1, W * 32 + 1, 3)`` uint8 frame
 drawn by :func:`leaps_karel.render.render_image`; ``"ansi"`` returns the ASCII grid.
