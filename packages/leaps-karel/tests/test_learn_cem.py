@@ -11,10 +11,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from leaps_karel.learn.cem import (  # noqa: E402
+from leaps_karel.learn.cem import (
     CemSearch,
     batch_of,
     initial_mean,
@@ -23,9 +22,9 @@ from leaps_karel.learn.cem import (  # noqa: E402
     select_elites,
     sigma_at,
 )
-from leaps_karel.learn.cem_config import PRESETS, TARGET_PROGRAMS, CemSettings  # noqa: E402
-from leaps_karel.learn.cem_scoring import TargetScorer, TaskScorer, prefix_match  # noqa: E402
-from leaps_karel.learn.random_search import RandomSearch  # noqa: E402
+from leaps_karel.learn.cem_config import PRESETS, TARGET_PROGRAMS, CemSettings
+from leaps_karel.learn.cem_scoring import TargetScorer, TaskScorer, prefix_match
+from leaps_karel.learn.random_search import RandomSearch
 
 MAZE_SOLUTION = (
     "DEF run m( WHILE c( noMarkersPresent c) w( IFELSE c( rightIsClear c) i( turnRight i) "
@@ -136,6 +135,7 @@ def test_task_scorer_cache_batches_and_fresh_worlds() -> None:
     assert first[0] == first[1] > 0.5
     scorer.score([MAZE_SOLUTION])
     assert scorer.evaluations == 2
+    assert scorer.task is not None
     worlds_b1 = [w.key() for w in scorer.task.initial_worlds]
     # batch b holds worlds b·10 … b·10+9 of the seeded stream
     assert worlds_b1 == [w.key() for w in scorer.worlds(10, 10)]

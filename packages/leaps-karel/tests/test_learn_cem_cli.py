@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("torch")
+import torch  # noqa: F401  (the `learn` extra is in the test environment)
 
 from compkit_utils.testing import one_error_line, tree
 from leaps_karel.cli import main

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from leaps_karel.dsl import is_valid  # noqa: E402
-from leaps_karel.learn.cem_decode import FastDecoder  # noqa: E402
-from leaps_karel.learn.grammar import check_ids  # noqa: E402
-from leaps_karel.learn.model import ProgramVAE  # noqa: E402
+from leaps_karel.dsl import is_valid
+from leaps_karel.learn.cem_decode import FastDecoder
+from leaps_karel.learn.grammar import check_ids
+from leaps_karel.learn.model import ProgramVAE
 
 
 @pytest.mark.parametrize(("seed", "scale"), [(0, 1.0), (1, 0.1), (2, 0.5)])

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("torch")
+import torch  # noqa: F401  (the `learn` extra is in the test environment)
 
 from compkit_utils.testing import one_error_line, tree
 from leaps_karel.cli import main
