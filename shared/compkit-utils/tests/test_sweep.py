@@ -276,3 +276,23 @@ def _alive(pid: int) -> bool:
             return handle.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_command_flags_from_many_threads_at_once() -> None:
+    """Sweeps may be prepared from several threads; tyro's caches are not thread-safe."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from compkit_utils.sweep.commands import command_flags
+
+    def fresh_config(i: int) -> type:  # a new class each time: tyro's caches start cold
+        fields = [(f"field_{i}_{j}", int, dataclasses.field(default=j)) for j in range(30)]
+        return dataclasses.make_dataclass(f"Config{i}", fields)
+
+    # Without the lock about one round in five raised KeyError inside tyro (measured).
+    for _ in range(5):
+        classes = [fresh_config(i) for i in range(16)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(command_flags, classes))
+        for i, flags in enumerate(results):
+            assert flags == tuple(f"field-{i}-{j}" for j in range(30))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import threading
 import warnings
 from collections.abc import Mapping
 from importlib import metadata
@@ -81,11 +82,16 @@ def _load_tree(spec: str) -> tuple[str, str, Mapping[str, Any]]:
     return package, module_name, tree
 
 
+# tyro's internal caches (and ``warnings.catch_warnings``) are not thread-safe; a package may
+# prepare sweeps from several threads (ilpo's experiment overlaps its baseline sweeps).
+_TYRO_LOCK = threading.Lock()
+
+
 def command_flags(config_class: type) -> tuple[str, ...]:
     """The flags (without ``--``) of a tyro command over ``config_class``."""
     import tyro.extras
 
-    with warnings.catch_warnings():
+    with _TYRO_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         parser = tyro.extras.get_parser(config_class)
     flags = []
