@@ -115,5 +115,5 @@ def test_resume_with_other_settings(tmp_path: Path, capsys: pytest.CaptureFixtur
     (out / ".shards" / "manifest.json").write_text('{"per_goal": 99}\n')
     before = snapshot(out)
     assert main(generate_args(out, "--per-goal", "1", "--resume")) == 2
-    one_line_error(capsys, "manifest.json", "other settings")
+    one_line_error(capsys, "manifest.json", "different settings")
     assert snapshot(out) == before

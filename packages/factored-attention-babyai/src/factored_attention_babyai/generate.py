@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import json
 import logging
 import multiprocessing
 import os
@@ -31,9 +30,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from compkit_utils.datasets.generation import prepare_generation_dir
 from compkit_utils.datasets.info import INFO_FILE
 from compkit_utils.errors import UserError
-from compkit_utils.io import atomic_write_json
 from factored_attention_babyai.blocks import (
     N_GOALS,
     SHARD_DIR,
@@ -47,7 +46,6 @@ from factored_attention_babyai.config import GenerateConfig
 __all__ = ["bench_generation", "default_data_dir", "generate", "generate_dataset"]
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -79,41 +77,10 @@ def _fix(out_dir: Path) -> str:
 def _prepare_out_dir(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool) -> None:
     from factored_attention_babyai.storage import DATA_FILE, TFDS_DIR
 
-    shard_dir = out / SHARD_DIR
-    if overwrite:
-        for name in (DATA_FILE, INFO_FILE):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / TFDS_DIR, ignore_errors=True)
-        shutil.rmtree(shard_dir, ignore_errors=True)
-    elif (out / INFO_FILE).exists():
-        raise UserError(
-            f"{out}: already holds a generated dataset; pass --overwrite to replace it or "
-            "choose another --out-dir"
-        )
-    elif (out / DATA_FILE).exists() and not (shard_dir / MANIFEST).exists():
-        raise UserError(
-            f"{out / DATA_FILE}: exists but was not written by a finished generation; "
-            "pass --overwrite to replace it"
-        )
-    manifest = shard_dir / MANIFEST
-    if manifest.exists():
-        if not resume:
-            raise UserError(
-                f"{out}: holds an interrupted generation; pass --resume to continue it (same "
-                "settings) or --overwrite to start over"
-            )
-        try:
-            previous = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            previous = None
-        if previous != settings:
-            raise UserError(
-                f"{manifest}: an interrupted generation with other settings is in {out}; "
-                "rerun with the same settings to resume it, or pass --overwrite"
-            )
-    else:
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(manifest, settings)
+    outputs = (DATA_FILE, TFDS_DIR)
+    prepare_generation_dir(
+        out, settings, outputs=outputs, overwrite=overwrite, resume=resume, shard_dir=SHARD_DIR
+    )
 
 
 def _remove_temporaries(out: Path) -> None:

@@ -13,17 +13,16 @@ import dataclasses
 import errno
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from compkit_utils.datasets.generation import prepare_generation_dir
 from compkit_utils.datasets.hdf5_write import atomic_hdf5
 from compkit_utils.datasets.info import INFO_FILE, read_info, sha256_file
 from compkit_utils.errors import UserError
-from compkit_utils.io import atomic_write_json
 from leaps_karel.config import DatasetConfig
 from leaps_karel.demos import candidate_rng, candidate_stream, demos_for_program
 from leaps_karel.reader import DATA_FILE, FORMAT_VERSION, ID_FILE
@@ -31,7 +30,6 @@ from leaps_karel.reader import DATA_FILE, FORMAT_VERSION, ID_FILE
 log = logging.getLogger(__name__)
 
 SHARD_DIR = ".shards"
-MANIFEST = "manifest.json"
 CHECKSUMS = "checksums.json"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -167,43 +165,10 @@ def _finished_dataset(
 def _prepare_out_dir(
     out_dir: Path, manifest: dict[str, Any], overwrite: bool, resume: bool
 ) -> None:
-    shard_dir = out_dir / SHARD_DIR
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out-dir {out_dir}: is a file, not a folder; choose another --out-dir")
-    if overwrite:
-        for name in (DATA_FILE, ID_FILE, INFO_FILE):
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(shard_dir, ignore_errors=True)
-    elif (out_dir / INFO_FILE).exists():
-        raise UserError(
-            f"{out_dir}: already holds a generated dataset; pass --overwrite to replace it "
-            "or choose another --out-dir"
-        )
-    elif (out_dir / DATA_FILE).exists() and not (resume and (shard_dir / MANIFEST).exists()):
-        raise UserError(
-            f"{out_dir / DATA_FILE}: exists but was not written by a finished generation; "
-            "pass --overwrite to replace it"
-        )
-    manifest_path = shard_dir / MANIFEST
-    if manifest_path.exists():
-        if not resume:
-            raise UserError(
-                f"{out_dir}: holds an interrupted generation; pass --resume to continue it "
-                "(same settings) or --overwrite to start over"
-            )
-        try:
-            previous = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            previous = None
-        if previous != manifest:
-            raise UserError(
-                f"{manifest_path}: an interrupted generation with different settings is in "
-                f"{out_dir}; rerun with the same settings to resume it, or pass --overwrite"
-            )
+    outputs = (DATA_FILE, ID_FILE)
+    kwargs = {"outputs": outputs, "overwrite": overwrite, "resume": resume, "shard_dir": SHARD_DIR}
+    if prepare_generation_dir(out_dir, manifest, **kwargs):
         log.debug("resuming the interrupted generation in %s", out_dir)
-    else:
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(manifest_path, manifest)
 
 
 def _read_checksums(out_dir: Path) -> dict[str, str]:
