@@ -133,3 +133,12 @@ def test_experiment_rerun_with_other_env_or_preset_is_refused(
         message = one_error_line(capsys.readouterr().err, "ilpo")
         assert args[0].lstrip("-") in message
         assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_vector_commands_default_to_one_thread_and_images_to_the_idle_cores() -> None:
+    from ilpo.commands import vector_threads
+
+    assert vector_threads(None, image=False) == 1
+    assert vector_threads(None, image=True) is None
+    assert vector_threads(3, image=False) == 3
+    assert vector_threads(2, image=True) == 2

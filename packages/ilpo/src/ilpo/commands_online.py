@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from compkit_utils.errors import UserError
-from ilpo.commands import _env_spaces, _load_data, _logger, _make_env_factory, load_lpn
+from ilpo.commands import (
+    _env_spaces,
+    _load_data,
+    _logger,
+    _make_env_factory,
+    load_lpn,
+    vector_threads,
+)
 
 if TYPE_CHECKING:
     from ilpo.config_models import ArnConfig, BcConfig, BcoConfig, BenchConfig
@@ -100,8 +107,8 @@ def run_arn(cfg: ArnConfig) -> Path:
     from ilpo.lpn import LPN, ImageLPN, VectorLPN
     from ilpo.online import OnlineSettings, random_policy_return, run_online, write_curve_csv
 
-    set_threads(cfg.threads)
     image = is_image_env(cfg.env)
+    set_threads(vector_threads(cfg.threads, image=image))
     state_dim, n_actions = (0, N_ACTIONS) if image else _env_spaces(cfg.env)
     lpn: LPN
     if cfg.lpn is not None:
@@ -200,7 +207,7 @@ def run_bc(cfg: BcConfig) -> Path:
     from ilpo import __version__
     from ilpo.baselines import evaluate_greedy, train_bc
 
-    set_threads(cfg.threads)
+    set_threads(vector_threads(cfg.threads, image=False))
     _, n_actions = _env_spaces(cfg.env)
     data = _load_data(cfg.data, cfg.env, "bc", cfg.max_transitions, cfg.seed)
     assert data.actions is not None
@@ -249,7 +256,7 @@ def run_bco(cfg: BcoConfig) -> Path:
     from ilpo.baselines import run_bco as bco
     from ilpo.online import write_curve_csv
 
-    set_threads(cfg.threads)
+    set_threads(vector_threads(cfg.threads, image=False))
     _env_spaces(cfg.env)
     data = _load_data(cfg.data, cfg.env, "states", cfg.max_transitions, cfg.seed)
     settings = BCOSettings(
@@ -314,7 +321,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from compkit_utils.devices import set_threads
     from ilpo.bench import run_bench as bench
 
-    threads = set_threads(cfg.threads)
+    threads = set_threads(vector_threads(cfg.threads, image=False))
     result = bench(
         batch_size=cfg.batch_size,
         steps=cfg.steps,
