@@ -27,6 +27,10 @@ def test_expert_run_directory(expert_run: Path) -> None:
     assert records[-1]["expert/episodes"] == 2
     assert records[-1]["expert/return_mean"] > 0
     assert json.loads((expert_run / "expert.json").read_text())["env"] == "CartPole-v1"
+    # SB3's progress table is written into the run, not into a new folder of the temp dir
+    progress = (expert_run / "sb3" / "progress.csv").read_text().splitlines()
+    assert "time/" in progress[0]
+    assert len(progress) >= 2
     policy, env = load_expert(expert_run)
     assert env == "CartPole-v1"
     assert policy(np.zeros(4, dtype=np.float32)) in (0, 1)

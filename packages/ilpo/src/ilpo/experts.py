@@ -40,6 +40,8 @@ EVAL_STOP_EPISODES = 10
 EVAL_STOP_EVERY = 5_000
 EXPERT_FILE = "expert.zip"
 META_FILE = "expert.json"
+SB3_LOG_DIR = "sb3"
+"""Folder of the run that holds stable-baselines3's ``progress.csv``."""
 
 
 def _linear(start: float) -> Callable[[float], float]:
@@ -262,6 +264,7 @@ def train_expert(cfg: ExpertConfig) -> Path:
         seed_everything(cfg.seed)
         from stable_baselines3 import DQN, PPO
         from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.logger import configure as configure_sb3_logger
 
         vec_env = make_vec_env(cfg.env, n_envs=settings["n_envs"], seed=cfg.seed)
         kwargs = dict(settings["kwargs"])
@@ -269,6 +272,8 @@ def train_expert(cfg: ExpertConfig) -> Path:
             kwargs["batch_size"] = min(kwargs.get("batch_size", 64), 64)
         cls = PPO if cfg.algo == "ppo" else DQN
         model = cls("MlpPolicy", vec_env, seed=cfg.seed, device=device, verbose=0, **kwargs)
+        # SB3's progress table goes to the run (its default is a new folder in the temp dir)
+        model.set_logger(configure_sb3_logger(str(run.path / SB3_LOG_DIR), ["csv"]))
         stop, stop_eval = settings["stop_mean_reward"], settings["stop_eval_return"]
         callback = None
         if stop is not None:
