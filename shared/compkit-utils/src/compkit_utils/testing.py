@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -9,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+GPU_TESTS_ON_CPU = "COMPKIT_GPU_TESTS_ON_CPU"
+"""Environment variable: ``1`` runs the ``gpu`` tests on the CPU (a dev aid, see
+:func:`requires_gpu`)."""
 
 
 def _cuda_available() -> bool:
@@ -19,9 +24,37 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def gpu_tests_on_cpu() -> bool:
+    """Whether ``$COMPKIT_GPU_TESTS_ON_CPU`` is ``1`` (read at each call)."""
+    return os.environ.get(GPU_TESTS_ON_CPU, "") == "1"
+
+
+def gpu_device() -> str:
+    """The device a ``gpu`` test runs on: ``"cuda"``, or ``"cpu"`` under the dev aid.
+
+    With ``COMPKIT_GPU_TESTS_ON_CPU=1`` the GPU tests run their device code on the CPU, so
+    that a machine without CUDA can check them before a GPU session; there the CPU-versus-
+    device parity checks compare the CPU with itself and pass trivially.
+    """
+    return "cpu" if gpu_tests_on_cpu() else "cuda"
+
+
 def requires_gpu(func: Any) -> Any:
-    """Mark a test as ``gpu`` and skip it where CUDA is not available."""
-    return pytest.mark.gpu(pytest.mark.skipif(not _cuda_available(), reason="needs CUDA")(func))
+    """Mark a test as ``gpu`` and skip it where CUDA is not available.
+
+    The skip is decided when the test runs (not at import), so the environment at that
+    moment counts: with ``COMPKIT_GPU_TESTS_ON_CPU=1`` the test runs without CUDA, on the
+    device :func:`gpu_device` names (``"cpu"``). Use it on test functions (fixtures work:
+    the wrapper keeps the signature).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not gpu_tests_on_cpu() and not _cuda_available():
+            pytest.skip(f"needs CUDA (or {GPU_TESTS_ON_CPU}=1 to run it on the CPU)")
+        return func(*args, **kwargs)
+
+    return pytest.mark.gpu(wrapper)
 
 
 @pytest.fixture(autouse=True)
