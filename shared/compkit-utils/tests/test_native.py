@@ -264,9 +264,20 @@ def test_unwritable_cache_falls_back_to_a_private_folder(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("COMPKIT_CACHE_DIR", str(blocker))
+    at_exit: list[tuple[object, tuple[object, ...], dict[str, object]]] = []
+    monkeypatch.setattr(native.atexit, "register", lambda f, *a, **k: at_exit.append((f, a, k)))
     lib = native.load_library("probe", SOURCE, (*native.DEFAULT_FLAGS, "-DSCALE=1"))
     assert lib is not None
     assert _call(lib, 1, 1) == 2
+    # the private folders are removed at exit (nothing left in the temp dir), and a loaded
+    # library keeps working once its file is gone
+    folders = [Path(a[0]) for _, a, _ in at_exit]
+    assert folders
+    assert all(f.name.startswith("compkit-native-") and f.is_dir() for f in folders)
+    for f, a, k in at_exit:
+        f(*a, **k)  # type: ignore[operator]
+    assert not any(f.exists() for f in folders)
+    assert _call(lib, 2, 3) == 5
 
 
 def test_kernel_switch_validates_and_falls_back():

@@ -45,6 +45,7 @@ Environment:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -198,7 +199,11 @@ def _compile_somewhere(
     try:
         return _compile(compiler, source, flags, target), target
     except OSError as exc:
-        fallback = Path(tempfile.mkdtemp(prefix="compkit-native-")) / target.name
+        folder = Path(tempfile.mkdtemp(prefix="compkit-native-"))
+        # a private build is not reused by other processes: remove it when this one exits
+        # (a loaded library stays mapped after its file is unlinked)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        fallback = folder / target.name
         error = _compile(compiler, source, flags, fallback)
         if error is None:
             _log.info("cache folder %s not writable (%s); built in %s", cache_dir(), exc, fallback)
