@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -264,8 +266,8 @@ def test_unwritable_cache_falls_back_to_a_private_folder(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("COMPKIT_CACHE_DIR", str(blocker))
-    at_exit: list[tuple[object, tuple[object, ...], dict[str, object]]] = []
-    monkeypatch.setattr(native.atexit, "register", lambda f, *a, **k: at_exit.append((f, a, k)))
+    at_exit: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(atexit, "register", lambda f, *a, **k: at_exit.append((f, a, k)))
     lib = native.load_library("probe", SOURCE, (*native.DEFAULT_FLAGS, "-DSCALE=1"))
     assert lib is not None
     assert _call(lib, 1, 1) == 2
@@ -275,7 +277,7 @@ def test_unwritable_cache_falls_back_to_a_private_folder(monkeypatch, tmp_path):
     assert folders
     assert all(f.name.startswith("compkit-native-") and f.is_dir() for f in folders)
     for f, a, k in at_exit:
-        f(*a, **k)  # type: ignore[operator]
+        f(*a, **k)
     assert not any(f.exists() for f in folders)
     assert _call(lib, 2, 3) == 5
 
