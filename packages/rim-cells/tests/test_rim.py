@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compkit_utils.testing import requires_gpu
 from rim_cells import RIM, RIMCell
 
 
@@ -146,16 +145,3 @@ def test_to_changes_dtype_of_every_tensor():
     model = RIM(None, 5, 4, 3, 2, "LSTM", 2, True).to(torch.float64)
     out, h, _c = model(torch.randn(3, 2, 5, dtype=torch.float64))
     assert out.dtype == h.dtype == torch.float64
-
-
-@requires_gpu
-def test_cuda_constructed_with_device_and_moved():
-    model = RIM("cuda", 16, 24, 6, 4, "LSTM", 2, True)
-    out, h, _c = model(torch.randn(7, 4, 16, device="cuda"))
-    assert out.is_cuda
-    assert h.is_cuda
-    cell = RIMCell(torch.device("cpu"), 8, 8, 4, 2).to("cuda")
-    hs, cs = cell(torch.randn(3, 1, 8, device="cuda"))
-    assert hs.is_cuda
-    assert cs is not None
-    assert cs.is_cuda
