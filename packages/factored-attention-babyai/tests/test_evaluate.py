@@ -40,6 +40,26 @@ class LookupPolicy:
         return out
 
 
+class SessionLookupPolicy(LookupPolicy):
+    """The bot replay through a rollout session: the mission reaches it only as the code."""
+
+    def rollout_session(self) -> SessionLookupPolicy:
+        return self
+
+    def encode(self, missions: torch.Tensor) -> torch.Tensor:
+        return missions.clone()
+
+    def __call__(self, images: torch.Tensor, directions: torch.Tensor, codes: torch.Tensor):
+        return super().__call__(images, directions, codes)
+
+
+def test_session_codes_follow_refilled_slots() -> None:
+    policy = SessionLookupPolicy(SEEDS)  # bot lengths differ, so slots refill at other steps
+    episodes = rollout(policy, SEEDS, batch_size=2)
+    assert episodes.success.all()
+    assert episodes.length.tolist() == policy.lengths
+
+
 def test_bot_replay_succeeds_with_the_bot_lengths() -> None:
     policy = LookupPolicy(SEEDS)
     episodes = rollout(policy, SEEDS, batch_size=2)  # slots are refilled

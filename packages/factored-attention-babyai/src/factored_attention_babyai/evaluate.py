@@ -14,18 +14,25 @@ the 64-step limit. When an episode ends its slot takes the next seed, so the bat
 
 A policy is any callable ``(images [N, 8, 8, 3] uint8, directions [N] int64, missions [N, 5]
 int64) -> scores [N, 7]`` (logits or log-probabilities); it is put in eval mode and called
-under ``torch.inference_mode``.
+under ``torch.inference_mode``. A policy with a ``rollout_session()`` method (the BC baselines,
+:mod:`factored_attention_babyai.models.inference`) is driven through that session instead
+(``fast=True``, the default): its episode code is computed once when an episode starts (the
+mission encoding is constant within an episode) and each time step passes only the frames —
+the same scores up to float rounding, less work per frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from factored_attention_babyai.models.inference import RolloutSession
 
 __all__ = ["Episodes", "Policy", "evaluate_goal_sets", "fresh_goal_seeds", "rollout"]
 
@@ -74,6 +81,7 @@ def rollout(
     *,
     batch_size: int = 512,
     make_env: Callable[[], Any] | None = None,
+    fast: bool = True,
 ) -> Episodes:
     """Run one greedy episode per seed, ``batch_size`` environments at a time.
 
@@ -82,6 +90,8 @@ def rollout(
         seeds: reset seeds, one episode each.
         batch_size: environments stepped together (the policy's batch size).
         make_env: environment factory (default :func:`factored_attention_babyai.env.make_env`).
+        fast: use the policy's ``rollout_session()`` when it has one (False: call the policy
+            itself on every frame).
 
     Returns:
         The :class:`Episodes` of ``seeds``, in order.
@@ -108,6 +118,8 @@ def rollout(
     was_training = isinstance(policy, torch.nn.Module) and policy.training
     if isinstance(policy, torch.nn.Module):
         policy.eval()
+    make_session = getattr(policy, "rollout_session", None) if fast else None
+    fresh = np.zeros(slots, dtype=bool)  # slots whose episode code is still to compute
     next_episode = 0
 
     def start(slot: int) -> None:
@@ -122,21 +134,35 @@ def rollout(
         missions[next_episode] = obs["mission"]
         episode[slot] = next_episode
         steps[slot] = 0
+        fresh[slot] = True
         next_episode += 1
 
     try:
         for slot in range(slots):
             start(slot)
         with torch.inference_mode():
+            session = cast("RolloutSession", make_session()) if callable(make_session) else None
+            codes = torch.zeros(0)  # [slots, K] episode codes of the session, once known
             while True:
                 active = np.flatnonzero(episode >= 0)
                 if len(active) == 0:
                     break
-                scores = policy(
+                frames = (
                     torch.from_numpy(images[active]).to(device),
                     torch.from_numpy(directions[active]).to(device),
-                    torch.from_numpy(tokens[active]).to(device),
                 )
+                if session is None:
+                    scores = policy(*frames, torch.from_numpy(tokens[active]).to(device))
+                else:
+                    new = np.flatnonzero(fresh & (episode >= 0))
+                    if len(new):
+                        code = session.encode(torch.from_numpy(tokens[new]).to(device))
+                        if codes.ndim == 1:
+                            codes = code.new_zeros(slots, code.shape[1])
+                        codes[torch.from_numpy(new).to(device)] = code
+                        fresh[new] = False
+                    index = torch.from_numpy(active).to(device)
+                    scores = session(*frames, codes if len(active) == slots else codes[index])
                 actions = scores.argmax(dim=-1).cpu().numpy()
                 for slot, action in zip(active.tolist(), actions.tolist(), strict=True):
                     obs, reward, terminated, truncated, _ = envs[slot].step(action)

@@ -26,11 +26,16 @@ Two exact reformulations keep the arithmetic the same while making CPU training 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from factored_attention_babyai.models.common import N_ACTIONS, normalized_rows_
+
+if TYPE_CHECKING:
+    from factored_attention_babyai.models.inference import FilmSession
 
 __all__ = ["FilmPolicy", "WeightedBatchNorm2d"]
 
@@ -185,6 +190,12 @@ class FilmPolicy(nn.Module):
             x = x + block(x, q, frame_weights)
         x = F.relu(F.max_pool2d(x, kernel_size=7, stride=2)).flatten(1)
         return torch.log_softmax(self.actor2(torch.tanh(self.actor1(x))), dim=-1)
+
+    def rollout_session(self) -> FilmSession:
+        """An eval-only :class:`~.inference.FilmSession` of the current weights (for rollouts)."""
+        from factored_attention_babyai.models.inference import FilmSession
+
+        return FilmSession(self)
 
     def reference_first_conv(self, images: Tensor, directions: Tensor) -> Tensor:
         """conv0 computed the direct way (embed 512 channels, then convolve); for tests.

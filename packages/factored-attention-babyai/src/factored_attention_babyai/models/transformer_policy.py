@@ -20,12 +20,15 @@ layer on every token and keeping the last, for about a quarter of that layer's a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from factored_attention_babyai.models.common import N_ACTIONS, sinusoid_1d, sinusoid_2d
+
+if TYPE_CHECKING:
+    from factored_attention_babyai.models.inference import TransformerSession
 
 __all__ = ["TransformerPolicy"]
 
@@ -105,6 +108,12 @@ class TransformerPolicy(nn.Module):
         h = last.norm2(h + last.multihead_attn(h, memory, memory, need_weights=False)[0])
         h = last.norm3(h + last.linear2(last.activation(last.linear1(h))))
         return h[:, 0]
+
+    def rollout_session(self) -> TransformerSession:
+        """An eval-only :class:`~.inference.TransformerSession` of the current weights."""
+        from factored_attention_babyai.models.inference import TransformerSession
+
+        return TransformerSession(self)
 
     def forward(
         self,
