@@ -27,6 +27,8 @@ batch-norm scales) are constant for the whole rollout. A session computes each o
   encoded words is folded into per-episode matrices: scores ``x·(W_q,h K_hᵀ)/√d`` and outputs
   ``A_h·(V_h W_o,hᵀ)``, so no per-frame query projection, key/value projection or output
   projection of the cross-attention remains;
+* the first decoder layer's q/k/v projection of a token is a sum of 4 rows of one table
+  (its three embedding rows and its position, projected once);
 * the direction branch and its half of the ``combine`` layer are a 4-row table.
 """
 
@@ -168,6 +170,23 @@ class TransformerSession:
             dirs = policy.direction_projection(policy.direction_embedding.weight)  # [4, D]
             self.direction_table = dirs @ combine[:, self.d :].t() + policy.combine.bias
             self.combine_cls = combine[:, : self.d].t().contiguous()  # [D, D]
+            # The first layer's q/k/v projection of a token is linear in its three embedding
+            # rows and its position: a sum of 4 rows of one table (CLS: its row + 3 zeros).
+            w_in, b_in = layer0.self_attn.in_proj_weight, layer0.self_attn.in_proj_bias
+            e = policy.cell_embedding.weight  # [3·R, D/3]
+            per, width = e.shape[0] // 3, e.shape[1]
+            blocks = [
+                e[k * per : (k + 1) * per] @ w_in[:, k * width : (k + 1) * width].t()
+                for k in range(3)
+            ]
+            positions = policy.cell_positions @ w_in.t() + b_in  # [H·W, 3D]
+            cls = (policy.cls @ w_in.t() + b_in)[None]
+            self.qkv_table = torch.cat((*blocks, positions, cls, torch.zeros_like(cls)))
+            cells = positions.shape[0]
+            self.position_rows = 3 * per + torch.arange(cells, device=e.device)
+            self.cls_bag = torch.tensor(
+                [3 * per + cells] + [3 * per + cells + 1] * 3, device=e.device
+            )
 
     def encode(self, missions: Tensor) -> Tensor:
         """``missions [N, L]`` → per decoder layer the folded cross-attention, flattened.
@@ -212,13 +231,20 @@ class TransformerSession:
         weights = torch.softmax(scores, dim=2).reshape(n, hl, s)
         return torch.baddbmm(layer.multihead_attn.out_proj.bias, weights.transpose(1, 2), vo)
 
-    def _self_attention(self, layer: Any, q: Tensor, x: Tensor) -> Tensor:
-        """Self-attention of queries ``q [N, Q, D]`` over ``x [N, S, D]`` → ``[N, Q, D]``."""
+    def _self_attention(
+        self, layer: Any, q: Tensor, x: Tensor, qkv: Tensor | None = None
+    ) -> Tensor:
+        """Self-attention of queries ``q [N, Q, D]`` over ``x [N, S, D]`` → ``[N, Q, D]``.
+
+        ``qkv``: the input projection of ``x`` (``[N·S, 3D]``) when known (``q is x``).
+        """
         mha = layer.self_attn
         n, s, d = x.shape
         hd, dh = self.heads, d // self.heads
         if q is x:
-            qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).reshape(n, s, 3, hd, dh)
+            if qkv is None:
+                qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
+            qkv = qkv.reshape(n, s, 3, hd, dh)
             query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [N, H, S, dh]
         else:
             wq, wkv = mha.in_proj_weight.split((d, 2 * d))
@@ -242,13 +268,18 @@ class TransformerSession:
         cells = p.cell_embedding(images.long() + p.channel_offsets)
         cells = cells.reshape(n, -1, cells.shape[-2] * cells.shape[-1]) + p.cell_positions
         x = torch.cat((cells, p.cls.expand(n, 1, -1)), dim=1)  # [N, S, D]
+        rows = (images.long() + p.channel_offsets).reshape(n, -1, 3)  # [N, H·W, 3]
+        bags = torch.cat((rows, self.position_rows.expand(n, -1)[..., None]), dim=-1)
+        bags = torch.cat((bags, self.cls_bag.expand(n, 1, -1)), dim=1)  # [N, S, 4]
+        qkv0 = F.embedding_bag(bags.reshape(-1, 4), self.qkv_table, mode="sum")  # [N·S, 3D]
         layers = list(p.decoder.layers)
         length = p.word_positions.shape[0]
         per_layer = codes.shape[1] // len(layers)
         for i, layer in enumerate(layers):
             code = codes[:, i * per_layer : (i + 1) * per_layer]
             if i < len(layers) - 1:
-                x = layer.norm1(x + self._self_attention(layer, x, x))
+                qkv = qkv0 if i == 0 else None
+                x = layer.norm1(x + self._self_attention(layer, x, x, qkv))
                 x = layer.norm2(x + self._cross(layer, x, code, length))
                 x = layer.norm3(x + self._feedforward(layer, x))
             else:  # the CLS query only (its self-attention still reads every token)
