@@ -15,6 +15,7 @@ from compkit_utils.config import run_cli
 from factored_attention_babyai.bc_config import BcBenchConfig, BcConfig, BcGridConfig
 from factored_attention_babyai.config import GenerateConfig, InspectConfig
 from factored_attention_babyai.disc_config import DiscriminatorConfig, ExportInteractionConfig
+from factored_attention_babyai.experiment_config import ExperimentConfig
 from factored_attention_babyai.figures_config import FiguresConfig
 from factored_attention_babyai.planner_config import PlannerConfig
 
@@ -28,6 +29,7 @@ COMMANDS: dict[str, type] = {
     "export-interaction": ExportInteractionConfig,
     "train-planner": PlannerConfig,
     "figures": FiguresConfig,
+    "experiment": ExperimentConfig,
 }
 """Command name → config class (``compkit sweep`` reads this table)."""
 
@@ -41,6 +43,7 @@ TARGETS: dict[type, str] = {
     ExportInteractionConfig: "factored_attention_babyai.discriminator:export_interaction",
     PlannerConfig: "factored_attention_babyai.planner:train_planner",
     FiguresConfig: "factored_attention_babyai.figures:run_figures",
+    ExperimentConfig: "factored_attention_babyai.experiment:run_experiment",
 }
 """Config class → ``"module:function"`` that runs the command (called with the config)."""
 

@@ -66,8 +66,14 @@ def _check_sizes(data: Path, cfg: BcGridConfig) -> None:
         )
 
 
-def run_grid(cfg: BcGridConfig) -> Path:
-    """Run (or continue) the sweep and write the tables; returns the sweep folder."""
+def run_grid(cfg: BcGridConfig, *, threads_per_run: int | None = None) -> Path:
+    """Run (or continue) the sweep and write the tables; returns the sweep folder.
+
+    Args:
+        cfg: the grid.
+        threads_per_run: CPU threads of each run (default: the sweep layer's, free cores //
+            workers); ``experiment`` passes its ``--threads-per-run``.
+    """
     from compkit_utils.io import atomic_write_text
     from compkit_utils.runs import run_root
     from compkit_utils.sweep.core import SweepOptions, prepare_sweep, run_sweep
@@ -111,6 +117,7 @@ def run_grid(cfg: BcGridConfig) -> Path:
             name=cfg.name,
             runs_dir=None if cfg.runs_dir is None else str(cfg.runs_dir),
             workers=cfg.workers,
+            threads_per_run=threads_per_run,
         )
     )
     outcome = run_sweep(prepared, progress=False)
