@@ -1,6 +1,6 @@
 """``experiment``: the smoke preset end to end (dataset → discriminators → planners → both
 baselines → Figure 3 and results.md), a rerun that reuses every stage, and the refusal of a
-rerun with other settings."""
+rerun with other settings (seeds, preset)."""
 
 from __future__ import annotations
 
@@ -59,4 +59,8 @@ def test_smoke_experiment_end_to_end_then_reused(
     message = one_error_line(capsys.readouterr().err, PROG)
     assert "--run-name e" in message
     assert "seeds" in message
+    assert _snapshot(root) == after
+    other = ["experiment", "--preset", "cpu", "--generate", "--runs-dir", str(tmp_path)]
+    assert main([*other, "--run-name", "e"]) == 2  # another preset into the same folder
+    assert "preset 'smoke' (now 'cpu')" in one_error_line(capsys.readouterr().err, PROG)
     assert _snapshot(root) == after

@@ -17,12 +17,13 @@ which is also the runs root of its sweeps (``factored-attention-babyai/sweeps/<n
    ``--interaction`` = the discriminator sweep folder (each planner run loads the
    discriminator run with its own ``--per-goal`` and ``--seed``);
 4. ``baselines``: FiLM/GRU and the encoder–decoder Transformer by ``bc-grid``'s code path
-   (:func:`factored_attention_babyai.grid.run_grid`, one sweep per model so that each is one
-   Figure 3 curve; each sweep folder also gets ``bc-grid``'s ``results.md`` tables);
+   (:func:`factored_attention_babyai.grid.run_grid`: one sweep ``train-bc`` over model ×
+   ``per-goal`` × seeds, which also writes ``bc-grid``'s ``results.md`` tables there);
 5. ``figures``: Figure 3 by the ``figures`` code (top-10 validation points by ID success per
-   run, OOD at the same points, IQM with 95% stratified-bootstrap CIs by rliable) into
-   ``figures/figure3_{id,ood}.png`` and ``figure3.json``, and the same numbers as tables in
-   ``results.md`` (with the equivalent commands) and ``results.json``.
+   run, OOD at the same points, IQM with 95% stratified-bootstrap CIs by rliable; the BC
+   sweep split into one curve per model) into ``figures/figure3_{id,ood}.png`` and
+   ``figure3.json``, and the same numbers as a table in ``results.md`` (with the equivalent
+   commands) and ``results.json`` (with the seconds of each stage).
 
 Everything (preset, dataset sizes, seeds) is checked before the folder is created.
 ``checkpoints/last.pt`` records the stages done (and keeps the folder if a later stage

@@ -65,11 +65,11 @@ PRESETS: dict[str, Preset] = {
         tlimit=40,
         discriminator=_args(
             "--steps 600 --batch-size 128 --lr 1e-3 --l1-start 100 --l1-end 400 "
-            "--val-every 50 --checkpoint-every 100"
+            "--val-every 100 --checkpoint-every 100"
         ),
-        planner=_args("--steps 1000 --eval-every 100"),
+        planner=_args("--steps 1000 --eval-every 250"),
         bc_steps=1000,
-        bc_eval_every=100,
+        bc_eval_every=250,
         max_step=70_000,
         reps=50_000,
     ),
