@@ -64,3 +64,43 @@ def test_smoke_experiment_end_to_end_then_reused(
     assert main([*other, "--run-name", "e"]) == 2  # another preset into the same folder
     assert "preset 'smoke' (now 'cpu')" in one_error_line(capsys.readouterr().err, PROG)
     assert _snapshot(root) == after
+
+
+@pytest.mark.parametrize("name", ["cpu", "smoke", "paper"])
+def test_every_preset_is_a_valid_configuration(
+    name: str, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Each stage's arguments parse and validate as the trainers' own configs (nothing runs)."""
+    from compkit_utils.config import run_cli
+    from compkit_utils.sweep.core import SweepOptions, prepare_sweep
+    from compkit_utils.sweep.grid import parse_seeds
+    from factored_attention_babyai.bc_config import BcGridConfig
+    from factored_attention_babyai.cli import COMMANDS
+    from factored_attention_babyai.experiment_config import PRESETS
+
+    preset = PRESETS[name]
+    limits = ["--vlimit", str(preset.vlimit), "--tlimit", str(preset.tlimit)]
+    common = ["--data", str(tiny_dataset), *limits, "--per-goal", str(max(preset.sizes))]
+    parsed: list = []
+    for command, args in (
+        ("train-discriminator", [*preset.discriminator, "--model", "independent"]),
+        ("train-planner", [*preset.planner, "--interaction", str(tmp_path)]),
+    ):
+        assert run_cli(COMMANDS, parsed.append, [command, *common, *args], prog=PROG) == 0
+        grid = ("per-goal=" + ",".join(map(str, preset.sizes)),)
+        options = SweepOptions(
+            PROG, (command,), preset.seeds, grid=grid, args=tuple(args), runs_dir=str(tmp_path)
+        )
+        runs = len(preset.sizes) * len(parse_seeds(preset.seeds))
+        assert len(prepare_sweep(options).runs) == runs
+    disc, planner = parsed
+    bc = BcGridConfig(data=tiny_dataset, per_goal=preset.sizes, steps=preset.bc_steps)
+    bc.check()
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+    if name == "paper":  # spec §8.1: the paper's grid and schedules
+        assert preset.sizes == (50, 100, 250, 500, 1000, 2500, 5000, 9980)
+        assert preset.seeds == "0-9"
+        assert (disc.steps, disc.batch_size, disc.lr) == (200_000, 1024, 1e-4)
+        assert (planner.steps, planner.k, planner.batch_size) == (70_000, 10, 32)
+        assert bc.steps is None  # train-bc's paper steps: 70,000 FiLM / 120,000 Transformer
+        assert preset.per_goal_needed == 10_000
