@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {
         max_step=70_000,
         reps=50_000,
     ),
-    # Seconds-long pipeline check: a tiny generated dataset, one size, seeds 0-1.
+    # A short pipeline check (about a CPU minute): a tiny generated dataset, one size, seeds 0-1.
     "smoke": Preset(
         sizes=(2,),
         seeds="0-1",
@@ -114,9 +114,9 @@ class ExperimentConfig:
     """
 
     preset: Annotated[str, Choice("cpu", "smoke", "paper")] = "cpu"
-    """cpu: 50/250/1000 demos per goal × seeds 0-2, short schedules (CPU hours); smoke: a
-    seconds-long pipeline check on a tiny generated dataset; paper: the spec's full grid
-    (8 sizes × 10 seeds, the paper's steps; GPU work)."""
+    """cpu: 50/250/1000 demos per goal × seeds 0-2, short schedules (projected: tens of CPU
+    hours on one worker); smoke: a short pipeline check (about a CPU minute) on a tiny
+    generated dataset; paper: the full grid (8 sizes × 10 seeds, the paper's steps; GPU)."""
     data: Annotated[Path | None, InputPath()] = None
     """An existing dataset of `generate` (its folder or data.hdf5) with at least max(size) +
     vlimit demos per goal (cpu: 1020, paper: 10000)."""
