@@ -20,6 +20,7 @@ def _snapshot(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
+@pytest.mark.slow  # three sweeps, each a fresh worker process importing torch: 40-150 s
 def test_smoke_experiment_end_to_end_then_reused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
