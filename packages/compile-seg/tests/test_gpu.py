@@ -18,7 +18,12 @@ from compile_seg.cli import main
 from compile_seg.data import generate_batch
 from compile_seg.losses import compute_losses
 from compile_seg.model import CompILE
-from compkit_utils.testing import assert_run_dir, gpu_device, requires_gpu
+from compkit_utils.testing import (
+    assert_run_dir,
+    gpu_device,
+    no_tf32,  # noqa: F401  (a fixture, used by pytestmark)
+    requires_gpu,
+)
 
 # Float32 on both sides with TF32 off: the device's LSTM (cuBLAS) and the CPU's native kernels
 # sum in other orders, ~1e-7 relative per product; through the 3 segments' recurrences of
@@ -27,13 +32,7 @@ from compkit_utils.testing import assert_run_dir, gpu_device, requires_gpu
 ATOL = RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+pytestmark = pytest.mark.usefixtures("no_tf32")
 
 
 @requires_gpu

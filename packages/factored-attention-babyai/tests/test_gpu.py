@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from compkit_utils.testing import gpu_device, requires_gpu
+from compkit_utils.testing import (
+    gpu_device,
+    no_tf32,  # noqa: F401  (a fixture, used by pytestmark)
+    requires_gpu,
+)
 from factored_attention_babyai.cli import main
 from factored_attention_babyai.env import make_env
 from factored_attention_babyai.evaluate import rollout
@@ -36,13 +40,7 @@ ATOL = RTOL = 1e-4
 MIN_MARGIN = 100 * ATOL
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+pytestmark = pytest.mark.usefixtures("no_tf32")
 
 
 def _only_run(root: Path) -> Path:

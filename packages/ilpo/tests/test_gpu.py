@@ -13,7 +13,12 @@ import json
 import pytest
 import torch
 
-from compkit_utils.testing import assert_run_dir, gpu_device, requires_gpu
+from compkit_utils.testing import (
+    assert_run_dir,
+    gpu_device,
+    no_tf32,  # noqa: F401  (a fixture, used by pytestmark)
+    requires_gpu,
+)
 from ilpo.cli import main
 from ilpo.commands import LPN_FILE, load_lpn
 from ilpo.lpn import IMAGE_SIZE, ImageLPN, VectorLPN, lpn_losses, make_optimizer
@@ -27,13 +32,7 @@ ATOL = RTOL = 1e-4
 IMAGE_ATOL = IMAGE_RTOL = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+pytestmark = pytest.mark.usefixtures("no_tf32")
 
 
 @requires_gpu

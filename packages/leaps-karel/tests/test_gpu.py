@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from compkit_utils.testing import assert_run_dir, gpu_device, requires_gpu
+from compkit_utils.testing import (
+    assert_run_dir,
+    gpu_device,
+    no_tf32,  # noqa: F401  (a fixture, used by pytestmark)
+    requires_gpu,
+)
 from leaps_karel.cli import main
 from leaps_karel.learn import pretrain as pretrain_module
 from leaps_karel.learn.data import smoke_program_data
@@ -29,13 +34,7 @@ from leaps_karel.learn.pretrain_config import VARIANTS, ModelConfig
 ATOL = RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+pytestmark = pytest.mark.usefixtures("no_tf32")
 
 
 @requires_gpu

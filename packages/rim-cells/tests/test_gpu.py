@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from compkit_utils.config import load
-from compkit_utils.testing import assert_run_dir, gpu_device, only_run_dir, requires_gpu
+from compkit_utils.testing import (
+    assert_run_dir,
+    gpu_device,
+    no_tf32,  # noqa: F401  (a fixture, used by pytestmark)
+    only_run_dir,
+    requires_gpu,
+)
 from rim_cells import RIM, RIMCell, _native
 from rim_cells.cli import main
 from rim_cells.config import SeqMnistTrainConfig
@@ -25,13 +31,7 @@ from rim_cells.minigrid.config import MiniGridTrainConfig
 ATOL = RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+pytestmark = pytest.mark.usefixtures("no_tf32")
 
 
 @requires_gpu

@@ -44,3 +44,22 @@ def test_requires_gpu_marks_and_keeps_signature() -> None:
     assert [m.name for m in getattr(_probe, "pytestmark", [])] == ["gpu"]
     assert list(inspect.signature(_probe).parameters) == ["value", "extra"]
     assert _probe.__name__ == "_probe"
+
+
+def test_no_tf32_turns_tf32_off_and_restores_it() -> None:
+    import torch
+
+    original = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        fixture = testing.no_tf32.__wrapped__()  # type: ignore[attr-defined]
+        next(fixture)
+        assert not torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cudnn.allow_tf32
+        with pytest.raises(StopIteration):
+            next(fixture)
+        assert torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = original

@@ -57,6 +57,23 @@ def requires_gpu(func: Any) -> Any:
     return pytest.mark.gpu(wrapper)
 
 
+@pytest.fixture
+def no_tf32() -> Any:
+    """Full float32 matrix products on CUDA for the test (TF32 off), restored afterwards.
+
+    CPU-versus-device parity checks need it: with TF32 a device product keeps 10 mantissa
+    bits. Import it into a test module and apply it with
+    ``pytestmark = pytest.mark.usefixtures("no_tf32")``.
+    """
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Any:
     """One torch CPU thread per test: reproducible, and no over-subscription on small machines.
