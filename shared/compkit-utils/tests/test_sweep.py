@@ -296,3 +296,18 @@ def test_command_flags_from_many_threads_at_once() -> None:
             results = list(pool.map(command_flags, classes))
         for i, flags in enumerate(results):
             assert flags == tuple(f"field-{i}-{j}" for j in range(30))
+
+
+def test_outcome_raise_if_failed_names_the_first_failed_run(tmp_path):
+    from compkit_utils.errors import UserError
+    from compkit_utils.sweep.core import SweepOutcome
+    from compkit_utils.sweep.worker import RunResult
+
+    ok = RunResult("seed=0", 0, None, 1.0, "h", {})
+    bad = RunResult("seed=1", 1, "ValueError: boom", 1.0, "h", {})
+    SweepOutcome(tmp_path, [ok], [], 1.0, 1).raise_if_failed("train")  # nothing failed
+    with pytest.raises(UserError) as info:
+        SweepOutcome(tmp_path, [ok, bad, bad], ["seed=2"], 2.0, 1).raise_if_failed("train")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == f"2 train run(s) failed, e.g. seed=1: ValueError: boom; see {tmp_path}"

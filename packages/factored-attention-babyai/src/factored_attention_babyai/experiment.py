@@ -133,12 +133,7 @@ def _sweep(
         )
     )
     outcome = run_sweep(prepared, progress=False)
-    if outcome.failed:
-        first = outcome.failed[0]
-        raise UserError(
-            f"{len(outcome.failed)} {command} run(s) failed, e.g. {first.name}: {first.error}; "
-            f"see {outcome.sweep_dir}"
-        )
+    outcome.raise_if_failed(command)
     print(
         f"experiment: {command}: {len(outcome.results)} run(s) in {outcome.wall_s:.1f} s, "
         f"{len(outcome.skipped)} reused; {outcome.sweep_dir}",

@@ -126,12 +126,7 @@ def run_grid(cfg: BcGridConfig, *, threads_per_run: int | None = None) -> Path:
         f"bc-grid: {len(outcome.results)} run(s) in {outcome.wall_s:.1f} s, "
         f"{len(outcome.skipped)} reused; {sweep_dir}"
     )
-    if outcome.failed:
-        first = outcome.failed[0]
-        raise UserError(
-            f"{len(outcome.failed)} train-bc run(s) failed, e.g. {first.name}: {first.error}; "
-            f"see {sweep_dir}"
-        )
+    outcome.raise_if_failed("train-bc")
     groups = load_groups([sweep_dir])
     tables = []
     for metric, title in METRICS.items():

@@ -54,12 +54,7 @@ def _sweep(
         )
     )
     outcome = run_sweep(prepared, progress=False)
-    if outcome.failed:
-        first = outcome.failed[0]
-        raise UserError(
-            f"{len(outcome.failed)} run(s) of {command} failed, e.g. {first.name}: {first.error}; "
-            f"see {outcome.sweep_dir}"
-        )
+    outcome.raise_if_failed(command)
     print(
         f"{command}: {len(outcome.results)} run(s) in {outcome.wall_s:.1f} s, "
         f"{len(outcome.skipped)} reused",

@@ -76,6 +76,19 @@ class SweepOutcome:
         """This invocation's failed runs."""
         return [r for r in self.results if r.returncode != 0]
 
+    def raise_if_failed(self, what: str) -> None:
+        """Raise a one-line :class:`UserError` naming the first failed run, if any failed.
+
+        Args:
+            what: the runs' name in the message, e.g. ``"train-bc"``.
+        """
+        if self.failed:
+            first = self.failed[0]
+            raise UserError(
+                f"{len(self.failed)} {what} run(s) failed, e.g. {first.name}: {first.error}; "
+                f"see {self.sweep_dir}"
+            )
+
 
 def free_cores() -> int:
     """CPU cores this process may use."""
