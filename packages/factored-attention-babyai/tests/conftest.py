@@ -1,12 +1,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from compkit_utils.testing import _one_torch_thread  # noqa: F401  (autouse fixture)
 
 SMALL_PER_GOAL = 2
+
+
+def random_frames(n: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """``n`` random frames: images [n, 8, 8, 3] uint8 (object, colour, state codes), directions
+    [n] int64, mission token ids [n, 5] int64 (the 15 words of the vocabulary)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.stack(
+        (
+            torch.randint(0, 11, (n, 8, 8), generator=g),
+            torch.randint(0, 6, (n, 8, 8), generator=g),
+            torch.randint(0, 3, (n, 8, 8), generator=g),
+        ),
+        dim=-1,
+    ).to(torch.uint8)
+    return images, torch.randint(0, 4, (n,), generator=g), torch.randint(0, 15, (n, 5), generator=g)
 
 
 def generate_args(out: Path, *extra: str) -> list[str]:

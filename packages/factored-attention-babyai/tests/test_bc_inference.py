@@ -10,6 +10,8 @@ from factored_attention_babyai.bench import reference_rollout
 from factored_attention_babyai.evaluate import rollout
 from factored_attention_babyai.train_bc import build_policy
 
+from .conftest import random_frames
+
 
 def _perturbed(model: str) -> torch.nn.Module:
     """A fresh policy with non-trivial batch-norm statistics and affine parameters, in eval."""
@@ -27,25 +29,10 @@ def _perturbed(model: str) -> torch.nn.Module:
     return policy.eval()
 
 
-def _frames(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    images = torch.stack(
-        [
-            torch.randint(0, 11, (n, 8, 8), generator=g),
-            torch.randint(0, 6, (n, 8, 8), generator=g),
-            torch.randint(0, 3, (n, 8, 8), generator=g),
-        ],
-        dim=-1,
-    ).to(torch.uint8)
-    directions = torch.randint(0, 4, (n,), generator=g)
-    missions = torch.randint(0, 16, (n, 5), generator=g)
-    return images, directions, missions
-
-
 @pytest.mark.parametrize("model", ["film", "transformer"])
 def test_session_equals_forward(model: str) -> None:
     policy = _perturbed(model)
-    images, directions, missions = _frames(24)
+    images, directions, missions = random_frames(24, seed=1)
     with torch.inference_mode():
         plain = policy(images, directions, missions)
         session = policy.rollout_session()  # type: ignore[operator]
@@ -57,7 +44,7 @@ def test_session_equals_forward(model: str) -> None:
 
 def test_session_encodes_each_mission_independently() -> None:
     policy = _perturbed("transformer")
-    _, _, missions = _frames(6)
+    _, _, missions = random_frames(6, seed=1)
     with torch.inference_mode():
         session = policy.rollout_session()  # type: ignore[operator]
         together = session.encode(missions)

@@ -11,31 +11,20 @@ from factored_attention_babyai.models.common import bc_loss, sinusoid_1d, sinuso
 from factored_attention_babyai.models.film import FilmPolicy, WeightedBatchNorm2d, _FiLMBlock
 from factored_attention_babyai.models.transformer_policy import TransformerPolicy
 
-
-def _frames(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.stack(
-        (
-            torch.randint(0, 11, (n, 8, 8), generator=g),
-            torch.randint(0, 6, (n, 8, 8), generator=g),
-            torch.randint(0, 3, (n, 8, 8), generator=g),
-        ),
-        dim=-1,
-    ).to(torch.uint8)
-    return images, torch.randint(0, 4, (n,), generator=g), torch.randint(0, 15, (n, 5), generator=g)
+from .conftest import random_frames
 
 
 @pytest.mark.parametrize("cls", [FilmPolicy, TransformerPolicy])
 def test_output_shape(cls: type) -> None:
     torch.manual_seed(0)
-    out = cls()(*_frames(6))
+    out = cls()(*random_frames(6))
     assert out.shape == (6, 7)
     assert torch.isfinite(out).all()
 
 
 def test_film_outputs_log_probabilities() -> None:
     torch.manual_seed(0)
-    out = FilmPolicy()(*_frames(4))
+    out = FilmPolicy()(*random_frames(4))
     torch.testing.assert_close(out.exp().sum(-1), torch.ones(4))
 
 
@@ -93,7 +82,7 @@ def test_film_linear_rows_have_unit_norm_and_zero_bias() -> None:
 def test_film_first_conv_by_lookup_equals_the_direct_convolution() -> None:
     torch.manual_seed(0)
     model = FilmPolicy()
-    images, directions, _ = _frames(5)
+    images, directions, _ = random_frames(5)
     n = images.shape[0]
     dirs = directions[:, None, None, None].expand(n, 8, 8, 1)
     cells = torch.cat((images.long(), dirs), dim=-1) + model.channel_offsets
@@ -108,7 +97,7 @@ def test_film_first_conv_by_lookup_equals_the_direct_convolution() -> None:
 def test_film_first_conv_by_lookup_has_the_direct_gradients() -> None:
     torch.manual_seed(0)
     model = FilmPolicy()
-    images, directions, _ = _frames(3)
+    images, directions, _ = random_frames(3)
     dirs = directions[:, None, None, None].expand(3, 8, 8, 1)
     cells = torch.cat((images.long(), dirs), dim=-1) + model.channel_offsets
     probe = torch.randn(3, 128, 8, 8)
@@ -138,7 +127,7 @@ def test_weighted_batch_norm_equals_repeated_samples() -> None:
 
 def test_deduplicated_padding_gives_the_full_batch_loss_and_gradients() -> None:
     """One padding frame with weight k stands for k identical padding frames (FiLM's BN too)."""
-    images, directions, missions = _frames(4)
+    images, directions, missions = random_frames(4)
     actions = torch.randint(0, 7, (4,))
     pad_img = torch.zeros(1, 8, 8, 3, dtype=torch.uint8)
     # full batch: 4 valid frames + 3 identical padding frames of mission 0
