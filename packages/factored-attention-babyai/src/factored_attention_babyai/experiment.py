@@ -55,6 +55,8 @@ LABELS = {
 """Figure 3 curve labels (spec §8.1 names)."""
 TOP = 10
 """Validation points kept per run in Figure 3 (spec §8.2)."""
+KIND = "experiment"
+"""Tag of the experiment's stage record (``checkpoints/last.pt``)."""
 RESUME_FIELDS = ["preset", "smoke", "data", "generate", "seeds"]
 """Settings a rerun must repeat (device and workers may change)."""
 
@@ -262,7 +264,8 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     """Run (or continue) the experiment; returns its folder."""
     from compkit_utils.config import to_dict
     from compkit_utils.io import atomic_write_json, atomic_write_text
-    from compkit_utils.runs import open_run, run_root, write_config
+    from compkit_utils.runs import StageLog, open_run, run_root, write_config
+    from factored_attention_babyai import __version__
     from factored_attention_babyai.experiment_config import PRESETS
 
     preset = PRESETS[cfg.preset_name]
@@ -275,15 +278,12 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     if cfg.run_name is not None:
         candidate = run_root(PACKAGE, cfg.runs_dir) / cfg.run_name / "checkpoints" / "last.pt"
         state_file = candidate if candidate.is_file() else None
-    stages: dict[str, float] = {}
+    log: StageLog | None = None
     if state_file is not None:  # a rerun: same settings, then reuse what is done
-        from compkit_utils.checkpoints import load_checkpoint
-
-        saved = load_checkpoint(state_file)
-        if (saved.get("extra") or {}).get("kind") != "experiment":
-            raise UserError(f"--run-name {cfg.run_name}: {state_file} is not an experiment's")
-        _check_rerun(str(cfg.run_name), saved["config"], config)
-        stages = dict(saved["extra"]["stages"])
+        name = str(cfg.run_name)
+        log = StageLog.load(
+            state_file, config, KIND, __version__, check=lambda s: _check_rerun(name, s, config)
+        )
     with open_run(
         PACKAGE,
         "experiment",
@@ -295,10 +295,14 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
         root = run.path
         if state_file is None:
             write_config(root, cfg, PACKAGE)
-        mark = _marker(run.last_checkpoint, config, stages)
-        if state_file is None:
-            mark(None, 0.0)  # from here on the folder is kept (a rerun continues it)
-        timed = _timer(stages, mark)
+        if log is None:
+            log = StageLog(run.last_checkpoint, config, KIND, __version__)
+            log.mark(None)  # from here on the folder is kept (a rerun continues it)
+        stages = log.stages
+
+        def timed(stage: str, fn: Callable[[], Any]) -> Any:
+            return log.timed(stage, fn, label="experiment: ")
+
         if data is None:
             timed("data", lambda: _generate(root, preset, cfg.workers))
             data = root / "data"
@@ -323,7 +327,7 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             commands = _commands(cfg, data, preset, seeds)
             text = results_markdown(table, cfg.preset_name, preset, seeds, commands)
             atomic_write_text(root / "results.md", text)
-            mark("figures", time.perf_counter() - t0)
+            log.mark("figures", time.perf_counter() - t0)
             summary = {"preset": cfg.preset_name, "seeds": seeds, "sizes": list(preset.sizes)}
             atomic_write_json(
                 root / "results.json", {**summary, "figure3": table, "stage_seconds": stages}
@@ -342,44 +346,3 @@ def _check_rerun(name: str, saved: dict[str, Any], current: dict[str, Any]) -> N
                 f"(now {current.get(key)!r}); rerun it with its own settings or pick another "
                 "--run-name"
             )
-
-
-def _marker(
-    path: Path, config: dict[str, Any], stages: dict[str, float]
-) -> Callable[[str | None, float], None]:
-    """``mark(stage, seconds)``: record a finished stage in the experiment's ``last.pt``."""
-    from compkit_utils.checkpoints import FORMAT_VERSION, save_checkpoint
-    from factored_attention_babyai import __version__
-
-    def mark(stage: str | None, seconds: float) -> None:
-        if stage is not None:
-            stages[stage] = stages.get(stage, 0.0) + seconds
-        save_checkpoint(
-            path,
-            {
-                "format_version": FORMAT_VERSION,
-                "step": len(stages),
-                "config": config,
-                "package_version": __version__,
-                "extra": {"kind": "experiment", "stages": dict(stages)},
-            },
-        )
-
-    return mark
-
-
-def _timer(
-    stages: dict[str, float], mark: Callable[[str | None, float], None]
-) -> Callable[[str, Callable[[], Any]], Any]:
-    """``timed(stage, fn)``: run ``fn`` unless the stage is done, then mark it."""
-
-    def timed(stage: str, fn: Callable[[], Any]) -> Any:
-        if stage in stages:
-            print(f"experiment: {stage}: reused", flush=True)
-            return None
-        t0 = time.perf_counter()
-        result = fn()
-        mark(stage, time.perf_counter() - t0)
-        return result
-
-    return timed

@@ -256,10 +256,9 @@ def _lpn_stage(
 
 def run_experiment(cfg: ExperimentConfig) -> Path:
     """Run (or continue) the experiment; returns its run directory."""
-    from compkit_utils.checkpoints import FORMAT_VERSION, load_checkpoint, save_checkpoint
     from compkit_utils.config import to_dict
     from compkit_utils.io import atomic_write_json, atomic_write_text
-    from compkit_utils.runs import check_resume_config, open_run, run_root, write_config
+    from compkit_utils.runs import StageLog, check_resume_config, open_run, run_root, write_config
     from compkit_utils.sweep.report import load_groups, summarise
     from ilpo import __version__
     from ilpo.gridworld import is_image_env
@@ -282,28 +281,19 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     ) as run:
         root = run.path
         state_file = run.last_checkpoint
-        stages: dict[str, Any] = {}
         if resume:
-            saved = load_checkpoint(state_file)
-            check_resume_config(
-                state_file, saved["config"], config, ["env", "preset", "seed", "smoke"]
+            fields = ["env", "preset", "seed", "smoke"]
+            log = StageLog.load(
+                state_file,
+                config,
+                "ilpo-experiment",
+                __version__,
+                check=lambda saved: check_resume_config(state_file, saved, config, fields),
             )
-            stages = dict(saved["extra"]["stages"])
         else:
             write_config(root, cfg, "ilpo")
-
-        def mark(stage: str, seconds: float) -> None:
-            stages[stage] = stages.get(stage, 0.0) + seconds
-            save_checkpoint(
-                state_file,
-                {
-                    "format_version": FORMAT_VERSION,
-                    "step": len(stages),
-                    "config": config,
-                    "package_version": __version__,
-                    "extra": {"kind": "ilpo-experiment", "stages": stages},
-                },
-            )
+            log = StageLog(state_file, config, "ilpo-experiment", __version__)
+        stages, mark = log.stages, log.mark
 
         base = ["--runs-dir", str(root), "--seed", str(cfg.seed)]
         expert, done = _stage_dir(root, "expert", "expert.zip")

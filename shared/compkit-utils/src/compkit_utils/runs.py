@@ -410,3 +410,93 @@ def write_config(run_dir: str | os.PathLike[str], cfg: Any, package: str) -> Pat
         "config_class": f"{type(cfg).__module__}.{type(cfg).__qualname__}",
     }
     return atomic_write_json(Path(run_dir) / "config.json", data)
+
+
+class StageLog:
+    """The finished stages of a multi-stage command, kept in its run's ``checkpoints/last.pt``.
+
+    An experiment command runs stages (train an expert, sweep seeds, draw figures, ...); after
+    each one :meth:`mark` rewrites the checkpoint with the seconds per finished stage, so a
+    rerun into the same folder (:meth:`load`) skips them (:meth:`timed`).
+
+    Attributes:
+        path: the checkpoint file.
+        config: the command's config (as a dict), stored with the stages.
+        kind: a tag telling this command's checkpoints from others'.
+        stages: stage → seconds it took (summed over reruns).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: Mapping[str, Any],
+        kind: str,
+        package_version: str,
+        stages: Mapping[str, float] | None = None,
+    ) -> None:
+        self.path = path
+        self.config = dict(config)
+        self.kind = kind
+        self.package_version = package_version
+        self.stages: dict[str, float] = dict(stages or {})
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        config: Mapping[str, Any],
+        kind: str,
+        package_version: str,
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> StageLog:
+        """The stages recorded in ``path``, for a rerun with ``config``.
+
+        Args:
+            path: the checkpoint (``checkpoints/last.pt`` of the run).
+            config: this invocation's config, stored with later stages.
+            kind: the tag the checkpoint must carry.
+            package_version: stored with later stages.
+            check: called first with the config saved in ``path``; raises to refuse a rerun
+                whose settings differ (e.g. with :func:`check_resume_config`).
+
+        Raises:
+            UserError: ``path`` is not a checkpoint of this ``kind``.
+        """
+        from compkit_utils.checkpoints import load_checkpoint
+
+        saved = load_checkpoint(path)
+        if check is not None:
+            check(dict(saved["config"]))
+        extra = saved.get("extra") or {}
+        if extra.get("kind") != kind:
+            raise UserError(f"{path} is not the checkpoint of a {kind} run; pick another run")
+        return cls(path, config, kind, package_version, extra["stages"])
+
+    def mark(self, stage: str | None, seconds: float = 0.0) -> None:
+        """Record ``stage`` as finished after ``seconds`` (None: just write the record)."""
+        from compkit_utils.checkpoints import FORMAT_VERSION, save_checkpoint
+
+        if stage is not None:
+            self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+        save_checkpoint(
+            self.path,
+            {
+                "format_version": FORMAT_VERSION,
+                "step": len(self.stages),
+                "config": self.config,
+                "package_version": self.package_version,
+                "extra": {"kind": self.kind, "stages": dict(self.stages)},
+            },
+        )
+
+    def timed(self, stage: str, fn: Callable[[], Any], *, label: str = "") -> Any:
+        """Run ``fn`` unless ``stage`` is done (then print that it is reused); mark it."""
+        import time
+
+        if stage in self.stages:
+            print(f"{label}{stage}: reused", flush=True)
+            return None
+        t0 = time.perf_counter()
+        result = fn()
+        self.mark(stage, time.perf_counter() - t0)
+        return result
