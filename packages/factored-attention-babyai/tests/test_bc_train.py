@@ -128,6 +128,45 @@ def test_make_batch_weights_cover_the_padded_batch() -> None:
     assert batch["missions"][pad].tolist() == [data.missions[0].tolist(), data.missions[2].tolist()]
 
 
+def test_make_batch_without_padding_keeps_only_valid_frames() -> None:
+    lengths = np.array([3, 5, 2])
+    n, tmax = len(lengths), 5
+    images = np.zeros((n, tmax, 8, 8, 3), dtype=np.uint8)
+    for i, t in enumerate(lengths):
+        images[i, :t] = 10 * i + 1 + np.arange(t)[:, None, None, None]
+    data = BcData(
+        images=images,
+        directions=np.ones((n, tmax), dtype=np.int64),
+        actions=np.full((n, tmax), 2, dtype=np.int64),
+        lengths=lengths,
+        missions=np.arange(n * 5).reshape(n, 5),
+        id_seeds=np.zeros(0, dtype=np.int64),
+        ood_seeds=np.zeros(0, dtype=np.int64),
+        source="test",
+    )
+    index = np.array([2, 0, 1])
+    full = make_batch(data, index, torch.device("cpu"))
+    valid_only = make_batch(data, index, torch.device("cpu"), padding=False)
+    assert len(valid_only["valid"]) == lengths.sum()
+    assert bool(valid_only["valid"].all())
+    assert valid_only["weights"].tolist() == [1.0] * int(lengths.sum())
+    for key in ("images", "directions", "missions", "actions"):
+        assert torch.equal(valid_only[key], full[key][full["valid"]]), key
+    assert valid_only["images"][:, 0, 0, 0].tolist() == [21, 22, 1, 2, 3, 11, 12, 13, 14, 15]
+
+
+def test_no_padding_frames_run_records_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train-bc", "--smoke", "--no-padding-frames", "--runs-dir", str(tmp_path)]
+    assert main(args) == 0
+    run = _run_dir(tmp_path)
+    assert json.loads((run / "config.json").read_text())["padding_frames"] is False
+    capsys.readouterr()
+    assert main([*args, "--resume", "--padding-frames"]) == 2  # another setting: refused
+    assert "padding_frames" in one_error_line(capsys.readouterr().err, PROG)
+
+
 def test_per_goal_larger_than_the_dataset_is_one_line(
     tmp_path: Path, small_dataset: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -49,6 +49,11 @@ class BcConfig:
     precision: Literal["32", "mixed"] = "32"
     """32: float32; mixed: autocast, float16 + loss scaling on CUDA (the original's 16-bit
     training), bfloat16 on a CPU."""
+    padding_frames: bool = True
+    """Pass each demo's zero padding frames (up to Tmax) through the policy, as the original
+    does: they enter FiLM's batch-norm statistics (≈ 65% of a batch's frames at Tmax 26) and
+    the entropy term. --no-padding-frames trains on the valid frames only (not the paper's
+    setting; FiLM then leaves the marginal-action plateau several hundred steps earlier)."""
     eval_every: AtLeast1 = 500
     """Validation rollouts (ID and OOD seeds) and a checkpoint every N steps (and at the end)."""
     eval_batch: AtLeast1 = 512

@@ -53,6 +53,7 @@ RESUME_FIELDS = [
     "warmup",
     "seed",
     "precision",
+    "padding_frames",
 ]
 
 
@@ -85,8 +86,13 @@ def lr_multiplier(model: str, step: int, total: int, warmup: float) -> float:
     return 10.0 ** (-2.0 * min((step - warm) / rest, 1.0))
 
 
-def make_batch(data: BcData, index: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+def make_batch(
+    data: BcData, index: np.ndarray, device: torch.device, *, padding: bool = True
+) -> dict[str, torch.Tensor]:
     """The frames of demos ``index``: every valid frame plus one weighted padding frame each.
+
+    ``padding=False`` leaves the padding frames out (``valid`` is then all True and every
+    weight 1): the batch of ``train-bc --no-padding-frames``.
 
     Returns:
         ``images [F, 8, 8, 3]`` uint8, ``directions [F]``, ``missions [F, 5]``,
@@ -100,7 +106,7 @@ def make_batch(data: BcData, index: np.ndarray, device: torch.device) -> dict[st
     directions = data.directions[index][mask]
     actions = data.actions[index][mask]
     missions = np.repeat(data.missions[index], lengths, axis=0)
-    pad = np.flatnonzero(lengths < tmax)
+    pad = np.flatnonzero(lengths < tmax) if padding else np.zeros(0, dtype=np.int64)
     n_pad = len(pad)
     images = np.concatenate((images, np.zeros((n_pad, *images.shape[1:]), dtype=images.dtype)))
     directions = np.concatenate((directions, np.zeros(n_pad, dtype=directions.dtype)))
@@ -287,7 +293,12 @@ def train_bc(cfg: BcConfig) -> Path:
                 mult = lr_multiplier(cfg.model, step, total, cfg.warmup)
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * mult
-                batch = make_batch(data, _batch_index(n, cfg.batch_size, cfg.seed, step), device)
+                batch = make_batch(
+                    data,
+                    _batch_index(n, cfg.batch_size, cfg.seed, step),
+                    device,
+                    padding=cfg.padding_frames,
+                )
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=mixed):
                     logits = model(
                         batch["images"],
