@@ -104,12 +104,11 @@ def test_transformer_schedule() -> None:
     assert {lr_multiplier("film", s, total, warm) for s in (0, 500, 999)} == {1.0}
 
 
-def test_make_batch_weights_cover_the_padded_batch() -> None:
-    lengths = np.array([3, 5, 2])
-    tmax = 5
-    n = len(lengths)
-    data = BcData(
-        images=np.ones((n, tmax, 8, 8, 3), dtype=np.uint8),
+def _toy_data(lengths: np.ndarray, images: np.ndarray) -> BcData:
+    """Demos of ``lengths`` with the given ``images [N, Tmax, 8, 8, 3]``."""
+    n, tmax = images.shape[:2]
+    return BcData(
+        images=images,
         directions=np.ones((n, tmax), dtype=np.int64),
         actions=np.full((n, tmax), 2, dtype=np.int64),
         lengths=lengths,
@@ -118,6 +117,13 @@ def test_make_batch_weights_cover_the_padded_batch() -> None:
         ood_seeds=np.zeros(0, dtype=np.int64),
         source="test",
     )
+
+
+def test_make_batch_weights_cover_the_padded_batch() -> None:
+    lengths = np.array([3, 5, 2])
+    tmax = 5
+    n = len(lengths)
+    data = _toy_data(lengths, np.ones((n, tmax, 8, 8, 3), dtype=np.uint8))
     batch = make_batch(data, np.array([0, 1, 2]), torch.device("cpu"))
     assert int(batch["valid"].sum()) == lengths.sum()
     assert float(batch["weights"].sum()) == n * tmax
@@ -134,16 +140,7 @@ def test_make_batch_without_padding_keeps_only_valid_frames() -> None:
     images = np.zeros((n, tmax, 8, 8, 3), dtype=np.uint8)
     for i, t in enumerate(lengths):
         images[i, :t] = 10 * i + 1 + np.arange(t)[:, None, None, None]
-    data = BcData(
-        images=images,
-        directions=np.ones((n, tmax), dtype=np.int64),
-        actions=np.full((n, tmax), 2, dtype=np.int64),
-        lengths=lengths,
-        missions=np.arange(n * 5).reshape(n, 5),
-        id_seeds=np.zeros(0, dtype=np.int64),
-        ood_seeds=np.zeros(0, dtype=np.int64),
-        source="test",
-    )
+    data = _toy_data(lengths, images)
     index = np.array([2, 0, 1])
     full = make_batch(data, index, torch.device("cpu"))
     valid_only = make_batch(data, index, torch.device("cpu"), padding=False)
