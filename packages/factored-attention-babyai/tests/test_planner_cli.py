@@ -174,3 +174,17 @@ def test_planner_resume_reproduces_the_metrics(
     monkeypatch.setattr(planner_module, "planner_batch", original)
     assert main([*args, str(tmp_path / "b"), "--run-name", "r", "--resume"]) == 0
     assert _metrics(tmp_path / "b" / PROG / "r") == _metrics(tmp_path / "a" / PROG / "r")
+
+
+def test_planner_resume_with_more_steps_equals_the_longer_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture, disc_run: Path
+) -> None:
+    args = ["train-planner", "--smoke", "--batch-size", "2", "--eval-every", "2"]
+    args += ["--interaction", str(disc_run), "--run-name", "r", "--runs-dir"]
+    assert main([*args, str(tmp_path / "a"), "--steps", "4"]) == 0
+    assert main([*args, str(tmp_path / "b"), "--steps", "2"]) == 0  # a finished run ...
+    assert main([*args, str(tmp_path / "b"), "--steps", "4", "--resume"]) == 0  # ... extended
+    assert _metrics(tmp_path / "b" / PROG / "r") == _metrics(tmp_path / "a" / PROG / "r")
+    capsys.readouterr()
+    assert main([*args, str(tmp_path / "b"), "--steps", "3", "--resume"]) == 2
+    assert "is at step 4; pass --steps 4 or more" in one_error_line(capsys.readouterr().err, PROG)

@@ -49,9 +49,12 @@ PLANNER_KIND = "planner"
 PACKAGE = "factored-attention-babyai"
 COMMAND = "train-planner"
 RESUME_FIELDS = [
-    "interaction", "interaction_model", "k", "data", "per_goal", "vlimit", "tlimit", "steps",
+    "interaction", "interaction_model", "k", "data", "per_goal", "vlimit", "tlimit",
     "batch_size", "lr", "gamma", "reg_weight", "seed",
 ]  # fmt: skip
+"""Settings a ``--resume`` must repeat. ``--steps`` may change: the learning rate is constant
+and the batches depend only on the step, so a run resumed with more steps continues exactly
+as a run started with them (one that has finished can be extended)."""
 
 
 class PlannerOutput(NamedTuple):
@@ -245,6 +248,11 @@ def train_planner(cfg: PlannerConfig) -> Path:
                     f"--resume: {run.last_checkpoint} is not a train-planner checkpoint"
                 )
             check_resume_config(run.last_checkpoint, state["config"], config, RESUME_FIELDS)
+            if cfg.steps < int(state["step"]):
+                raise UserError(
+                    f"--resume: {run.last_checkpoint} is at step {state['step']}; pass --steps "
+                    f"{state['step']} or more (got {cfg.steps})"
+                )
         else:
             write_config(run.path, cfg, PACKAGE)
         seed_everything(cfg.seed)

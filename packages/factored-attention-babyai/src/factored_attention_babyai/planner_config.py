@@ -41,7 +41,8 @@ class PlannerConfig:
     tlimit: Annotated[int, Range(1)] = 40
     """OOD demonstrations per held-out goal (their seeds are rolled out)."""
     steps: Annotated[int, Range(1)] = 70_000
-    """Optimizer steps (the paper: 70,000)."""
+    """Optimizer steps (the paper: 70,000). With --resume it may be raised: the run goes on
+    exactly as if started with the new count (constant learning rate)."""
     batch_size: Annotated[int, Range(1)] = 32
     """Demonstrations per step (all their frames are independent samples)."""
     lr: Annotated[float, Range(0, None, lo_open=True)] = 1e-3
