@@ -155,7 +155,8 @@ def test_make_batch_without_padding_keeps_only_valid_frames() -> None:
 def test_no_padding_frames_run_records_the_setting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["train-bc", "--smoke", "--no-padding-frames", "--runs-dir", str(tmp_path)]
+    args = ["train-bc", "--smoke", "--steps", "1", "--eval-every", "1", "--no-padding-frames"]
+    args += ["--runs-dir", str(tmp_path)]
     assert main(args) == 0
     run = _run_dir(tmp_path)
     assert json.loads((run / "config.json").read_text())["padding_frames"] is False
