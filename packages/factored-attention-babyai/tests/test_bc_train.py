@@ -194,3 +194,16 @@ def test_trains_on_a_generated_dataset(tmp_path: Path, small_dataset: Path) -> N
     (record,) = _metrics(_run_dir(tmp_path))
     assert record["step"] == 1
     assert "selected/vsucc/dataloader_idx_1" in record
+
+
+def test_runs_from_before_padding_frames_resume(tmp_path: Path) -> None:
+    """A checkpoint whose config predates --padding-frames resumes as --padding-frames."""
+    args = ["train-bc", "--smoke", "--steps", "2", "--eval-every", "1", "--run-name", "r"]
+    args += ["--runs-dir", str(tmp_path)]
+    assert main(args) == 0
+    last = tmp_path / PROG / "r" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["config"]["padding_frames"]
+    torch.save(state, last)
+    assert main([*args[:2], "--steps", "3", *args[4:], "--resume"]) == 2  # steps must match
+    assert main([*args, "--resume"]) == 0

@@ -186,7 +186,8 @@ def train_bc(cfg: BcConfig) -> Path:
             saved = state.get("extra") or {}
             if saved.get("kind") != BC_KIND:
                 raise UserError(f"--resume: {run.last_checkpoint} is not a train-bc checkpoint")
-            check_resume_config(run.last_checkpoint, state["config"], config, RESUME_FIELDS)
+            saved_config = {"padding_frames": True, **state["config"]}  # runs from before it
+            check_resume_config(run.last_checkpoint, saved_config, config, RESUME_FIELDS)
         else:
             write_config(run.path, cfg, "factored-attention-babyai")
         seed_everything(cfg.seed)
