@@ -137,11 +137,18 @@ def slow(session: nox.Session) -> None:
         "packages",
         "shared",
         "-m",
-        "slow",
+        "slow and not long",
         *session.posargs,
         success_codes=[0, 5],
         env=THREAD_ENV,
     )
+
+
+@nox.session
+def long(session: nox.Session) -> None:
+    """Paper targets within a stated CPU budget (hours each; see each test's docstring)."""
+    sync(session, "--all-packages", "--group", "test")
+    session.run("pytest", "packages", "-m", "long", "-s", *session.posargs, env=THREAD_ENV)
 
 
 @nox.session
