@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -256,6 +257,8 @@ def _run(
     finally:
         if bar is not None:
             bar.close()
+        with contextlib.suppress(OSError):
+            (prepared.sweep_dir / "logs").rmdir()  # only when no run's log is left there
     return SweepOutcome(prepared.sweep_dir, results, skipped, time.perf_counter() - begin, threads)
 
 

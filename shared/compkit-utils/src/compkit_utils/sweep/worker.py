@@ -188,9 +188,8 @@ def execute(task: RunTask) -> RunResult:
         log = run_dir / LOG_NAME
         with open(pending_log, "rb") as src, open(log, "ab") as dst:
             shutil.copyfileobj(src, dst)
-        pending_log.unlink()
-        with contextlib.suppress(OSError):
-            pending_log.parent.rmdir()  # only when no other run's log is pending
+        pending_log.unlink()  # the empty logs/ folder is removed by the sweep at its end:
+        # removing it here raced with a run about to open its own log there
     if error is not None:
         error = f"{error} (log: {log})"
     return RunResult(task.name, returncode, error, seconds, socket.gethostname(), dict(_TIMINGS))
