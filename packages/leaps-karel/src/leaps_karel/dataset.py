@@ -208,6 +208,15 @@ def _write_error(exc: OSError, out: Path) -> UserError:
     return UserError(f"cannot write {path}: {reason}; {fix}")
 
 
+def _worker_died(out: Path, shard: int) -> UserError:
+    """The one-line error of a dead worker process (the pool is unusable after it)."""
+    return UserError(
+        f"generate-dataset: a worker process died (killed, or out of memory?) "
+        f"while writing {_shard_path(out, shard)}; rerun with --resume, or with "
+        "fewer --n-procs"
+    )
+
+
 def _generate(
     out: Path,
     params: DatasetConfig,
@@ -272,18 +281,18 @@ def _generate(
                 elif pool is None:
                     pending.append((job["shard"], _run_shard(job)))
                 else:
-                    pending.append((job["shard"], pool.submit(_run_shard, job)))
+                    try:
+                        future = pool.submit(_run_shard, job)
+                    except BrokenProcessPool as exc:  # a worker died before this submission
+                        raise _worker_died(out, pending[0][0] if pending else job["shard"]) from exc
+                    pending.append((job["shard"], future))
             if prefix()[0] >= target or not pending:
                 continue
             shard, result = pending.popleft()
             try:
                 record(shard, result if pool is None else result.result())
             except BrokenProcessPool as exc:
-                raise UserError(
-                    f"generate-dataset: a worker process died (killed, or out of memory?) "
-                    f"while writing {_shard_path(out, shard)}; rerun with --resume, or with "
-                    "fewer --n-procs"
-                ) from exc
+                raise _worker_died(out, shard) from exc
             generated += 1
             examined = (shard + 1) * shard_size
             if examined > 10_000 + 100 * target and prefix()[0] < examined // 1000:
