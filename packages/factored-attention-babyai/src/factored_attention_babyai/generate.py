@@ -70,6 +70,14 @@ def _settings(cfg: GenerateConfig) -> dict[str, Any]:
     }
 
 
+def _worker_died(out: Path, block: int) -> UserError:
+    """The one-line error of a dead worker process (the pool is unusable after it)."""
+    return UserError(
+        f"generate: a worker process died (killed, or out of memory?) while "
+        f"solving {block_path(out, block)}; {_fix(out)}"
+    )
+
+
 def _fix(out_dir: Path) -> str:
     return f"rerun `factored-attention-babyai generate --out-dir {out_dir} --resume`"
 
@@ -167,7 +175,11 @@ def _scan(
             elif pool is None:
                 pending.append((block, None))  # solved when merged, with the newest skip set
             else:
-                pending.append((block, pool.submit(solve_block, job(block))))
+                try:
+                    future = pool.submit(solve_block, job(block))
+                except BrokenProcessPool as exc:  # a worker died before this submission
+                    raise _worker_died(out, pending[0][0] if pending else block) from exc
+                pending.append((block, future))
         block, result = pending.popleft()
         if result is None:
             result = solve_block(job(block))
@@ -175,10 +187,7 @@ def _scan(
             try:
                 result = result.result()
             except BrokenProcessPool as exc:
-                raise UserError(
-                    f"generate: a worker process died (killed, or out of memory?) while "
-                    f"solving {block_path(out, block)}; {_fix(out)}"
-                ) from exc
+                raise _worker_died(out, block) from exc
         if "sha256" not in result:
             result["sha256"] = record_checksum(block_path(out, block))
             solved += 1
