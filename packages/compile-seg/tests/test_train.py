@@ -14,9 +14,16 @@ from compile_seg.config import TrainConfig
 from compile_seg.evaluate import load_trained
 from compkit_utils.config import load
 from compkit_utils.logging import read_metrics
-from compkit_utils.testing import assert_run_dir, only_run_dir
+from compkit_utils.testing import assert_run_dir, default_sigint, only_run_dir
 
 LINE = re.compile(r"^step: (\d+), nll_train: \d+\.\d{6}, rec_acc_eval: \d\.\d{3}$")
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises():
+    """Ctrl-C raises here even when the test runner was started with SIGINT ignored (nohup)."""
+    with default_sigint():
+        yield
 
 
 def _train(tmp_path: Path, tiny_args, *extra: str, name: str | None = None) -> Path:

@@ -11,12 +11,19 @@ from typing import Any
 
 import pytest
 
-from compkit_utils.testing import one_error_line
+from compkit_utils.testing import default_sigint, one_error_line
 from ilpo.cli import main
 
 ARN = ["arn", "--smoke", "--steps", "90", "--eval-every", "20", "--heldout-episodes", "2"]
 BC = ["bc", "--smoke", "--epochs", "6", "--eval-episodes", "3"]
 BCO = ["bco", "--smoke", "--steps", "150", "--steps-per-iter", "50", "--heldout-episodes", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises():
+    """Ctrl-C raises here even when the test runner was started with SIGINT ignored (nohup)."""
+    with default_sigint():
+        yield
 
 
 def _outcome(run: Path) -> dict[str, Any]:

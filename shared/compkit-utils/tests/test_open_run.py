@@ -240,6 +240,7 @@ def test_defer_interrupt_raises_sigint_when_the_body_ends() -> None:
     import signal
 
     from compkit_utils.runs import defer_interrupt
+    from compkit_utils.testing import default_sigint
 
     reached = []
 
@@ -248,10 +249,26 @@ def test_defer_interrupt_raises_sigint_when_the_body_ends() -> None:
             signal.raise_signal(signal.SIGINT)
             reached.append("end of body")
 
-    with pytest.raises(KeyboardInterrupt):
-        body()
-    assert reached == ["end of body"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with defer_interrupt():  # no signal: nothing raised
-        reached.append("again")
+    with default_sigint():  # Ctrl-C raises even if the runner ignores SIGINT (nohup)
+        with pytest.raises(KeyboardInterrupt):
+            body()
+        assert reached == ["end of body"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with defer_interrupt():  # no signal: nothing raised
+            reached.append("again")
     assert reached == ["end of body", "again"]
+
+
+def test_default_sigint_makes_ctrl_c_raise_under_a_runner_that_ignores_it() -> None:
+    import signal
+
+    from compkit_utils.testing import default_sigint
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `cmd &` or nohup-like CI
+    try:
+        with default_sigint(), pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # restored
+        signal.raise_signal(signal.SIGINT)  # ignored again: nothing raised
+    finally:
+        signal.signal(signal.SIGINT, before)

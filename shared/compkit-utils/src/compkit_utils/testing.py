@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -98,6 +99,24 @@ def _one_torch_thread() -> Any:
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = previous_env
+
+
+@contextlib.contextmanager
+def default_sigint() -> Any:
+    """Within the block, Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` as in an interactive run.
+
+    A test runner started with SIGINT ignored (``nohup``, some CI launchers) passes the ignore
+    on to its tests, and a test that sends itself Ctrl-C would then see nothing happen. Tests
+    of the Ctrl-C handling run inside this block; the previous handler is restored after.
+    Main thread only (Python sets signal handlers only there).
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def only_run_dir(root: str | os.PathLike[str], package: str) -> Path:
