@@ -236,3 +236,37 @@ def test_overwrite_replaces_a_finished_dataset(tiny_dataset: Path, tmp_path: Pat
     assert (
         read_all(out)["train"]["envs"].tolist() == read_all(tiny_dataset)["train"]["envs"].tolist()
     )
+
+
+def _dying_block(job: dict) -> dict:
+    """A worker process killed while solving block 2 (module level: picklable for the pool)."""
+    import os
+
+    if job["block"] == 2:
+        os._exit(1)
+    return blocks.solve_block(job)
+
+
+def test_dead_worker_exits_2_without_hanging_and_resume_finishes(
+    tiny_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "dead"
+    args = generate_args(out, "--per-goal", "1", "--block-size", "256", "--n-procs", "2")
+    monkeypatch.setattr(generate, "solve_block", _dying_block)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "worker process died" in err[0]
+    assert "--resume" in err[0]
+    assert not (out / "data.hdf5").exists()
+    assert not list(out.rglob("*.tmp"))
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    a, b = read_all(tiny_dataset), read_all(out)
+    for split in a:
+        for key in KEYS:
+            assert np.array_equal(a[split][key], b[split][key]), (split, key)
