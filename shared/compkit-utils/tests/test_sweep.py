@@ -311,3 +311,48 @@ def test_outcome_raise_if_failed_names_the_first_failed_run(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert message == f"2 train run(s) failed, e.g. seed=1: ValueError: boom; see {tmp_path}"
+
+
+def test_a_pool_that_breaks_before_a_submission_keeps_the_run(monkeypatch):
+    """A worker that dies between two submissions: ``submit`` raises BrokenProcessPool.
+
+    The run being submitted is not lost and not failed: it runs on the rebuilt pool.
+    """
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from compkit_utils.sweep import local
+    from compkit_utils.sweep.worker import RunResult, RunTask
+
+    pools = []
+
+    class FakePool:
+        def __init__(self, **kwargs) -> None:
+            self.number = len(pools)
+            self.submitted = 0
+            pools.append(self)
+
+        def submit(self, fn, task):
+            self.submitted += 1
+            if self.number == 0 and self.submitted == 2:
+                raise BrokenProcessPool("a worker died")
+            future: Future = Future()
+            if self.number == 0:  # the run in flight when the pool broke
+                future.set_exception(BrokenProcessPool("a worker died"))
+            else:
+                future.set_result(RunResult(task.name, 0, None, 0.0, "host", {}))
+            return future
+
+        def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+            pass
+
+    monkeypatch.setattr(local, "ProcessPoolExecutor", FakePool)
+    tasks = [RunTask(f"seed={i}", "m", [], "p", 1) for i in range(3)]  # type: ignore[arg-type]
+    results = list(local.run_local(tasks, workers=2, threads=1, module="m"))
+    assert {r.name: r.returncode for r in results} == {
+        "seed=0": 1,  # in flight on the broken pool: reported failed
+        "seed=1": 0,  # its submission raised: kept, run on the new pool
+        "seed=2": 0,
+    }
+    assert len(results) == 3
+    assert len(pools) == 2

@@ -25,7 +25,8 @@ def run_local(
     """Run ``tasks`` on ``workers`` processes; yield each result as it finishes.
 
     A run that kills its worker process (a segfault, say) is reported as failed; the pool
-    is rebuilt and the remaining runs go on.
+    is rebuilt and the remaining runs go on (the runs in flight on the broken pool are
+    reported failed too; a run not yet handed to it waits for the new pool).
 
     Args:
         tasks: the runs to do, in order.
@@ -48,8 +49,12 @@ def run_local(
         try:
             while pending or in_flight:
                 while pending and len(in_flight) < workers and not broken:
-                    task = pending.pop(0)
-                    in_flight[executor.submit(execute, task)] = task
+                    try:
+                        future = executor.submit(execute, pending[0])
+                    except BrokenProcessPool:  # a worker died since the last wait
+                        broken = True  # the task stays pending: it runs on the next pool
+                        break
+                    in_flight[future] = pending.pop(0)
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
