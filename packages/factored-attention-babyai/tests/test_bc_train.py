@@ -102,6 +102,10 @@ def test_transformer_schedule() -> None:
     mid = 140 + (total - 1 - 140) // 2
     assert lr_multiplier("transformer", mid, total, warm) == pytest.approx(0.1, rel=0.01)
     assert {lr_multiplier("film", s, total, warm) for s in (0, 500, 999)} == {1.0}
+    # --no-decay: the same warm-up, then constant
+    assert lr_multiplier("transformer", 70, total, warm, decay=False) == pytest.approx(0.5)
+    assert {lr_multiplier("transformer", s, total, warm, False) for s in (140, mid, 999)} == {1.0}
+    assert lr_multiplier("transformer", 5, total, 0.0, decay=False) == 1.0
 
 
 def _toy_data(lengths: np.ndarray, images: np.ndarray) -> BcData:
@@ -165,6 +169,20 @@ def test_no_padding_frames_run_records_the_setting(
     assert "padding_frames" in one_error_line(capsys.readouterr().err, PROG)
 
 
+def test_no_decay_run_records_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train-bc", "--smoke", "--model", "transformer", "--steps", "3", "--eval-every", "3"]
+    args += ["--warmup", "0", "--no-decay", "--runs-dir", str(tmp_path)]
+    assert main(args) == 0
+    run = _run_dir(tmp_path)
+    assert json.loads((run / "config.json").read_text())["decay"] is False
+    assert [r["lr-AdamW"] for r in _metrics(run)] == [1e-3, 1e-3, 1e-3]  # constant
+    capsys.readouterr()
+    assert main([*args, "--resume", "--decay"]) == 2  # another setting: refused
+    assert "decay" in one_error_line(capsys.readouterr().err, PROG)
+
+
 def test_per_goal_larger_than_the_dataset_is_one_line(
     tmp_path: Path, small_dataset: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,13 +215,14 @@ def test_trains_on_a_generated_dataset(tmp_path: Path, small_dataset: Path) -> N
 
 
 def test_runs_from_before_padding_frames_resume(tmp_path: Path) -> None:
-    """A checkpoint whose config predates --padding-frames resumes as --padding-frames."""
+    """A checkpoint whose config predates --padding-frames and --decay resumes with both on."""
     args = ["train-bc", "--smoke", "--steps", "2", "--eval-every", "1", "--run-name", "r"]
     args += ["--runs-dir", str(tmp_path)]
     assert main(args) == 0
     last = tmp_path / PROG / "r" / "checkpoints" / "last.pt"
     state = torch.load(last, weights_only=False)
     del state["config"]["padding_frames"]
+    del state["config"]["decay"]
     torch.save(state, last)
     assert main([*args[:2], "--steps", "3", *args[4:], "--resume"]) == 2  # steps must match
     assert main([*args, "--resume"]) == 0

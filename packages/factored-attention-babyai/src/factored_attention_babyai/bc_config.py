@@ -46,6 +46,11 @@ class BcConfig:
     lr: Positive = 1e-3
     warmup: Annotated[float, Range(0, 1, hi_open=True)] = 0.14
     """Transformer only: fraction of the run with a linear warm-up."""
+    decay: bool = True
+    """Transformer only: after the warm-up the rate decays as 10^(−2·progress) (the paper's,
+    0.01× at the end). --no-decay keeps it constant: for runs far shorter than the paper's
+    120,000 steps, where the decayed rate leaves the Transformer at the marginal action
+    distribution (measured, docs: baselines)."""
     precision: Literal["32", "mixed"] = "32"
     """32: float32; mixed: autocast, float16 + loss scaling on CUDA (the original's 16-bit
     training), bfloat16 on a CPU."""

@@ -51,6 +51,7 @@ RESUME_FIELDS = [
     "batch_size",
     "lr",
     "warmup",
+    "decay",
     "seed",
     "precision",
     "padding_frames",
@@ -70,18 +71,20 @@ def build_policy(model: str) -> torch.nn.Module:
     raise UserError(f"--model must be film or transformer, got {model!r}")
 
 
-def lr_multiplier(model: str, step: int, total: int, warmup: float) -> float:
+def lr_multiplier(model: str, step: int, total: int, warmup: float, decay: bool = True) -> float:
     """LR multiplier at ``step`` (0-based) of ``total``.
 
     FiLM: 1 (the original's StepLR is never applied, §6.1). Transformer: linear warm-up
     0 → 1 over the first ``warmup`` fraction, then ``10^(−2·progress)`` with progress going
-    0 → 1 over the rest (0.01 at the final step).
+    0 → 1 over the rest (0.01 at the final step); 1 after the warm-up if not ``decay``.
     """
     if model == "film":
         return 1.0
     warm = round(warmup * total)
     if step < warm:
         return step / warm
+    if not decay:
+        return 1.0
     rest = max(total - 1 - warm, 1)
     return 10.0 ** (-2.0 * min((step - warm) / rest, 1.0))
 
@@ -186,7 +189,7 @@ def train_bc(cfg: BcConfig) -> Path:
             saved = state.get("extra") or {}
             if saved.get("kind") != BC_KIND:
                 raise UserError(f"--resume: {run.last_checkpoint} is not a train-bc checkpoint")
-            saved_config = {"padding_frames": True, **state["config"]}  # runs from before it
+            saved_config = {"padding_frames": True, "decay": True, **state["config"]}  # older runs
             check_resume_config(run.last_checkpoint, saved_config, config, RESUME_FIELDS)
         else:
             write_config(run.path, cfg, "factored-attention-babyai")
@@ -291,7 +294,7 @@ def train_bc(cfg: BcConfig) -> Path:
         ):
             model.train()
             for step in progress(range(start, total), total=total, initial=start, desc="bc"):
-                mult = lr_multiplier(cfg.model, step, total, cfg.warmup)
+                mult = lr_multiplier(cfg.model, step, total, cfg.warmup, cfg.decay)
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * mult
                 batch = make_batch(
