@@ -21,7 +21,7 @@ LINE = re.compile(r"^step: (\d+), nll_train: \d+\.\d{6}, rec_acc_eval: \d\.\d{3}
 
 @pytest.fixture(autouse=True)
 def _ctrl_c_raises():
-    """Ctrl-C raises here even when the test runner was started with SIGINT ignored (nohup)."""
+    """Ctrl-C raises here even when the runner inherited SIGINT ignored (`cmd &` in a script)."""
     with default_sigint():
         yield
 

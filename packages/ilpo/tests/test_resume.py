@@ -21,7 +21,7 @@ BCO = ["bco", "--smoke", "--steps", "150", "--steps-per-iter", "50", "--heldout-
 
 @pytest.fixture(autouse=True)
 def _ctrl_c_raises():
-    """Ctrl-C raises here even when the test runner was started with SIGINT ignored (nohup)."""
+    """Ctrl-C raises here even when the runner inherited SIGINT ignored (`cmd &` in a script)."""
     with default_sigint():
         yield
 

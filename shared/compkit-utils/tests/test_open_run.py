@@ -249,7 +249,7 @@ def test_defer_interrupt_raises_sigint_when_the_body_ends() -> None:
             signal.raise_signal(signal.SIGINT)
             reached.append("end of body")
 
-    with default_sigint():  # Ctrl-C raises even if the runner ignores SIGINT (nohup)
+    with default_sigint():  # Ctrl-C raises even if the runner ignores SIGINT
         with pytest.raises(KeyboardInterrupt):
             body()
         assert reached == ["end of body"]
@@ -264,7 +264,7 @@ def test_default_sigint_makes_ctrl_c_raise_under_a_runner_that_ignores_it() -> N
 
     from compkit_utils.testing import default_sigint
 
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `cmd &` or nohup-like CI
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `cmd &` in a non-interactive shell
     try:
         with default_sigint(), pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)

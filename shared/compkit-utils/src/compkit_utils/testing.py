@@ -105,8 +105,9 @@ def _one_torch_thread() -> Any:
 def default_sigint() -> Any:
     """Within the block, Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` as in an interactive run.
 
-    A test runner started with SIGINT ignored (``nohup``, some CI launchers) passes the ignore
-    on to its tests, and a test that sends itself Ctrl-C would then see nothing happen. Tests
+    A test runner started with SIGINT ignored (``cmd &`` in a non-interactive shell: the
+    shell sets SIGINT to ignored for background jobs, and Python keeps an inherited ignore)
+    passes the ignore on to its tests, and a test that sends itself Ctrl-C would then see nothing happen. Tests
     of the Ctrl-C handling run inside this block; the previous handler is restored after.
     Main thread only (Python sets signal handlers only there).
     """
