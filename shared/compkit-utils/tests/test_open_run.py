@@ -264,7 +264,7 @@ def test_default_sigint_makes_ctrl_c_raise_under_a_runner_that_ignores_it() -> N
 
     from compkit_utils.testing import default_sigint
 
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `cmd &` in a non-interactive shell
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for `cmd &` in a script
     try:
         with default_sigint(), pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)

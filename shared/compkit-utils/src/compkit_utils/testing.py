@@ -107,8 +107,9 @@ def default_sigint() -> Any:
 
     A test runner started with SIGINT ignored (``cmd &`` in a non-interactive shell: the
     shell sets SIGINT to ignored for background jobs, and Python keeps an inherited ignore)
-    passes the ignore on to its tests, and a test that sends itself Ctrl-C would then see nothing happen. Tests
-    of the Ctrl-C handling run inside this block; the previous handler is restored after.
+    passes the ignore on to its tests, and a test that sends itself Ctrl-C would then see
+    nothing happen. Tests of the Ctrl-C handling run inside this block; the previous handler
+    is restored after.
     Main thread only (Python sets signal handlers only there).
     """
     import signal
