@@ -60,9 +60,9 @@ PRESETS: dict[str, Preset] = {
     # CPU (docs: planner.md, "One command: the experiment"): the 2,500-step discriminator whose
     # Figure 4 maps are sharp, 5,000 planner steps with the penalty weight 0.1 (the paper:
     # 0.01, which needs 10,000 steps for the same success; one run each: ID / OOD 0.927 / 0.904
-    # at 980 demos per goal, 0.915 / 0.885 at 250, 50: docs), BC 5,000 steps (FiLM's success
-    # plateaus from step ≈ 1,000 on); 10 validation points per policy run for the top-10
-    # selection.
+    # at 980 demos per goal, 0.915 / 0.885 at 250, 0.783 / 0.748 at 50), BC 5,000 steps
+    # (FiLM's success plateaus from step ≈ 1,000 on); 10 validation points per policy run for
+    # the top-10 selection.
     "cpu": Preset(
         sizes=(50, 250, 1000),
         seeds="0-2",
