@@ -3,15 +3,21 @@
 :meth:`QNetwork.forward` is the plain network. :meth:`QNetwork.forward_factored` computes the
 same function when the cell features φ are attribute-table lookups (φ(h, w) = [A[type],
 A[11 + colour]], true of every interaction model here) — which makes the first 3×3
-convolution, 82 % of the network's multiply-adds, a sum of 18 precomputed rows per cell: for
-each of the 9 kernel offsets, the row of the neighbour's (type, colour) pair (66 pairs) and
-the row of the agent's direction (the direction channels are constant over the grid), each
-row being that offset's weight slice applied to the embedding. Zero padding = no row. The
-value and reward channels keep a 2-channel convolution. Gradients reach the convolution
-weights (through the row tables) and the direction embedding as before.
+convolution, 82 % of the network's multiply-adds, a sum of 10 precomputed rows per cell: for
+each of the 9 kernel offsets, the row of the neighbour's (type, colour) pair (66 pairs), that
+offset's weight slice applied to the pair's embedding (zero padding = no row), and one row
+for the agent's direction at the cell's position (the direction channels are the same in
+every cell, so their contribution depends only on the direction and on which neighbours lie
+inside the grid). The value and reward channels keep a 2-channel convolution, computed as a
+matrix product of 3×3 patches. The network then runs on cell rows [B·H·W, channels] (1×1
+convolutions as matrix products, the last one after the mean over cells), which on a CPU
+avoids the convolution layout conversions. Gradients reach the convolution weights (through
+the row tables) and the direction embedding as before.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,20 +60,36 @@ class QNetwork(nn.Module):
         x = torch.cat([dirs, features, value.unsqueeze(-1), reward.unsqueeze(-1)], -1)
         return self.net(x.permute(0, 3, 1, 2)).mean((2, 3))
 
-    def _pair_rows(self, attrib_table: Tensor) -> Tensor:
-        """Rows of the first convolution per (offset, pair/direction) → [9·(66+4) + 1, width]."""
+    def _lookup_rows(self, attrib_table: Tensor, h: int, w: int) -> Tensor:
+        """Rows of the first convolution, ``[9·66 + 4·H·W + 1, width]``.
+
+        Row ``66·s + pair``: kernel offset s applied to the (type, colour) pair's embedding.
+        Row ``9·66 + H·W·d + p``: the direction-d embedding summed over the offsets whose
+        neighbour of grid position p lies inside the grid (the direction is the same in every
+        cell), plus the convolution's bias. Last row: zeros (a neighbour outside the grid).
+        """
         conv = self.net[0]
         assert isinstance(conv, nn.Conv2d)
         d = self.direction_embeddings.embedding_dim
         e = attrib_table.shape[1]
-        types = torch.arange(N_TYPES, device=attrib_table.device).repeat_interleave(N_COLORS)
-        colours = torch.arange(N_COLORS, device=attrib_table.device).repeat(N_TYPES) + N_TYPES
+        width = conv.weight.shape[0]
+        device = attrib_table.device
+        types = torch.arange(N_TYPES, device=device).repeat_interleave(N_COLORS)
+        colours = torch.arange(N_COLORS, device=device).repeat(N_TYPES) + N_TYPES
         pairs = torch.cat([attrib_table[types], attrib_table[colours]], -1)  # [66, 2E]
         weight = conv.weight  # [width, d + 2E + 2, 3, 3]
         pair_rows = torch.einsum("pc,ocij->ijpo", pairs, weight[:, d : d + 2 * e])
         dir_rows = torch.einsum("kc,ocij->ijko", self.direction_embeddings.weight, weight[:, :d])
-        rows = torch.cat([pair_rows, dir_rows], 2).reshape(-1, weight.shape[0])
-        return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])  # last row: padding
+        inside = F.unfold(weight.new_ones(1, 1, h, w), 3, padding=1)[0]  # [9, H·W]
+        dir_pos = torch.einsum("sp,sko->kpo", inside, dir_rows.reshape(9, 4, width))
+        assert conv.bias is not None
+        return torch.cat(
+            [
+                pair_rows.reshape(9 * N_PAIRS, width),
+                dir_pos.reshape(4 * h * w, width) + conv.bias,
+                weight.new_zeros(1, width),
+            ]
+        )
 
     def forward_factored(
         self,
@@ -79,6 +101,12 @@ class QNetwork(nn.Module):
     ) -> Tensor:
         """Q-values, equal to :meth:`forward` with φ = [A[type], A[11 + colour]].
 
+        The network runs on cell rows ``[B·H·W, channels]``: the first convolution is a sum
+        of 10 rows of :meth:`_lookup_rows` per cell (9 neighbour pairs, 1 direction-and-
+        position row) plus a 2-channel 3×3 convolution of the value and reward maps; the 1×1
+        convolutions are matrix products; the last one is applied after the mean over cells
+        (it is linear, so the result is the same).
+
         Args:
             direction: [B] agent directions.
             image: [B, H, W, ≥2] integer attributes (type < 11, colour < 6).
@@ -89,25 +117,54 @@ class QNetwork(nn.Module):
         Returns:
             [B, 7] Q-values.
         """
-        conv = self.net[0]
-        assert isinstance(conv, nn.Conv2d)
+        conv0, conv1, conv2 = self.net[0], self.net[2], self.net[4]
+        assert isinstance(conv0, nn.Conv2d)
+        assert isinstance(conv1, nn.Conv2d)
+        assert isinstance(conv2, nn.Conv2d)
         b, h, w = value.shape
-        rows = self._pair_rows(attrib_table)
-        per_offset = N_PAIRS + 4
+        rows = self._lookup_rows(attrib_table, h, w)
         pad = rows.shape[0] - 1
         codes = image[..., 0].long() * N_COLORS + image[..., 1].long()
         codes = F.pad(codes, (1, 1, 1, 1), value=-1)  # [B, H+2, W+2]
-        dirs = direction.long()[:, None, None].expand(b, h, w)
-        index = []
+        columns = []
         for i in range(3):
             for j in range(3):
-                base = (i * 3 + j) * per_offset
                 shifted = codes[:, i : i + h, j : j + w]
-                valid = shifted >= 0
-                index.append(torch.where(valid, base + shifted, pad))
-                index.append(torch.where(valid, base + N_PAIRS + dirs, pad))
-        index = torch.stack(index, -1).reshape(b * h * w, 18)
-        first = F.embedding_bag(index, rows, mode="sum").reshape(b, h, w, -1).permute(0, 3, 1, 2)
+                columns.append(torch.where(shifted >= 0, (i * 3 + j) * N_PAIRS + shifted, pad))
+        position = torch.arange(h * w, device=value.device).reshape(h, w)
+        columns.append(9 * N_PAIRS + direction.long()[:, None, None] * (h * w) + position)
+        index = torch.stack(columns, -1).reshape(b * h * w, 10)
+        first = _RowSum.apply(rows, index)  # [B·H·W, width]
         maps = torch.stack([value, reward], 1)  # [B, 2, H, W]
-        first = first + F.conv2d(maps, conv.weight[:, -2:], conv.bias, padding=1)
-        return self.net[1:](first).mean((2, 3))
+        patches = F.unfold(maps, 3, padding=1).transpose(1, 2).reshape(b * h * w, 18)
+        width = conv0.weight.shape[0]
+        first = torch.addmm(first, patches, conv0.weight[:, -2:].reshape(width, 18).t())
+        hidden = F.relu(F.linear(F.relu(first), conv1.weight.flatten(1), conv1.bias))
+        pooled = hidden.view(b, h * w, -1).mean(1)
+        return F.linear(pooled, conv2.weight.flatten(1), conv2.bias)
+
+
+class _RowSum(torch.autograd.Function):
+    """``out[n] = Σ_j rows[index[n, j]]``.
+
+    ``embedding_bag`` forward; the backward adds the output gradient into the rows column by
+    column with ``index_add_`` (on a CPU several times faster than ``embedding_bag``'s
+    sort-based backward for these few, much-repeated rows).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, rows: Tensor, index: Tensor) -> Tensor:
+        """``rows [R, C]``, ``index [N, J]`` → ``[N, C]``."""
+        ctx.save_for_backward(index)
+        ctx.n_rows = rows.shape[0]
+        return F.embedding_bag(index, rows, mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Tensor) -> tuple[Tensor, None]:
+        """Gradient of the rows (none for the index)."""
+        (index,) = ctx.saved_tensors
+        grad = grad_outputs[0].contiguous()
+        out = grad.new_zeros(ctx.n_rows, grad.shape[1])
+        for j in range(index.shape[1]):
+            out.index_add_(0, index[:, j], grad)
+        return out, None
