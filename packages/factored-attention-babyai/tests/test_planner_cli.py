@@ -152,12 +152,14 @@ def test_planner_needs_an_interaction_outside_smoke(
     assert tree(tmp_path) == set()
 
 
+@pytest.mark.parametrize("precision", ["32", "mixed"])
 def test_planner_resume_reproduces_the_metrics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disc_run: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disc_run: Path, precision: str
 ) -> None:
     from factored_attention_babyai import planner as planner_module
 
     args = ["train-planner", "--smoke", "--steps", "3", "--batch-size", "2", "--eval-every", "3"]
+    args += ["--precision", precision]
     args += ["--interaction", str(disc_run), "--runs-dir"]
     assert main([*args, str(tmp_path / "a"), "--run-name", "r"]) == 0
     original = planner_module.planner_batch
@@ -188,3 +190,18 @@ def test_planner_resume_with_more_steps_equals_the_longer_run(
     capsys.readouterr()
     assert main([*args, str(tmp_path / "b"), "--steps", "3", "--resume"]) == 2
     assert "is at step 4; pass --steps 4 or more" in one_error_line(capsys.readouterr().err, PROG)
+
+
+def test_planner_mixed_precision_is_recorded_and_resume_checks_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture, disc_run: Path
+) -> None:
+    args = ["train-planner", "--smoke", "--steps", "2", "--batch-size", "2", "--eval-every", "2"]
+    args += ["--interaction", str(disc_run), "--run-name", "r", "--runs-dir", str(tmp_path)]
+    assert main([*args, "--precision", "mixed"]) == 0
+    run = tmp_path / PROG / "r"
+    assert json.loads((run / "config.json").read_text())["precision"] == "mixed"
+    records = _metrics(run)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    capsys.readouterr()
+    assert main([*args, "--steps", "3", "--resume"]) == 2  # float32 now: refused
+    assert "precision" in one_error_line(capsys.readouterr().err, PROG)

@@ -14,6 +14,10 @@ that of the full padded batch). Loss = L_Q + 0.01·(L_reg + L_V); logged as ``pa
 ``vreg``. Validation by greedy rollouts on the ID / OOD seeds (``vsucc/dataloader_idx_0``,
 ``/dataloader_idx_1``) with the part-1 evaluator, top-k checkpoints by ID success, ``model.pt``
 at the end.
+
+``--precision mixed`` runs the forward pass under autocast: float16 with loss scaling on CUDA
+(the original trained its planner in 16-bit on a GPU), bfloat16 on a CPU, where it mainly
+speeds up the Q-network's matrix products. Validation rollouts run in float32.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ PACKAGE = "factored-attention-babyai"
 COMMAND = "train-planner"
 RESUME_FIELDS = [
     "interaction", "interaction_model", "k", "data", "per_goal", "vlimit", "tlimit",
-    "batch_size", "lr", "gamma", "reg_weight", "seed",
+    "batch_size", "lr", "gamma", "reg_weight", "precision", "seed",
 ]  # fmt: skip
 """Settings a ``--resume`` must repeat. ``--steps`` may change: the learning rate is constant
 and the batches depend only on the step, so a run resumed with more steps continues exactly
@@ -247,7 +251,8 @@ def train_planner(cfg: PlannerConfig) -> Path:
                 raise UserError(
                     f"--resume: {run.last_checkpoint} is not a train-planner checkpoint"
                 )
-            check_resume_config(run.last_checkpoint, state["config"], config, RESUME_FIELDS)
+            saved_config = {"precision": "32", **state["config"]}  # runs from before the option
+            check_resume_config(run.last_checkpoint, saved_config, config, RESUME_FIELDS)
             if cfg.steps < int(state["step"]):
                 raise UserError(
                     f"--resume: {run.last_checkpoint} is at step {state['step']}; pass --steps "
@@ -258,6 +263,9 @@ def train_planner(cfg: PlannerConfig) -> Path:
         seed_everything(cfg.seed)
         planner = MVPropPlanner(interaction, k=cfg.k).to(device)
         optimizer = torch.optim.Adam(planner.trainable_parameters(), lr=cfg.lr)
+        mixed = cfg.precision == "mixed"
+        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        scaler = torch.amp.GradScaler(device.type, enabled=mixed and device.type == "cuda")
         manager = CheckpointManager(run.path / "checkpoints", keep_last=1)
         top = TopK(
             run.path / "checkpoints" / "best", run.path / "best_k_models.yaml", cfg.top_k,
@@ -318,15 +326,17 @@ def train_planner(cfg: PlannerConfig) -> Path:
             ):
                 index = batch_index(n, cfg.batch_size, cfg.seed, step)
                 batch = planner_batch(data, index, cfg.gamma, device)
-                out = planner.maps(batch["images"], batch["directions"], batch["missions"])
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=mixed):
+                    out = planner.maps(batch["images"], batch["directions"], batch["missions"])
                 loss, parts = planner_loss(
                     out, batch["actions"], batch["returns"], batch["valid"], batch["weights"],
                     cfg.reg_weight,
                 )  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 with defer_interrupt():
-                    optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                     done = step + 1
                     metrics = {
                         "loss": float(loss.detach()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from compkit_utils.devices import DeviceName
 from compkit_utils.errors import UserError
@@ -51,6 +51,10 @@ class PlannerConfig:
     """Discount of the Monte-Carlo targets G_t = γ^(T−1−t) (the dataset's returns)."""
     reg_weight: Annotated[float, Range(0)] = 0.01
     """Weight of the CQL-style penalty (Q of non-demonstrated actions → 0) and of mean V²."""
+    precision: Literal["32", "mixed"] = "32"
+    """32: float32; mixed: the forward pass under autocast, float16 with loss scaling on CUDA
+    (the original's 16-bit planner training), bfloat16 on a CPU (a faster step where the CPU
+    has bfloat16 instructions). Validation rollouts run in float32."""
     eval_every: Annotated[int, Range(1)] = 500
     """Validation rollouts (ID and OOD seeds) and a checkpoint every N steps (and at the end)."""
     eval_batch: Annotated[int, Range(1)] = 512
