@@ -19,7 +19,8 @@ which is also the runs root of its sweeps (``factored-attention-babyai/sweeps/<n
 4. ``baselines``: FiLM/GRU and the encoder–decoder Transformer by ``bc-grid``'s code path
    (:func:`factored_attention_babyai.grid.run_grid`: one sweep ``train-bc`` over model ×
    ``per-goal`` × seeds, which also writes ``bc-grid``'s ``results.md`` tables there);
-5. ``figures``: Figure 3 by the ``figures`` code (top-10 validation points by ID success per
+5. ``figures``: Figure 3 by the ``figures`` code (the preset's ``top`` validation points —
+   10 as in the paper, 3 in the ``cpu`` preset, whose runs log 10 — by ID success per
    run, OOD at the same points, IQM with 95% stratified-bootstrap CIs by rliable; the BC
    sweep split into one curve per model) into ``figures/figure3_{id,ood}.png`` and
    ``figure3.json``, and the same numbers as a table in ``results.md`` (with the equivalent
@@ -53,8 +54,6 @@ LABELS = {
     "transformer": "Encoder-Decoder Transformer",
 }
 """Figure 3 curve labels (spec §8.1 names)."""
-TOP = 10
-"""Validation points kept per run in Figure 3 (spec §8.2)."""
 KIND = "experiment"
 """Tag of the experiment's stage record (``checkpoints/last.pt``)."""
 RESUME_FIELDS = ["preset", "smoke", "data", "generate", "seeds"]
@@ -166,7 +165,7 @@ def _baselines(root: Path, data: Path, preset: Preset, seeds: str, cfg: Experime
     return run_grid(grid_cfg, threads_per_run=cfg.threads_per_run)
 
 
-def figure3_runs(root: Path, max_step: int) -> dict[str, dict[int, list[Any]]]:
+def figure3_runs(root: Path, max_step: int, top: int) -> dict[str, dict[int, list[Any]]]:
     """Label → demos per goal → per run (ID, OOD values of its selected points), spec §8.2.
 
     The planner sweep is one curve; the BC sweep is split by its ``model`` grid key.
@@ -175,11 +174,11 @@ def figure3_runs(root: Path, max_step: int) -> dict[str, dict[int, list[Any]]]:
     from factored_attention_babyai.figures import collect_runs, select_points
 
     sweeps = root / PACKAGE / "sweeps"
-    runs = collect_runs({LABELS["planner"]: [sweeps / "train-planner"]}, max_step, TOP)
+    runs = collect_runs({LABELS["planner"]: [sweeps / "train-planner"]}, max_step, top)
     for group in load_groups([sweeps / "train-bc"]):
         by_size = runs.setdefault(LABELS[group.config["model"]], {})
         for name, records in group.runs.items():
-            ids, oods = select_points(records, max_step, TOP)
+            ids, oods = select_points(records, max_step, top)
             if not ids:
                 raise UserError(f"{sweeps / 'train-bc' / name}: no validation at step ≤ {max_step}")
             by_size.setdefault(int(group.config["per-goal"]), []).append((ids, oods))
@@ -199,7 +198,7 @@ def results_markdown(
         "",
         f"Success rate of greedy rollouts on the 24 × {preset.vlimit} ID-validation seeds "
         f"(in distribution) and the 12 × {preset.tlimit} held-out-goal seeds (OOD). Spec §8.2: "
-        f"per run the {TOP} validation points (steps ≤ {preset.max_step}) with the best ID "
+        f"per run the {preset.top} validation points (steps ≤ {preset.max_step}) with the best ID "
         "success, the OOD success at those same points; IQM over runs × points with a 95% "
         f"stratified-bootstrap CI (rliable, {preset.reps} repetitions). Seeds {seeds}.",
         "",
@@ -223,7 +222,7 @@ def _figures(root: Path, preset: Preset) -> dict[str, Any]:
     from compkit_utils.io import atomic_write_json
     from factored_attention_babyai.figures import figure3_table, plot_figure3
 
-    table = figure3_table(figure3_runs(root, preset.max_step), preset.reps, 0)
+    table = figure3_table(figure3_runs(root, preset.max_step, preset.top), preset.reps, 0)
     out = root / "figures"
     out.mkdir(exist_ok=True)
     plot_figure3(table, "id", out / "figure3_id.png")
@@ -254,7 +253,8 @@ def _commands(cfg: ExperimentConfig, data: Path, preset: Preset, seeds: str) -> 
         f"--seeds {seeds} --name train-bc --runs-dir RUNS {limits} "
         f"--eval-every {preset.bc_eval_every}"
         + ("" if preset.bc_steps is None else f" --steps {preset.bc_steps}"),
-        f"{PACKAGE} figures --out-dir RUNS/figures --max-step {preset.max_step} --sweeps "
+        f"{PACKAGE} figures --out-dir RUNS/figures --max-step {preset.max_step} --top {preset.top} "
+        "--sweeps "
         f'"{LABELS["planner"]}={sweeps}/train-planner" "Behaviour cloning={sweeps}/train-bc"'
         "  # (the experiment splits the BC sweep by model)",
     ]
