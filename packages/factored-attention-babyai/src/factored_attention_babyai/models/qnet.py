@@ -157,14 +157,15 @@ class _RowSum(torch.autograd.Function):
         """``rows [R, C]``, ``index [N, J]`` → ``[N, C]``."""
         ctx.save_for_backward(index)
         ctx.n_rows = rows.shape[0]
+        ctx.rows_dtype = rows.dtype
         return F.embedding_bag(index, rows, mode="sum")
 
     @staticmethod
     def backward(ctx: Any, *grad_outputs: Tensor) -> tuple[Tensor, None]:
         """Gradient of the rows (none for the index)."""
         (index,) = ctx.saved_tensors
-        grad = grad_outputs[0].contiguous()
+        grad = grad_outputs[0].float().contiguous()  # sums of thousands of rows: float32
         out = grad.new_zeros(ctx.n_rows, grad.shape[1])
         for j in range(index.shape[1]):
             out.index_add_(0, index[:, j], grad)
-        return out, None
+        return out.to(ctx.rows_dtype), None
