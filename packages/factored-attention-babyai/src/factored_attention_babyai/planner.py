@@ -230,6 +230,7 @@ def train_planner(cfg: PlannerConfig) -> Path:
     from factored_attention_babyai.data_views import load_demos
     from factored_attention_babyai.discriminator import TopK
     from factored_attention_babyai.evaluate import evaluate_goal_sets
+    from factored_attention_babyai.train_bc import mixed_precision
     from factored_attention_babyai.vocab import WORDS
 
     set_threads(cfg.threads)
@@ -263,9 +264,7 @@ def train_planner(cfg: PlannerConfig) -> Path:
         seed_everything(cfg.seed)
         planner = MVPropPlanner(interaction, k=cfg.k).to(device)
         optimizer = torch.optim.Adam(planner.trainable_parameters(), lr=cfg.lr)
-        mixed = cfg.precision == "mixed"
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        scaler = torch.amp.GradScaler(device.type, enabled=mixed and device.type == "cuda")
+        mixed, amp_dtype, scaler = mixed_precision(cfg.precision, device)
         manager = CheckpointManager(run.path / "checkpoints", keep_last=1)
         top = TopK(
             run.path / "checkpoints" / "best", run.path / "best_k_models.yaml", cfg.top_k,

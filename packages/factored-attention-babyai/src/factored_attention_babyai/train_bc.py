@@ -89,6 +89,19 @@ def lr_multiplier(model: str, step: int, total: int, warmup: float, decay: bool 
     return 10.0 ** (-2.0 * min((step - warm) / rest, 1.0))
 
 
+def mixed_precision(
+    precision: str, device: torch.device
+) -> tuple[bool, torch.dtype, torch.amp.GradScaler]:
+    """``--precision`` → (autocast on, its dtype, the loss scaler).
+
+    ``mixed``: float16 with loss scaling on CUDA (the original's 16-bit training), bfloat16
+    without scaling elsewhere; ``32``: autocast off and a disabled scaler.
+    """
+    mixed = precision == "mixed"
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return mixed, dtype, torch.amp.GradScaler(device.type, enabled=mixed and device.type == "cuda")
+
+
 def make_batch(
     data: BcData, index: np.ndarray, device: torch.device, *, padding: bool = True
 ) -> dict[str, torch.Tensor]:
@@ -199,9 +212,7 @@ def train_bc(cfg: BcConfig) -> Path:
             opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         else:
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-        mixed = cfg.precision == "mixed"
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        scaler = torch.amp.GradScaler(device.type, enabled=mixed and device.type == "cuda")
+        mixed, amp_dtype, scaler = mixed_precision(cfg.precision, device)
         manager = CheckpointManager(run.path / "checkpoints", keep_last=1)
         best_dir = run.path / "checkpoints" / "best"
         best: list[tuple[float, int, str]] = []  # (ID success, step, file name)
