@@ -28,7 +28,11 @@ def _metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(("model", "precision"), [("film", "32"), ("transformer", "mixed")])
-def test_smoke_run_writes_the_run(tmp_path: Path, model: str, precision: str) -> None:
+def test_smoke_run_writes_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, precision: str
+) -> None:
+    # bfloat16 runs (emulated, slowly) on any CPU; train-bc refuses it only to spare the time.
+    monkeypatch.setattr(train_bc_module, "cpu_has_bfloat16", lambda: True)
     args = ["--model", model, "--precision", precision, "--runs-dir", str(tmp_path)]
     assert main(["train-bc", "--smoke", *args, "--tensorboard"]) == 0
     run = _run_dir(tmp_path)
@@ -226,3 +230,16 @@ def test_runs_from_before_padding_frames_resume(tmp_path: Path) -> None:
     torch.save(state, last)
     assert main([*args[:2], "--steps", "3", *args[4:], "--resume"]) == 2  # steps must match
     assert main([*args, "--resume"]) == 0
+
+
+@pytest.mark.parametrize("command", ["train-bc", "train-planner"])
+def test_mixed_precision_is_refused_on_a_cpu_without_bfloat16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, command: str
+) -> None:
+    monkeypatch.setattr(train_bc_module, "cpu_has_bfloat16", lambda: False)
+    args = [command, "--smoke", "--precision", "mixed", "--device", "cpu"]
+    assert main([*args, "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "--precision mixed" in err and "use --precision 32" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -173,3 +173,36 @@ def test_image_loss_teaches_the_mask_the_faced_cell() -> None:
     cell = faced_cell(images, directions)
     hits = (argmax == cell[:, 0] * 8 + cell[:, 1]).float().mean().item()
     assert hits >= 0.9, hits
+
+
+def test_row_forward_equals_the_plain_module() -> None:
+    """forward (stem from table rows, blocks on cell rows) = forward_plain (convolutions):
+    outputs, every parameter gradient and the batch-norm running statistics, in training
+    and evaluation mode (float64; the row gradients are summed in float32)."""
+    import copy
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    images, directions, _ = _room(gen, 24)
+    images[:3] = 0  # padding frames (all-zero cells) occur in the planner's batches
+    fast = MaskModule().double().train()
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    plain = copy.deepcopy(fast)
+    a, b = fast(images, directions), plain.forward_plain(images, directions)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    w = torch.randn_like(a)
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    for (name, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None
+        scale = q.grad.abs().max().item()
+        assert (p.grad - q.grad).abs().max().item() <= 1e-5 * scale + 1e-12, name
+    for (name, x), y in zip(fast.named_buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12, msg=name)
+    fast.eval()
+    plain.eval()
+    torch.testing.assert_close(
+        fast(images, directions), plain.forward_plain(images, directions), rtol=1e-10, atol=1e-12
+    )

@@ -157,7 +157,9 @@ def test_planner_resume_reproduces_the_metrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disc_run: Path, precision: str
 ) -> None:
     from factored_attention_babyai import planner as planner_module
+    from factored_attention_babyai import train_bc
 
+    monkeypatch.setattr(train_bc, "cpu_has_bfloat16", lambda: True)  # emulated where absent
     args = ["train-planner", "--smoke", "--steps", "3", "--batch-size", "2", "--eval-every", "3"]
     args += ["--precision", precision]
     args += ["--interaction", str(disc_run), "--runs-dir"]
@@ -193,8 +195,11 @@ def test_planner_resume_with_more_steps_equals_the_longer_run(
 
 
 def test_planner_mixed_precision_is_recorded_and_resume_checks_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture, disc_run: Path
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, disc_run: Path
 ) -> None:
+    from factored_attention_babyai import train_bc
+
+    monkeypatch.setattr(train_bc, "cpu_has_bfloat16", lambda: True)  # emulated where absent
     args = ["train-planner", "--smoke", "--steps", "2", "--batch-size", "2", "--eval-every", "2"]
     args += ["--interaction", str(disc_run), "--run-name", "r", "--runs-dir", str(tmp_path)]
     assert main([*args, "--precision", "mixed"]) == 0

@@ -98,8 +98,8 @@ def bench_discriminator_step(
     def reference_loss() -> torch.Tensor:
         out_s = disc.model(batch.src_images, batch.missions)
         out_t = disc.model(batch.tgt_images, batch.missions)
-        pi_s = disc.mask(batch.src_images, batch.src_directions)
-        pi_t = disc.mask(batch.tgt_images, batch.tgt_directions)
+        pi_s = disc.mask.forward_plain(batch.src_images, batch.src_directions)
+        pi_t = disc.mask.forward_plain(batch.tgt_images, batch.tgt_directions)
         bce = interaction_loss(out_t.logits, pi_t.detach(), batch.labels)
         timg = image_loss(pi_s, pi_t, out_s.factors.detach(), out_t.factors.detach(), batch.labels)
         return bce + timg

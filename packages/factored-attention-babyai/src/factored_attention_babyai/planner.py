@@ -230,11 +230,12 @@ def train_planner(cfg: PlannerConfig) -> Path:
     from factored_attention_babyai.data_views import load_demos
     from factored_attention_babyai.discriminator import TopK
     from factored_attention_babyai.evaluate import evaluate_goal_sets
-    from factored_attention_babyai.train_bc import mixed_precision
+    from factored_attention_babyai.train_bc import check_precision, mixed_precision
     from factored_attention_babyai.vocab import WORDS
 
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
+    check_precision(cfg.precision, device)
     interaction, source = load_planner_interaction(cfg)  # before the run folder: bad input
     data = load_demos(  # leaves nothing behind
         cfg.data, seed=cfg.seed, per_goal=cfg.per_goal, vlimit=cfg.vlimit, tlimit=cfg.tlimit
