@@ -241,5 +241,6 @@ def test_mixed_precision_is_refused_on_a_cpu_without_bfloat16(
     assert main([*args, "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert "--precision mixed" in err and "use --precision 32" in err, err
+    assert "--precision mixed" in err, err
+    assert "use --precision 32" in err, err
     assert list(tmp_path.iterdir()) == []

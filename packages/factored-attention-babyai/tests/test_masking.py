@@ -196,7 +196,8 @@ def test_row_forward_equals_the_plain_module() -> None:
     (a * w).sum().backward()
     (b * w).sum().backward()
     for (name, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
-        assert p.grad is not None and q.grad is not None
+        assert p.grad is not None
+        assert q.grad is not None
         scale = q.grad.abs().max().item()
         assert (p.grad - q.grad).abs().max().item() <= 1e-5 * scale + 1e-12, name
     for (name, x), y in zip(fast.named_buffers(), plain.buffers(), strict=True):

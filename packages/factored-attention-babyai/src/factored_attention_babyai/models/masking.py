@@ -80,7 +80,8 @@ def _batch_norm(x: Tensor, bn: nn.Module) -> Tensor:
     In training mode the batch statistics are used and the running ones updated, as by the
     module itself.
     """
-    assert isinstance(bn, nn.BatchNorm2d) and bn.momentum is not None
+    assert isinstance(bn, nn.BatchNorm2d)
+    assert bn.momentum is not None
     if bn.training and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
     n, c = x.shape
@@ -160,7 +161,8 @@ class MaskModule(nn.Module):
         from factored_attention_babyai.models.qnet import N_COLORS, N_PAIRS, N_TYPES
 
         conv = self.stem[0]
-        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+        assert isinstance(conv, nn.Conv2d)
+        assert conv.bias is not None
         e = self.embed_dim
         weight = conv.weight  # [3E, 3E, 3, 3]: input channels (direction, type, colour)
         width = weight.shape[0]
