@@ -164,7 +164,9 @@ class _RowSum(torch.autograd.Function):
     def backward(ctx: Any, *grad_outputs: Tensor) -> tuple[Tensor, None]:
         """Gradient of the rows (none for the index)."""
         (index,) = ctx.saved_tensors
-        grad = grad_outputs[0].float().contiguous()  # sums of thousands of rows: float32
+        grad = grad_outputs[0].contiguous()
+        if grad.dtype in (torch.float16, torch.bfloat16):  # sums of thousands of rows
+            grad = grad.float()
         out = grad.new_zeros(ctx.n_rows, grad.shape[1])
         for j in range(index.shape[1]):
             out.index_add_(0, index[:, j], grad)
