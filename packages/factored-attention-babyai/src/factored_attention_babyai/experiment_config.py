@@ -126,7 +126,7 @@ class ExperimentConfig:
 
     preset: Annotated[str, Choice("cpu", "smoke", "paper")] = "cpu"
     """cpu: 50/250/1000 demos per goal × seeds 0-2, the schedules measured to work on a CPU
-    (projected: about 50 CPU hours, a day with --workers 2); smoke: a short pipeline check
+    (projected: about 36 CPU hours, 18 h with --workers 2); smoke: a short pipeline check
     (about a CPU minute) on a tiny generated dataset; paper: the full grid (8 sizes × 10
     seeds, the paper's steps; GPU)."""
     data: Annotated[Path | None, InputPath()] = None
