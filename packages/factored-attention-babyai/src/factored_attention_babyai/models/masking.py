@@ -69,9 +69,15 @@ class _ResidualBlock(nn.Module):
         """The same on cell rows: [N, c_in] → [N, c_out] (N = B·H·W)."""
         conv1, bn1, _, conv2, bn2 = self.body
         conv_s, bn_s = self.skip
-        hidden = F.relu(_batch_norm(x @ conv1.weight.flatten(1).t(), bn1))
-        body = _batch_norm(hidden @ conv2.weight.flatten(1).t(), bn2)
-        return torch.relu(body + _batch_norm(x @ conv_s.weight.flatten(1).t(), bn_s))
+        hidden = F.relu(_batch_norm(x @ _matrix(conv1), bn1))
+        body = _batch_norm(hidden @ _matrix(conv2), bn2)
+        return torch.relu(body + _batch_norm(x @ _matrix(conv_s), bn_s))
+
+
+def _matrix(conv: nn.Module) -> Tensor:
+    """A 1×1 convolution's weight as a [c_in, c_out] matrix (for cell rows)."""
+    assert isinstance(conv, nn.Conv2d)
+    return conv.weight.flatten(1).t()
 
 
 def _batch_norm(x: Tensor, bn: nn.Module) -> Tensor:
@@ -127,22 +133,10 @@ class MaskModule(nn.Module):
         Returns:
             π: [B, H, W], non-negative, summing to 1 over the cells of each state.
         """
-        from factored_attention_babyai.models.qnet import N_COLORS, N_PAIRS, _RowSum
+        from factored_attention_babyai.models.qnet import lookup_conv
 
         b, h, w = image.shape[:3]
-        rows = self._stem_rows(h, w)
-        pad = rows.shape[0] - 1
-        codes = image[..., 0].long() * N_COLORS + image[..., 1].long()
-        codes = F.pad(codes, (1, 1, 1, 1), value=-1)  # [B, H+2, W+2]
-        columns = []
-        for i in range(3):
-            for j in range(3):
-                shifted = codes[:, i : i + h, j : j + w]
-                columns.append(torch.where(shifted >= 0, (i * 3 + j) * N_PAIRS + shifted, pad))
-        position = torch.arange(h * w, device=image.device).reshape(h, w)
-        columns.append(9 * N_PAIRS + direction.long()[:, None, None] * (h * w) + position)
-        index = torch.stack(columns, -1).reshape(b * h * w, 10)
-        x = F.relu(_RowSum.apply(rows, index))  # [B·H·W, 3E]
+        x = F.relu(lookup_conv(self._stem_rows(h, w), image, direction))  # [B·H·W, 3E]
         for block in self.blocks:
             assert isinstance(block, _ResidualBlock)
             x = block.forward_rows(x)
@@ -158,30 +152,21 @@ class MaskModule(nn.Module):
         neighbour of grid position p lies inside the grid, plus the bias. Last row: zeros
         (a neighbour outside the grid, zero padding).
         """
-        from factored_attention_babyai.models.qnet import N_COLORS, N_PAIRS, N_TYPES
+        from factored_attention_babyai.models.qnet import attribute_pairs, lookup_conv_rows
 
         conv = self.stem[0]
         assert isinstance(conv, nn.Conv2d)
         assert conv.bias is not None
         e = self.embed_dim
         weight = conv.weight  # [3E, 3E, 3, 3]: input channels (direction, type, colour)
-        width = weight.shape[0]
-        table = self.attrib_embeddings.weight
-        device = table.device
-        types = torch.arange(N_TYPES, device=device).repeat_interleave(N_COLORS)
-        colours = torch.arange(N_COLORS, device=device).repeat(N_TYPES) + ATTRIB_OFFSETS[1]
-        pairs = torch.cat([table[types], table[colours]], -1)  # [66, 2E]
-        pair_rows = torch.einsum("pc,ocij->ijpo", pairs, weight[:, e:])
-        directions = self.direction_embeddings.weight[:, :e]
-        dir_rows = torch.einsum("kc,ocij->ijko", directions, weight[:, :e])
-        inside = F.unfold(weight.new_ones(1, 1, h, w), 3, padding=1)[0]  # [9, H·W]
-        dir_pos = torch.einsum("sp,sko->kpo", inside, dir_rows.reshape(9, 4, width))
-        return torch.cat(
-            [
-                pair_rows.reshape(9 * N_PAIRS, width),
-                dir_pos.reshape(4 * h * w, width) + conv.bias,
-                weight.new_zeros(1, width),
-            ]
+        return lookup_conv_rows(
+            weight[:, e:],
+            weight[:, :e],
+            attribute_pairs(self.attrib_embeddings.weight),
+            self.direction_embeddings.weight[:, :e],
+            conv.bias,
+            h,
+            w,
         )
 
     def forward_plain(self, image: Tensor, direction: Tensor) -> Tensor:

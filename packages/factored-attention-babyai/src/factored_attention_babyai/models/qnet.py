@@ -61,34 +61,21 @@ class QNetwork(nn.Module):
         return self.net(x.permute(0, 3, 1, 2)).mean((2, 3))
 
     def _lookup_rows(self, attrib_table: Tensor, h: int, w: int) -> Tensor:
-        """Rows of the first convolution, ``[9·66 + 4·H·W + 1, width]``.
-
-        Row ``66·s + pair``: kernel offset s applied to the (type, colour) pair's embedding.
-        Row ``9·66 + H·W·d + p``: the direction-d embedding summed over the offsets whose
-        neighbour of grid position p lies inside the grid (the direction is the same in every
-        cell), plus the convolution's bias. Last row: zeros (a neighbour outside the grid).
-        """
+        """The first convolution's rows (:func:`lookup_conv_rows`), [9·66 + 4·H·W + 1, width]."""
         conv = self.net[0]
         assert isinstance(conv, nn.Conv2d)
+        assert conv.bias is not None
         d = self.direction_embeddings.embedding_dim
         e = attrib_table.shape[1]
-        width = conv.weight.shape[0]
-        device = attrib_table.device
-        types = torch.arange(N_TYPES, device=device).repeat_interleave(N_COLORS)
-        colours = torch.arange(N_COLORS, device=device).repeat(N_TYPES) + N_TYPES
-        pairs = torch.cat([attrib_table[types], attrib_table[colours]], -1)  # [66, 2E]
         weight = conv.weight  # [width, d + 2E + 2, 3, 3]
-        pair_rows = torch.einsum("pc,ocij->ijpo", pairs, weight[:, d : d + 2 * e])
-        dir_rows = torch.einsum("kc,ocij->ijko", self.direction_embeddings.weight, weight[:, :d])
-        inside = F.unfold(weight.new_ones(1, 1, h, w), 3, padding=1)[0]  # [9, H·W]
-        dir_pos = torch.einsum("sp,sko->kpo", inside, dir_rows.reshape(9, 4, width))
-        assert conv.bias is not None
-        return torch.cat(
-            [
-                pair_rows.reshape(9 * N_PAIRS, width),
-                dir_pos.reshape(4 * h * w, width) + conv.bias,
-                weight.new_zeros(1, width),
-            ]
+        return lookup_conv_rows(
+            weight[:, d : d + 2 * e],
+            weight[:, :d],
+            attribute_pairs(attrib_table),
+            self.direction_embeddings.weight,
+            conv.bias,
+            h,
+            w,
         )
 
     def forward_factored(
@@ -122,19 +109,7 @@ class QNetwork(nn.Module):
         assert isinstance(conv1, nn.Conv2d)
         assert isinstance(conv2, nn.Conv2d)
         b, h, w = value.shape
-        rows = self._lookup_rows(attrib_table, h, w)
-        pad = rows.shape[0] - 1
-        codes = image[..., 0].long() * N_COLORS + image[..., 1].long()
-        codes = F.pad(codes, (1, 1, 1, 1), value=-1)  # [B, H+2, W+2]
-        columns = []
-        for i in range(3):
-            for j in range(3):
-                shifted = codes[:, i : i + h, j : j + w]
-                columns.append(torch.where(shifted >= 0, (i * 3 + j) * N_PAIRS + shifted, pad))
-        position = torch.arange(h * w, device=value.device).reshape(h, w)
-        columns.append(9 * N_PAIRS + direction.long()[:, None, None] * (h * w) + position)
-        index = torch.stack(columns, -1).reshape(b * h * w, 10)
-        first = _RowSum.apply(rows, index)  # [B·H·W, width]
+        first = lookup_conv(self._lookup_rows(attrib_table, h, w), image, direction)
         maps = torch.stack([value, reward], 1)  # [B, 2, H, W]
         patches = F.unfold(maps, 3, padding=1).transpose(1, 2).reshape(b * h * w, 18)
         width = conv0.weight.shape[0]
@@ -171,3 +146,78 @@ class _RowSum(torch.autograd.Function):
         for j in range(index.shape[1]):
             out.index_add_(0, index[:, j], grad)
         return out.to(ctx.rows_dtype), None
+
+
+def attribute_pairs(table: Tensor) -> Tensor:
+    """``[A[type], A[11 + colour]]`` for the 66 (type, colour) pairs, type-major → [66, 2E]."""
+    types = torch.arange(N_TYPES, device=table.device).repeat_interleave(N_COLORS)
+    colours = torch.arange(N_COLORS, device=table.device).repeat(N_TYPES) + N_TYPES
+    return torch.cat([table[types], table[colours]], -1)
+
+
+def lookup_conv_rows(
+    pair_weight: Tensor,
+    direction_weight: Tensor,
+    pairs: Tensor,
+    directions: Tensor,
+    bias: Tensor,
+    h: int,
+    w: int,
+) -> Tensor:
+    """Rows of a zero-padded 3×3 convolution whose input per cell is [direction, pair] lookups.
+
+    Row ``66·s + pair``: kernel offset s applied to the (type, colour) pair's embedding.
+    Row ``9·66 + H·W·d + p``: the direction-d embedding summed over the offsets whose
+    neighbour of grid position p lies inside the grid (the direction is the same in every
+    cell), plus the bias. Last row: zeros (a neighbour outside the grid).
+
+    Args:
+        pair_weight: [O, 2E, 3, 3] the weight slice of the pair channels.
+        direction_weight: [O, D, 3, 3] the weight slice of the direction channels.
+        pairs: [66, 2E] pair embeddings (:func:`attribute_pairs`).
+        directions: [4, D] direction embeddings.
+        bias: [O].
+        h: grid height.
+        w: grid width.
+
+    Returns:
+        [9·66 + 4·H·W + 1, O].
+    """
+    width = pair_weight.shape[0]
+    pair_rows = torch.einsum("pc,ocij->ijpo", pairs, pair_weight)
+    dir_rows = torch.einsum("kc,ocij->ijko", directions, direction_weight)
+    inside = F.unfold(pair_weight.new_ones(1, 1, h, w), 3, padding=1)[0]  # [9, H·W]
+    dir_pos = torch.einsum("sp,sko->kpo", inside, dir_rows.reshape(9, 4, width))
+    return torch.cat(
+        [
+            pair_rows.reshape(9 * N_PAIRS, width),
+            dir_pos.reshape(4 * h * w, width) + bias,
+            pair_weight.new_zeros(1, width),
+        ]
+    )
+
+
+def lookup_conv(rows: Tensor, image: Tensor, direction: Tensor) -> Tensor:
+    """The convolution of :func:`lookup_conv_rows` on every cell: 10 rows summed per cell.
+
+    Args:
+        rows: [9·66 + 4·H·W + 1, O] from :func:`lookup_conv_rows`.
+        image: [B, H, W, ≥2] integer attributes (type < 11, colour < 6).
+        direction: [B] agent directions.
+
+    Returns:
+        [B·H·W, O] cell rows.
+    """
+    b, h, w = image.shape[:3]
+    pad = rows.shape[0] - 1
+    codes = image[..., 0].long() * N_COLORS + image[..., 1].long()
+    codes = F.pad(codes, (1, 1, 1, 1), value=-1)  # [B, H+2, W+2]
+    columns = []
+    for i in range(3):
+        for j in range(3):
+            shifted = codes[:, i : i + h, j : j + w]
+            columns.append(torch.where(shifted >= 0, (i * 3 + j) * N_PAIRS + shifted, pad))
+    position = torch.arange(h * w, device=image.device).reshape(h, w)
+    columns.append(9 * N_PAIRS + direction.long()[:, None, None] * (h * w) + position)
+    index = torch.stack(columns, -1).reshape(b * h * w, 10)
+    return _RowSum.apply(rows, index)
