@@ -20,6 +20,7 @@ from factored_attention_babyai.models.interaction import (
     N_ATTRIBS,
     N_FACTORS,
 )
+from factored_attention_babyai.models.qnet import attribute_pairs, lookup_conv, lookup_conv_rows
 
 #: Object-type id of the agent cell (minigrid OBJECT_TO_IDX["agent"]).
 AGENT_TYPE = 10
@@ -133,8 +134,6 @@ class MaskModule(nn.Module):
         Returns:
             π: [B, H, W], non-negative, summing to 1 over the cells of each state.
         """
-        from factored_attention_babyai.models.qnet import lookup_conv
-
         b, h, w = image.shape[:3]
         x = F.relu(lookup_conv(self._stem_rows(h, w), image, direction))  # [B·H·W, 3E]
         for block in self.blocks:
@@ -145,15 +144,7 @@ class MaskModule(nn.Module):
         return pi.reshape(b, h, w)
 
     def _stem_rows(self, h: int, w: int) -> Tensor:
-        """Rows of the stem convolution, ``[9·66 + 4·H·W + 1, 3E]``.
-
-        Row ``66·s + pair``: kernel offset s applied to the (type, colour) pair's embeddings.
-        Row ``9·66 + H·W·d + p``: the direction-d embedding summed over the offsets whose
-        neighbour of grid position p lies inside the grid, plus the bias. Last row: zeros
-        (a neighbour outside the grid, zero padding).
-        """
-        from factored_attention_babyai.models.qnet import attribute_pairs, lookup_conv_rows
-
+        """The stem convolution's rows (:func:`lookup_conv_rows`), [9·66 + 4·H·W + 1, 3E]."""
         conv = self.stem[0]
         assert isinstance(conv, nn.Conv2d)
         assert conv.bias is not None
