@@ -2,12 +2,15 @@
 
 * LPN step: :func:`ilpo.lpn.train_step` (all |Z| branches in one batched pass, a hand-written
   backward that sends L_min's gradient through each sample's best latent only, and torch's
-  fused Adam kernel over one flat parameter buffer)
+  fused Adam kernel over one flat parameter buffer; the forward and backward pass run as one
+  native call, :mod:`ilpo.lpn_native`, where a C compiler is available)
   against a straightforward reference written here — a Python loop over the latents, each
   branch concatenating ``[h ; u_z]`` and running the decoder on its own, with torch's default
-  Adam. Same architecture and data; the ratio is reported.
+  Adam. Same architecture and data; the ratio is reported. The same batched step as PyTorch
+  ops (``lpn_native.set_backend("torch")``) is timed beside them.
 * Multiply-adds of one step for both (:func:`step_macs`): the batched step does about 2.5×
-  fewer, which bounds the ratio on a CPU where both run at the same matrix-multiply rate.
+  fewer, which bounds the PyTorch-ops step's ratio (both run their products at torch's
+  rate); the native step also runs its products faster and skips the per-op dispatch.
 * Faithful LPN estimate: the step time × 156,300 steps (100 epochs of 50,000 transitions,
   batch 32).
 * Online stage: one :func:`ilpo.online.run_online` run of 1,000 steps on CartPole-v1 with the
@@ -90,11 +93,18 @@ class BenchResult:
     online_s: float | None
     macs_batched: int = 0
     macs_loop: int = 0
+    backend: str = "torch"  # the path train_step took: "native" or "torch"
+    torch_step_s: float | None = None  # the batched step as PyTorch ops (when native ran)
 
     def lines(self) -> list[str]:
         """Human-readable report."""
-        out = [
-            f"LPN step (batched latents): {self.lpn_step_s * 1e3:.3f} ms",
+        out = [f"LPN step (batched latents, {self.backend}): {self.lpn_step_s * 1e3:.3f} ms"]
+        if self.torch_step_s is not None:
+            out.append(
+                f"LPN step (batched latents, PyTorch ops): {self.torch_step_s * 1e3:.3f} ms "
+                f"(ratio {self.loop_step_s / self.torch_step_s:.2f}x)"
+            )
+        out += [
             f"LPN step (loop over latents, reference): {self.loop_step_s * 1e3:.3f} ms",
             f"ratio: {self.ratio:.2f}x",
             f"multiply-adds per step: {self.macs_batched / 1e6:.1f}M batched, "
@@ -154,11 +164,22 @@ def run_bench(
     opt = make_optimizer(model)
     ref = LoopLPN(state_dim, n_latent)
     ref_opt = torch.optim.Adam(ref.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    # Interleave the two measurements twice, so a load change hits both alike; keep the best.
-    fast, slow = [], []
-    for _ in range(2):
-        fast.append(_time(lambda: train_step(model, opt, s, s_next), steps, warmup))
-        slow.append(_time(lambda: _loop_step(ref, ref_opt, s, s_next), steps, warmup))
+    from ilpo import lpn_native
+
+    backend = "native" if lpn_native.native_step(model, s, s_next) is not None else "torch"
+    # Interleave the measurements twice, so a load change hits all alike; keep the best.
+    fast, slow, ops = [], [], []
+    previous = lpn_native.SWITCH.backend
+    try:
+        for _ in range(2):
+            fast.append(_time(lambda: train_step(model, opt, s, s_next), steps, warmup))
+            slow.append(_time(lambda: _loop_step(ref, ref_opt, s, s_next), steps, warmup))
+            if backend == "native":
+                lpn_native.set_backend("torch")
+                ops.append(_time(lambda: train_step(model, opt, s, s_next), steps, warmup))
+                lpn_native.set_backend(previous)
+    finally:
+        lpn_native.set_backend(previous)
     lpn_s, loop_s = min(fast), min(slow)
     online_s = None
     if online:
@@ -173,5 +194,13 @@ def run_bench(
     _ = lpn_losses  # the batched step's losses are the ones under test in tests/test_lpn.py
     macs = step_macs(state_dim, n_latent, batch_size)
     return BenchResult(
-        lpn_s, loop_s, loop_s / lpn_s, lpn_s * FAITHFUL_STEPS, online_s, macs[0], macs[1]
+        lpn_s,
+        loop_s,
+        loop_s / lpn_s,
+        lpn_s * FAITHFUL_STEPS,
+        online_s,
+        macs[0],
+        macs[1],
+        backend,
+        min(ops) if ops else None,
     )

@@ -100,6 +100,23 @@ class VectorLPN(nn.Module):
     def loss_and_grads(self, s: Tensor, s_next: Tensor) -> LPNLosses:
         """L_min + L_exp and its exact gradient, written into every ``.grad`` (no autograd).
 
+        Float32 on CPU with the parameters in a :class:`FlatAdam`'s buffers, the whole step
+        runs in one native (C) call (:mod:`ilpo.lpn_native`); otherwise, or with
+        ``lpn_native.set_backend("torch")``, :meth:`loss_and_grads_torch`. Same function,
+        equal to float32 rounding. ``s, s_next [B, d]``.
+        """
+        from ilpo.lpn_native import native_step
+
+        out = native_step(self, s, s_next)
+        if out is None:
+            return self.loss_and_grads_torch(s, s_next)
+        losses, best, probs = out
+        return LPNLosses(losses[0], losses[1], losses[2], best, probs)
+
+    @torch.no_grad()
+    def loss_and_grads_torch(self, s: Tensor, s_next: Tensor) -> LPNLosses:
+        """:meth:`loss_and_grads` as PyTorch ops (the reference the native kernel is tested on).
+
         Same result as ``lpn_losses(*self(s), s_next - s).loss.backward()`` on zeroed
         gradients, with the stop-gradient of L_exp. L_min's gradient reaches the decoder only
         through each sample's best latent, so the backward pass of the generator runs on
