@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compkit_utils import native
+from compkit_utils import native, testing
 from ilpo import lpn_native
 from ilpo.lpn import ImageLPN, VectorLPN, count_parameters, lpn_losses, make_optimizer, train_step
 from ilpo.synthetic import SHIFTS, synthetic_transitions
@@ -142,12 +142,8 @@ def test_hand_written_backward_matches_autograd() -> None:
         torch.testing.assert_close(m, g, rtol=1e-5, atol=1e-6)
 
 
-# The native step (lpn_vector.c). Skipped only where it cannot be built; under
-# COMPKIT_NATIVE=require (CI) it runs, and a build failure fails it.
-needs_native = pytest.mark.skipif(
-    not native.required() and lpn_native.native_library() is None,
-    reason="native kernels unavailable",
-)
+# The native step (lpn_vector.c).
+needs_native = testing.needs_native(lpn_native.native_library)
 
 
 @pytest.fixture

@@ -7,15 +7,10 @@ from typing import Any
 import pytest
 import torch
 
-from compkit_utils import native
+from compkit_utils import native, testing
 from rim_cells import RIM, RIMCell, _native
 
-# Skipped only where the kernels cannot be built; under COMPKIT_NATIVE=require (CI) they
-# run, and a build failure fails them (native_library raises).
-needs_native = pytest.mark.skipif(
-    not native.required() and _native.native_library() is None,
-    reason="native kernels unavailable",
-)
+needs_native = testing.needs_native(_native.native_library)
 
 
 @needs_native

@@ -9,13 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from compkit_utils import native
+from compkit_utils import testing
 from rim_cells import RIMCell, _native
 
-needs_native = pytest.mark.skipif(
-    not native.required() and _native.native_library() is None,
-    reason="native kernels unavailable",
-)
+needs_native = testing.needs_native(_native.native_library)
 
 
 @pytest.fixture

@@ -169,6 +169,15 @@ static void row_sums(const float *x, int64_t rows, int64_t cols, float *out) {
     }
 }
 
+/* One feature-major affine layer: pre[M, N] = w[M, K] x[K, N] + bias (w's rows lda apart),
+ * and act = lrelu(pre) when act is given. */
+static void dense(int64_t M, int64_t N, int64_t K, const float *w, int64_t lda, const float *x,
+                  const float *bias, float *pre, float *act) {
+    gemm(M, N, K, w, lda, 1, x, N, NULL, pre, N);
+    add_bias_rows(pre, bias, M, N);
+    if (act) lrelu_n(pre, act, M * N);
+}
+
 /* sel[r, b] = x[r, best[b]·B + b]: each sample's column of its best latent, for a
  * [rows, Z·B] block (one pass per latent, contiguous). */
 static void select_best(const float *x, const int64_t *best, int64_t rows, int64_t B,
@@ -221,14 +230,9 @@ int lpn_step(const lpn_args *a) {
     transpose(a->s, B, d, t.sT);
     for (int64_t b = 0; b < B; ++b)
         for (int64_t i = 0; i < d; ++i) t.tgt[b * d + i] = a->s_next[b * d + i] - a->s[b * d + i];
-    gemm(G, B, d, P + o.w1, d, 1, t.sT, B, NULL, t.a1, B);
-    add_bias_rows(t.a1, P + o.b1, G, B);
-    lrelu_n(t.a1, t.x1, G * B);
-    gemm(W, B, G, P + o.w2, G, 1, t.x1, B, NULL, t.e, B);
-    add_bias_rows(t.e, P + o.b2, W, B);
-    lrelu_n(t.e, t.h, W * B);
-    gemm(Z, B, W, P + o.wp, W, 1, t.h, B, NULL, t.logit, B);
-    add_bias_rows(t.logit, P + o.bp, Z, B);
+    dense(G, B, d, P + o.w1, d, t.sT, P + o.b1, t.a1, t.x1);
+    dense(W, B, G, P + o.w2, G, t.x1, P + o.b2, t.e, t.h);
+    dense(Z, B, W, P + o.wp, W, t.h, P + o.bp, t.logit, NULL);
     /* latent embedding of every one-hot code: u_pre[z, w] = we[w, z] + be[w] */
     for (int64_t z = 0; z < Z; ++z)
         for (int64_t w = 0; w < W; ++w) {
@@ -247,11 +251,8 @@ int lpn_step(const lpn_args *a) {
             for (int64_t b = 0; b < B; ++b) row[z * B + b] = row[b] + t.cu[w * Z + z];
     }
     lrelu_n(t.j, t.x3, W * ZB);
-    gemm(G, ZB, W, P + o.wd1, W, 1, t.x3, ZB, NULL, t.a4, ZB);
-    add_bias_rows(t.a4, P + o.bd1, G, ZB);
-    lrelu_n(t.a4, t.x4, G * ZB);
-    gemm(d, ZB, G, P + o.wd2, G, 1, t.x4, ZB, NULL, t.del, ZB);
-    add_bias_rows(t.del, P + o.bd2, d, ZB);
+    dense(G, ZB, W, P + o.wd1, W, t.x3, P + o.bd1, t.a4, t.x4);
+    dense(d, ZB, G, P + o.wd2, G, t.x4, P + o.bd2, t.del, NULL);
 
     /* ---- losses ---- */
     const float inv_b = 1.0f / (float)B, m2b = -2.0f / (float)B;

@@ -58,6 +58,19 @@ def requires_gpu(func: Any) -> Any:
     return pytest.mark.gpu(wrapper)
 
 
+def needs_native(library: Any) -> Any:
+    """Skip mark for tests of a package's native kernels (``library()`` builds them).
+
+    Skipped only where the kernels cannot be built; under ``COMPKIT_NATIVE=require`` (what
+    CI sets) the tests run, and a build failure fails them (``library()`` raises).
+    """
+    from compkit_utils import native
+
+    return pytest.mark.skipif(
+        not native.required() and library() is None, reason="native kernels unavailable"
+    )
+
+
 @pytest.fixture
 def no_tf32() -> Any:
     """Full float32 matrix products on CUDA for the test (TF32 off), restored afterwards.
