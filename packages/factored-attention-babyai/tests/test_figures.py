@@ -81,6 +81,24 @@ def _iqm(values: np.ndarray) -> float:
     return float(np.sort(values)[1:5].mean())
 
 
+KEPT = Path(__file__).resolve().parents[1] / "results" / "cpu-980"
+
+
+def test_kept_980_logs_give_the_documented_figure3_statistic(tmp_path: Path) -> None:
+    """The planner logs kept in results/ redraw the docs' 980-demo numbers (planner.md)."""
+    sweep = KEPT / "train-planner-7000"
+    out = tmp_path / "fig"
+    argv = ["figures", "--top", "3", "--reps", "200", "--out-dir", str(out)]
+    assert main([*argv, "--sweeps", f"Factored/MVProp={sweep}"]) == 0
+    cell = json.loads((out / "figure3.json").read_text())["Factored/MVProp"]
+    assert [(c["per_goal"], c["runs"], c["points"]) for c in cell["id"]] == [(980, 3, 3)]
+    assert round(cell["id"][0]["iqm"], 3) == 0.945  # ≥ 0.9: the issue's ID target
+    assert round(cell["ood"][0]["iqm"], 3) == 0.925
+    assert main([*argv, "--max-step", "5000", "--overwrite", "--sweeps", f"M={sweep}"]) == 0
+    early = json.loads((out / "figure3.json").read_text())["M"]
+    assert round(early["id"][0]["iqm"], 3) == 0.824
+
+
 def test_missing_sweep_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     before = tree(tmp_path)
     args = ["figures", "--sweeps", f"X={tmp_path / 'nope'}", "--out-dir", str(tmp_path / "f")]

@@ -61,11 +61,11 @@ def _args(text: str) -> tuple[str, ...]:
 PRESETS: dict[str, Preset] = {
     # The CPU-sized grid of the issue: 3 sizes × 3 seeds, the schedules measured to work on a
     # CPU (docs: planner.md, "One command: the experiment"): the 2,500-step discriminator whose
-    # Figure 4 maps are sharp, 5,000 planner steps with the penalty weight 0.1 (the paper:
-    # 0.01, which needs 10,000 steps for the same success; one run each: ID / OOD 0.927 / 0.904
-    # at 980 demos per goal, 0.915 / 0.885 at 250, 0.783 / 0.748 at 50), BC 5,000 steps
-    # (FiLM's success plateaus from step ≈ 1,000 on); 10 validation points per policy run, of
-    # which Figure 3 keeps the best 3.
+    # Figure 4 maps are sharp, 7,000 planner steps with the penalty weight 0.1 (the paper:
+    # 0.01, which needs twice the steps for the same success; at 980 demos per goal seeds
+    # 0-2 are at ID 0.88-0.93 after 5,000 steps and still rising, at 0.938-0.954 after 7,000),
+    # BC 5,000 steps (FiLM's success plateaus from step ≈ 1,000 on); 10-14 validation points
+    # per policy run, of which Figure 3 keeps the best 3.
     "cpu": Preset(
         sizes=(50, 250, 1000),
         seeds="0-2",
@@ -75,12 +75,12 @@ PRESETS: dict[str, Preset] = {
             "--steps 2500 --batch-size 128 --lr 1e-3 --l1-start 250 --l1-end 1000 "
             "--val-every 250 --checkpoint-every 250"
         ),
-        planner=_args("--steps 5000 --eval-every 500 --reg-weight 0.1"),
+        planner=_args("--steps 7000 --eval-every 500 --reg-weight 0.1"),
         bc_steps=5000,
         bc_eval_every=500,
         max_step=70_000,
         reps=50_000,
-        # 10 validation points per run: the paper's top 10 would average the whole learning
+        # 10-14 validation points per run: the paper's top 10 would average the whole learning
         # curve (its top 10 of ~140 are the plateau); the best 3 are the plateau here.
         top=3,
     ),
@@ -126,7 +126,7 @@ class ExperimentConfig:
 
     preset: Annotated[str, Choice("cpu", "smoke", "paper")] = "cpu"
     """cpu: 50/250/1000 demos per goal × seeds 0-2, the schedules measured to work on a CPU
-    (projected: about 36 CPU hours, 18 h with --workers 2); smoke: a short pipeline check
+    (projected: about 40 CPU hours, 20 h with --workers 2); smoke: a short pipeline check
     (about a CPU minute) on a tiny generated dataset; paper: the full grid (8 sizes × 10
     seeds, the paper's steps; GPU)."""
     data: Annotated[Path | None, InputPath()] = None
