@@ -216,6 +216,8 @@ def test_native_path_is_skipped_for_other_layouts(lpn_backend) -> None:
     assert lpn_native.native_step(model, s, s) is None  # no flat gradient buffers yet
     make_optimizer(model)
     assert lpn_native.native_step(model, s.double(), s.double()) is None
+    assert lpn_native.native_step(model, s[:, :3], s[:, :3]) is None  # wrong state size
+    assert lpn_native.native_step(model, s, s[:4]) is None
     lpn_backend("torch")
     assert lpn_native.native_step(model, s, s) is None
     with pytest.raises(ValueError, match="backend must be one of"):

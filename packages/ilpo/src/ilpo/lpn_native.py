@@ -105,6 +105,8 @@ def native_step(model: VectorLPN, s: Tensor, s_next: Tensor) -> tuple[Tensor, ..
         or s.dtype != torch.float32
         or s_next.dtype != torch.float32
         or s.dim() != 2
+        or s.shape[1] != model.state_dim
+        or s_next.shape != s.shape  # the PyTorch path raises its shape error
         or not SWITCH.native_allowed()
     ):
         return None
