@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ilpo.lpn_native import native_step
+
 LRELU_SLOPE = 0.2
 
 
@@ -105,8 +107,6 @@ class VectorLPN(nn.Module):
         ``lpn_native.set_backend("torch")``, :meth:`loss_and_grads_torch`. Same function,
         equal to float32 rounding. ``s, s_next [B, d]``.
         """
-        from ilpo.lpn_native import native_step
-
         out = native_step(self, s, s_next)
         if out is None:
             return self.loss_and_grads_torch(s, s_next)

@@ -104,7 +104,7 @@ int64_t lpn_param_count(int64_t Z, int64_t d, int64_t G) { return param_offsets(
 /* Scratch buffers (floats), carved in this order. */
 typedef struct {
     float *sT, *tgt, *a1, *x1, *e, *h, *hb, *x1b, *logit, *upre, *u, *cu, *j, *x3, *a4, *x4,
-        *del, *resid, *dd, *sel, *da4, *x4s, *x3s, *dj, *djz, *du, *dlog, *dh, *de, *dx1;
+        *del, *resid, *mix, *dd, *sel, *da4, *x4s, *x3s, *dj, *djz, *du, *dlog, *dh, *de, *dx1;
 } bufs;
 
 static int64_t carve(bufs *b, float *base, int64_t B, int64_t Z, int64_t d, int64_t G) {
@@ -129,6 +129,7 @@ static int64_t carve(bufs *b, float *base, int64_t B, int64_t Z, int64_t d, int6
     TAKE(x4, G * ZB);
     TAKE(del, d * ZB);
     TAKE(resid, B * d);
+    TAKE(mix, d);
     TAKE(dd, d * B);
     TAKE(sel, W * B);
     TAKE(da4, G * B);
@@ -286,7 +287,7 @@ int lpn_step(const lpn_args *a) {
         }
         for (int64_t z = 0; z < Z; ++z) a->probs[b * Z + z] /= denom;
         float sq = 0.0f, pdp = 0.0f;
-        float *mix = t.x1b; /* [d] temporary, overwritten below */
+        float *mix = t.mix; /* [d]: this sample's Δ − Σ_z π_z Δ̂_z */
         for (int64_t i = 0; i < d; ++i) {
             float m = 0.0f;
             for (int64_t z = 0; z < Z; ++z) m += a->probs[b * Z + z] * t.del[i * ZB + z * B + b];
