@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,24 +89,34 @@ def test_arn_resume_matches_an_uninterrupted_run(
     _check_resume(monkeypatch, tmp_path, ARN, (ilpo.online, "label_vector", calls), how)
 
 
+@pytest.fixture(params=["auto", "torch"])
+def mlp_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The BC/BCO training steps in the native kernel (where it builds) or as PyTorch ops."""
+    from ilpo import mlp_native
+
+    mlp_native.set_backend(request.param)
+    yield request.param
+    mlp_native.set_backend("auto")
+
+
 @pytest.mark.parametrize("how", ["sigint", "crash"])
 def test_bc_resume_matches_an_uninterrupted_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str, mlp_backend: str
 ) -> None:
     import ilpo.baselines
 
-    # 600 transitions at batch 32 = 19 steps per epoch: stop inside epoch 4
-    _check_resume(monkeypatch, tmp_path, BC, (ilpo.baselines, "_ce_step", 19 * 3 + 5), how)
+    # one train_steps call per epoch: stop in epoch 4 (it finishes, then the run stops)
+    _check_resume(monkeypatch, tmp_path, BC, (ilpo.baselines, "train_steps", 4), how)
 
 
 @pytest.mark.parametrize("how", ["sigint", "crash"])
 def test_bco_resume_matches_an_uninterrupted_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str, mlp_backend: str
 ) -> None:
     import ilpo.baselines
 
-    # 20 IDM + 20 policy steps per iteration: stop inside the second iteration
-    _check_resume(monkeypatch, tmp_path, BCO, (ilpo.baselines, "_ce_step", 40 + 25), how)
+    # IDM then policy per iteration: stop in the second iteration's IDM training
+    _check_resume(monkeypatch, tmp_path, BCO, (ilpo.baselines, "train_steps", 3), how)
 
 
 def test_resume_with_other_settings_is_refused(

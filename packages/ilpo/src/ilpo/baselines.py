@@ -32,6 +32,7 @@ __all__ = [
     "random_policy_return",
     "run_bco",
     "train_bc",
+    "train_steps",
 ]
 
 
@@ -40,6 +41,7 @@ class MLP(nn.Module):
 
     def __init__(self, sizes: list[int]) -> None:
         super().__init__()
+        self.sizes = list(sizes)
         self.layers = nn.ModuleList(_glorot_linear(a, b) for a, b in itertools.pairwise(sizes))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,6 +72,27 @@ def _ce_step(model: nn.Module, opt: FlatAdam, x: Tensor, y: Tensor) -> Tensor:
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+def train_steps(
+    model: nn.Module, opt: FlatAdam, x: Tensor, y: Tensor, idx: Tensor, batch_size: int
+) -> Tensor:
+    """Adam steps of mean cross-entropy on the minibatches ``idx[i : i + batch_size]``.
+
+    ``x [N, n0]``, ``y [N]`` (class ids), ``idx [M]`` row indices (the last minibatch may be
+    shorter). Returns the per-step losses ``[ceil(M / batch_size)]``. Runs in the native
+    kernel (:mod:`ilpo.mlp_native`) when it applies, else as PyTorch steps.
+    """
+    from ilpo.mlp_native import native_train
+
+    losses = native_train(model, opt, x, y, idx, batch_size)
+    if losses is not None:
+        return losses
+    out = torch.empty(math.ceil(len(idx) / batch_size))
+    for step, i in enumerate(range(0, len(idx), batch_size)):
+        rows = idx[i : i + batch_size]
+        out[step] = _ce_step(model, opt, x[rows], y[rows])
+    return out
 
 
 def train_bc(
@@ -108,12 +131,9 @@ def train_bc(
     for epoch in range(start, epochs):
         with defer_interrupt():
             perm = torch.randperm(n, generator=gen)
-            total = torch.zeros(())
-            for i in range(0, n, batch_size):
-                idx = perm[i : i + batch_size]
-                total += _ce_step(net, optim, states[idx], actions[idx])
+            losses = train_steps(net, optim, states, actions, perm, batch_size)
             if log is not None:
-                log(epoch + 1, {"train/bc_loss": float(total) / math.ceil(n / batch_size)})
+                log(epoch + 1, {"train/bc_loss": float(losses.mean())})
             if save is not None:
                 state = make_state(step=epoch + 1, model=net, optimizer=optim)  # type: ignore[arg-type]
                 state["extra"] = {"generator": gen.get_state()}
@@ -207,8 +227,16 @@ def run_bco(
     def greedy(s: Tensor) -> Tensor:
         return policy(s).argmax(1)
 
-    def sample(n: int, k: int) -> Tensor:
-        return torch.from_numpy(rng.choice(n, k, replace=n < k))
+    def batches(n: int, steps: int) -> Tensor:
+        """``steps`` minibatches of ``batch_size`` row indices below ``n``, concatenated.
+
+        Each is one ``rng.choice`` draw, without replacement when ``n`` allows.
+        """
+        k = settings.batch_size
+        draws = [rng.choice(n, k, replace=n < k) for _ in range(steps)]
+        return (
+            torch.from_numpy(np.concatenate(draws)) if draws else torch.zeros(0, dtype=torch.int64)
+        )
 
     obs, _ = env.reset(seed=seed)
     done = False
@@ -279,18 +307,14 @@ def run_bco(
         cn = torch.from_numpy(np.stack(col_n))
         ca = torch.tensor(col_a)
         x_idm = torch.cat([cs, cn], dim=1)
-        idm_loss = torch.zeros(())
-        for _ in range(settings.idm_steps):
-            idx = sample(len(ca), settings.batch_size)
-            idm_loss = _ce_step(idm, idm_opt, x_idm[idx], ca[idx])
+        idx = batches(len(ca), settings.idm_steps)
+        idm_losses = train_steps(idm, idm_opt, x_idm, ca, idx, settings.batch_size)
         with torch.inference_mode():
             labels = idm(pairs).argmax(1)
-        pol_loss = torch.zeros(())
-        for _ in range(settings.policy_steps):
-            idx = sample(len(labels), settings.batch_size)
-            pol_loss = _ce_step(policy, pol_opt, states[idx], labels[idx])
-        metrics["train/idm_loss"] = float(idm_loss)
-        metrics["train/policy_loss"] = float(pol_loss)
+        idx = batches(len(labels), settings.policy_steps)
+        pol_losses = train_steps(policy, pol_opt, states, labels, idx, settings.batch_size)
+        metrics["train/idm_loss"] = float(idm_losses[-1]) if len(idm_losses) else 0.0
+        metrics["train/policy_loss"] = float(pol_losses[-1]) if len(pol_losses) else 0.0
         metrics["train/collected"] = float(len(col_a))
         if log is not None:
             log(t, metrics)

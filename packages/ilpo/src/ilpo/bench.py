@@ -15,6 +15,11 @@
   batch 32).
 * Online stage: one :func:`ilpo.online.run_online` run of 1,000 steps on CartPole-v1 with the
   faithful settings (a freshly initialised LPN, so evaluation episodes are short).
+* Baselines' training steps (CartPole sizes, batch 32): BC, the BCO inverse-dynamics model
+  and the BCO policy, each by :func:`ilpo.baselines.train_steps` in the native kernel
+  (:mod:`ilpo.mlp_native`) and as PyTorch ops (one ``_ce_step`` per minibatch), and from them
+  the faithful preset's BC (1,000 epochs = 1,563,000 steps) and BCO (20 iterations × 10,000
+  + 10,000 steps) per seed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from torch import Tensor, nn
 from ilpo.lpn import VectorLPN, lpn_losses, lrelu, make_optimizer, train_step
 
 FAITHFUL_STEPS = 156_300  # ceil(50,000 / 32) × 100 epochs
+FAITHFUL_BC_STEPS = 1_563_000  # ceil(50,000 / 32) × 1,000 epochs
+FAITHFUL_BCO_STEPS = 200_000  # 20 iterations × 10,000 (IDM and policy each)
 
 
 class LoopLPN(nn.Module):
@@ -95,6 +102,8 @@ class BenchResult:
     macs_loop: int = 0
     backend: str = "torch"  # the path train_step took: "native" or "torch"
     torch_step_s: float | None = None  # the batched step as PyTorch ops (when native ran)
+    # seconds per baseline step: name -> (native or None, PyTorch ops)
+    baseline_steps: dict[str, tuple[float | None, float]] = dataclasses.field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """Human-readable report."""
@@ -113,6 +122,20 @@ class BenchResult:
         ]
         if self.online_s is not None:
             out.append(f"online ARN run, 1,000 steps (CartPole-v1): {self.online_s:.2f} s")
+        fastest: dict[str, float] = {}
+        for name, (native, ops) in self.baseline_steps.items():
+            fastest[name] = ops if native is None else native
+            line = f"{name} step (batch 32): PyTorch ops {ops * 1e3:.3f} ms"
+            if native is not None:
+                line += f", native {native * 1e3:.3f} ms (ratio {ops / native:.2f}x)"
+            out.append(line)
+        if len(fastest) == 3:
+            bc = fastest["BC"] * FAITHFUL_BC_STEPS
+            bco = (fastest["BCO IDM"] + fastest["BCO policy"]) * FAITHFUL_BCO_STEPS
+            out.append(
+                f"faithful baselines per seed estimate: BC {bc / 60:.1f} min, BCO "
+                f"{bco / 60:.1f} min (training steps only)"
+            )
         return out
 
 
@@ -146,6 +169,47 @@ def step_macs(d: int, z: int, b: int, ngf: int = 128) -> tuple[int, int]:
     return batched, loop
 
 
+def time_baselines(steps: int = 300, seed: int = 0) -> dict[str, tuple[float | None, float]]:
+    """Seconds per training step of the three baseline classifiers (CartPole sizes, batch 32).
+
+    Returns ``{name: (native or None where the kernel is unavailable, PyTorch ops)}``; the
+    native side runs ``steps`` minibatches in one call, the PyTorch side ``steps // 3``.
+    """
+    from ilpo import mlp_native
+    from ilpo.baselines import bc_policy, bco_idm, bco_policy, train_steps
+    from ilpo.lpn import FlatAdam
+
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, tuple[float | None, float]] = {}
+    previous = mlp_native.SWITCH.backend
+    try:
+        for name, make, lr, beta1 in (
+            ("BC", bc_policy, 2e-4, 0.5),
+            ("BCO IDM", bco_idm, 2e-4, 0.9),
+            ("BCO policy", bco_policy, 2e-3, 0.9),
+        ):
+            net = make(4, 2)
+            opt = FlatAdam(list(net.parameters()), lr=lr, betas=(beta1, 0.999))
+            x = torch.randn(4096, net.sizes[0], generator=gen)
+            y = torch.randint(0, 2, (4096,), generator=gen)
+            timed: list[float | None] = []
+            for backend, n in (("auto", steps), ("torch", max(steps // 3, 1))):
+                mlp_native.set_backend(backend)
+                if backend == "auto" and not mlp_native.SWITCH.native_allowed():
+                    timed.append(None)
+                    continue
+                idx = torch.randint(0, 4096, (32 * n,), generator=gen)
+                train_steps(net, opt, x, y, idx[: 32 * 10], 32)  # warm-up
+                t0 = time.perf_counter()
+                train_steps(net, opt, x, y, idx, 32)
+                timed.append((time.perf_counter() - t0) / n)
+            assert timed[1] is not None
+            out[name] = (timed[0], timed[1])
+    finally:
+        mlp_native.set_backend(previous)
+    return out
+
+
 def run_bench(
     *,
     state_dim: int = 4,
@@ -154,9 +218,14 @@ def run_bench(
     steps: int = 300,
     warmup: int = 30,
     online: bool = True,
+    baselines: bool = True,
     seed: int = 0,
 ) -> BenchResult:
-    """Time both LPN steps (same data, same sizes) and, if ``online``, one online run."""
+    """Time both LPN steps (same data, same sizes) and the optional parts.
+
+    ``online``: one online run; ``baselines``: the BC/BCO training steps
+    (:func:`time_baselines`).
+    """
     torch.manual_seed(seed)
     s = torch.randn(batch_size, state_dim)
     s_next = s + 0.1 * torch.randn(batch_size, state_dim)
@@ -203,4 +272,5 @@ def run_bench(
         macs[1],
         backend,
         min(ops) if ops else None,
+        time_baselines(steps, seed) if baselines else {},
     )

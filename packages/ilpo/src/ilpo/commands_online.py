@@ -327,6 +327,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         steps=cfg.steps,
         warmup=cfg.warmup,
         online=cfg.online,
+        baselines=cfg.baselines,
         seed=cfg.seed,
     )
     print(f"threads: {threads}")

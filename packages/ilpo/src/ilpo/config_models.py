@@ -226,14 +226,20 @@ class BcoConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """Time the LPN training step (vs a loop over latents) and an online ARN run."""
+    """Time the LPN training step (vs a loop over latents) and an online ARN run.
+
+    Also the BC/BCO training steps (native kernel vs PyTorch ops).
+    """
 
     steps: AtLeast1 = 300
-    """Timed LPN steps per measurement."""
+    """Timed LPN steps per measurement (and native BC/BCO steps; a third of them as
+    PyTorch ops)."""
     warmup: AtLeast0 = 30
     batch_size: AtLeast1 = 32
     online: bool = True
     """Also time one 1,000-step online run on CartPole-v1."""
+    baselines: bool = True
+    """Also time the BC and BCO training steps (faithful preset's per-seed estimate)."""
     threads: Threads = None
     seed: Seed = 0
     smoke: bool = False

@@ -3,7 +3,8 @@
  * (the Adam update stays in torch). Same function as VectorLPN.loss_and_grads, which is the
  * reference; the package tests compare the two.
  *
- * Prepended at load time: compkit_utils' native_common.h (gemm, FMA, LAYOUT_*).
+ * Prepended at load time: compkit_utils' native_common.h (gemm, FMA, LAYOUT_*, the
+ * dense-layer helpers).
  *
  * Layout. Parameters and gradients are the FlatAdam buffers: the 14 tensors of
  * VectorLPN.parameters() back to back, in torch's Linear layout (weight [out, in], bias [out]):
@@ -40,37 +41,6 @@ int64_t lpn_layout(int64_t i) {
 
 #define SLOPE 0.2f
 static inline float lrelu_f(float x) { return x > 0.0f ? x : SLOPE * x; }
-static inline float lrelu_g(float g, float x) { return x > 0.0f ? g : SLOPE * g; }
-
-/* Branch-free vector forms of the two (GNU vector extensions; a comparison gives an
- * all-ones lane mask). Same values as the scalar forms. */
-typedef int32_t vi __attribute__((vector_size(VL * 4), aligned(4)));
-static inline vf select_pos(vf x, vf if_pos, vf if_not) {
-    const vi m = x > (vf){0};
-    return (vf)(((vi)if_pos & m) | ((vi)if_not & ~m));
-}
-
-/* y[k] = lrelu(x[k]) for k < n (y may equal x). */
-static void lrelu_n(const float *x, float *y, int64_t n) {
-    const int64_t nv = n - n % VL;
-    int64_t k = 0;
-    for (; k < nv; k += VL) {
-        const vf v = LD(x + k);
-        ST(y + k, select_pos(v, v, SLOPE * v));
-    }
-    for (; k < n; ++k) y[k] = lrelu_f(x[k]);
-}
-
-/* g[k] = lrelu'(pre[k]) g[k] for k < n. */
-static void lrelu_grad_n(float *g, const float *pre, int64_t n) {
-    const int64_t nv = n - n % VL;
-    int64_t k = 0;
-    for (; k < nv; k += VL) {
-        const vf v = LD(g + k);
-        ST(g + k, select_pos(LD(pre + k), v, SLOPE * v));
-    }
-    for (; k < n; ++k) g[k] = lrelu_g(g[k], pre[k]);
-}
 
 /* Offsets of the 14 parameter tensors in the flat buffers. */
 typedef struct {
@@ -150,33 +120,13 @@ int64_t lpn_scratch_floats(int64_t B, int64_t Z, int64_t d, int64_t G) {
     return carve(NULL, NULL, B, Z, d, G);
 }
 
-/* y[r, :] += bias[r] for a [rows, cols] row-major block. */
-static void add_bias_rows(float *y, const float *bias, int64_t rows, int64_t cols) {
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) y[r * cols + c] += bias[r];
-}
-
-/* out[r] = Σ_c x[r, c] (row sums of a [rows, cols] block; VL partial sums, then added). */
-static void row_sums(const float *x, int64_t rows, int64_t cols, float *out) {
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *row = x + r * cols;
-        vf acc = {0};
-        int64_t c = 0;
-        for (; c + VL <= cols; c += VL) acc += LD(row + c);
-        float sum = 0.0f;
-        for (int i = 0; i < VL; ++i) sum += acc[i];
-        for (; c < cols; ++c) sum += row[c];
-        out[r] = sum;
-    }
-}
-
 /* One feature-major affine layer: pre[M, N] = w[M, K] x[K, N] + bias (w's rows lda apart),
  * and act = lrelu(pre) when act is given. */
 static void dense(int64_t M, int64_t N, int64_t K, const float *w, int64_t lda, const float *x,
                   const float *bias, float *pre, float *act) {
     gemm(M, N, K, w, lda, 1, x, N, NULL, pre, N);
     add_bias_rows(pre, bias, M, N);
-    if (act) lrelu_n(pre, act, M * N);
+    if (act) leaky_relu_n(pre, act, M * N, SLOPE);
 }
 
 /* sel[r, b] = x[r, best[b]·B + b]: each sample's column of its best latent, for a
@@ -190,32 +140,6 @@ static void select_best(const float *x, const int64_t *best, int64_t rows, int64
         for (int64_t z = 1; z < Z; ++z)
             for (int64_t b = 0; b < B; ++b) out[b] = best[b] == z ? row[z * B + b] : out[b];
     }
-}
-
-/* C[m, n] = Σ_k A[m, k] Bm[n, k] (both operands contiguous along k): the product with a
- * right operand too narrow for gemm's column blocks, as vector dot products. */
-static void dot_rows(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                     const float *Bm, int64_t ldb, float *C, int64_t ldc) {
-    for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) {
-            const float *x = A + m * lda, *y = Bm + n * ldb;
-            vf acc = {0};
-            int64_t k = 0;
-            for (; k + VL <= K; k += VL) {
-                const vf xv = LD(x + k), yv = LD(y + k);
-                acc += xv * yv;
-            }
-            float sum = 0.0f;
-            for (int i = 0; i < VL; ++i) sum += acc[i];
-            for (; k < K; ++k) sum += x[k] * y[k];
-            C[m * ldc + n] = sum;
-        }
-}
-
-/* dst[c, r] = src[r, c]. */
-static void transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
 int lpn_step(const lpn_args *a) {
@@ -251,7 +175,7 @@ int lpn_step(const lpn_args *a) {
         for (int64_t z = Z - 1; z >= 0; --z)
             for (int64_t b = 0; b < B; ++b) row[z * B + b] = row[b] + t.cu[w * Z + z];
     }
-    lrelu_n(t.j, t.x3, W * ZB);
+    leaky_relu_n(t.j, t.x3, W * ZB, SLOPE);
     dense(G, ZB, W, P + o.wd1, W, t.x3, P + o.bd1, t.a4, t.x4);
     dense(d, ZB, G, P + o.wd2, G, t.x4, P + o.bd2, t.del, NULL);
 
@@ -319,12 +243,12 @@ int lpn_step(const lpn_args *a) {
     row_sums(t.dd, d, B, Gr + o.bd2);
     gemm(G, B, d, P + o.wd2, 1, G, t.dd, B, NULL, t.da4, B);
     select_best(t.a4, a->best, G, B, Z, t.sel);
-    lrelu_grad_n(t.da4, t.sel, G * B);
+    leaky_relu_grad_n(t.da4, t.sel, G * B, SLOPE);
     gemm(G, W, B, t.da4, B, 1, t.x3s, W, NULL, Gr + o.wd1, W);
     row_sums(t.da4, G, B, Gr + o.bd1);
     gemm(W, B, G, P + o.wd1, 1, W, t.da4, B, NULL, t.dj, B);
     select_best(t.j, a->best, W, B, Z, t.sel);
-    lrelu_grad_n(t.dj, t.sel, W * B);
+    leaky_relu_grad_n(t.dj, t.sel, W * B, SLOPE);
     /* per-latent sums of dj over the samples that chose each latent: djz [Z, W] */
     memset(t.djz, 0, (size_t)(Z * W) * sizeof(float));
     for (int64_t w = 0; w < W; ++w)
@@ -336,7 +260,7 @@ int lpn_step(const lpn_args *a) {
     row_sums(t.dj, W, B, Gr + o.bj);
     /* latent embedding: du[z, k] = Σ_w djz[z, w] wj[w, W + k], through the leaky ReLU */
     gemm(Z, W, W, t.djz, W, 1, P + o.wj + W, 2 * W, NULL, t.du, W);
-    lrelu_grad_n(t.du, t.upre, Z * W);
+    leaky_relu_grad_n(t.du, t.upre, Z * W, SLOPE);
     for (int64_t w = 0; w < W; ++w) {
         float acc = 0.0f;
         for (int64_t z = 0; z < Z; ++z) {
@@ -352,12 +276,12 @@ int lpn_step(const lpn_args *a) {
     gemm(W, B, W, P + o.wj, 1, 2 * W, t.dj, B, NULL, t.dh, B);
     gemm(W, B, Z, P + o.wp, 1, W, t.dlog, B, t.dh, t.dh, B);
     memcpy(t.de, t.dh, (size_t)(W * B) * sizeof(float));
-    lrelu_grad_n(t.de, t.e, W * B);
+    leaky_relu_grad_n(t.de, t.e, W * B, SLOPE);
     transpose(t.x1, G, B, t.x1b);
     gemm(W, G, B, t.de, B, 1, t.x1b, G, NULL, Gr + o.w2, G);
     row_sums(t.de, W, B, Gr + o.b2);
     gemm(G, B, W, P + o.w2, 1, G, t.de, B, NULL, t.dx1, B);
-    lrelu_grad_n(t.dx1, t.a1, G * B);
+    leaky_relu_grad_n(t.dx1, t.a1, G * B, SLOPE);
     dot_rows(G, d, B, t.dx1, B, t.sT, B, Gr + o.w1, d); /* d columns: too few for gemm */
     row_sums(t.dx1, G, B, Gr + o.b1);
     return 0;

@@ -15,6 +15,8 @@
  *                         the library is built with openmp=True).
  *   FMA, FMAF             a + s b for vectors a, b and a scalar s, and a b + c for floats,
  *                         fused where the CPU has fused multiply-adds.
+ *   leaky_relu_n, leaky_relu_grad_n, add_bias_rows, row_sums, dot_rows, transpose
+ *                         dense-layer helpers for small feature-major networks (ilpo).
  *
  * Conventions shared by every kernel built on this file (docs/conventions.md, "Native
  * kernels"):
@@ -221,4 +223,83 @@ static void sigmoid_n(const float *x, float *y, int64_t n, float scale) {
 static void run_jobs(void *jobs, size_t size, int64_t n, void *(*fn)(void *)) {
 #pragma omp parallel for num_threads(n) schedule(static, 1)
     for (int64_t i = 0; i < n; ++i) fn((char *)jobs + i * size);
+}
+
+/* ---- dense-layer helpers for small feature-major networks ([features, batch] row-major
+ * activations; ilpo's LPN and baseline classifiers) ---- */
+
+/* Lane-wise select on the sign of x (GNU vector extensions; a comparison gives an all-ones
+ * lane mask): if_pos where x > 0, else if_not. */
+typedef int32_t vi __attribute__((vector_size(VL * 4), aligned(4)));
+static inline vf select_pos(vf x, vf if_pos, vf if_not) {
+    const vi m = x > (vf){0};
+    return (vf)(((vi)if_pos & m) | ((vi)if_not & ~m));
+}
+
+/* y[k] = x[k] > 0 ? x[k] : slope x[k] for k < n (y may equal x); branch-free. */
+static void leaky_relu_n(const float *x, float *y, int64_t n, float slope) {
+    const int64_t nv = n - n % VL;
+    int64_t k = 0;
+    for (; k < nv; k += VL) {
+        const vf v = LD(x + k);
+        ST(y + k, select_pos(v, v, slope * v));
+    }
+    for (; k < n; ++k) y[k] = x[k] > 0.0f ? x[k] : slope * x[k];
+}
+
+/* g[k] = (pre[k] > 0 ? 1 : slope) g[k] for k < n: the leaky ReLU's backward pass. */
+static void leaky_relu_grad_n(float *g, const float *pre, int64_t n, float slope) {
+    const int64_t nv = n - n % VL;
+    int64_t k = 0;
+    for (; k < nv; k += VL) {
+        const vf v = LD(g + k);
+        ST(g + k, select_pos(LD(pre + k), v, slope * v));
+    }
+    for (; k < n; ++k) g[k] = pre[k] > 0.0f ? g[k] : slope * g[k];
+}
+
+/* y[r, :] += bias[r] for a [rows, cols] row-major block. */
+static void add_bias_rows(float *y, const float *bias, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) y[r * cols + c] += bias[r];
+}
+
+/* out[r] = Σ_c x[r, c] (row sums of a [rows, cols] block; VL partial sums, then added). */
+static void row_sums(const float *x, int64_t rows, int64_t cols, float *out) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *row = x + r * cols;
+        vf acc = {0};
+        int64_t c = 0;
+        for (; c + VL <= cols; c += VL) acc += LD(row + c);
+        float sum = 0.0f;
+        for (int i = 0; i < VL; ++i) sum += acc[i];
+        for (; c < cols; ++c) sum += row[c];
+        out[r] = sum;
+    }
+}
+
+/* C[m, n] = Σ_k A[m, k] Bm[n, k] (both operands contiguous along k): a product whose
+ * output has too few columns for gemm's vector blocks, as vector dot products. */
+static void dot_rows(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                     const float *Bm, int64_t ldb, float *C, int64_t ldc) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            const float *x = A + m * lda, *y = Bm + n * ldb;
+            vf acc = {0};
+            int64_t k = 0;
+            for (; k + VL <= K; k += VL) {
+                const vf xv = LD(x + k), yv = LD(y + k);
+                acc += xv * yv;
+            }
+            float sum = 0.0f;
+            for (int i = 0; i < VL; ++i) sum += acc[i];
+            for (; k < K; ++k) sum += x[k] * y[k];
+            C[m * ldc + n] = sum;
+        }
+}
+
+/* dst[c, r] = src[r, c] for a [rows, cols] row-major src. */
+static void transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
