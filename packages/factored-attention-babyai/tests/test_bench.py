@@ -18,6 +18,7 @@ def test_bench_smoke_reports_both_evaluators(capsys: pytest.CaptureFixture[str])
     evaluator = result["idle"]["evaluator"]["transformer"]
     assert evaluator["agreement"] == 1.0  # same seeds, same policy → same episodes
     assert evaluator["frames"] == 2 * 64  # a fresh policy never succeeds: full episodes
+    assert evaluator["policy_frames"] < evaluator["frames"]  # ... and loops: cycles are cut
     assert result["idle"]["bc_steps_per_s"]["transformer"] > 0
     assert "one env at a time" in out
 
@@ -43,3 +44,45 @@ def test_grid_refuses_sizes_beyond_the_dataset(
     assert "--per-goal 5" in line
     assert "generate --per-goal 6" in line
     assert tree(tmp_path) == set()
+
+
+def _checkpoint(path: Path, kind: str) -> Path:
+    import torch
+
+    from compkit_utils.checkpoints import make_state, save_checkpoint
+    from factored_attention_babyai.models.film import FilmPolicy
+
+    torch.manual_seed(3)
+    extra = {"kind": kind, "model": "film"}
+    save_checkpoint(path, make_state(step=7, model=FilmPolicy(), extra=extra))
+    return path
+
+
+def test_bench_times_a_trained_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from factored_attention_babyai.train_bc import BC_KIND
+
+    path = _checkpoint(tmp_path / "model.pt", BC_KIND)
+    args = ["bench", "--smoke", "--models", "transformer", "--checkpoints", str(path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    evaluator = json.loads(out.strip().splitlines()[-1])["idle"]["evaluator"]
+    assert set(evaluator) == {"film (model.pt, step 7)", "transformer"}
+    assert evaluator["film (model.pt, step 7)"]["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["discriminator", None])
+def test_bench_refuses_a_checkpoint_of_something_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str | None
+) -> None:
+    path = tmp_path / "model.pt"
+    if kind is None:
+        path.write_bytes(b"not a checkpoint")
+    else:
+        _checkpoint(path, kind)
+    assert main(["bench", "--smoke", "--checkpoints", str(path)]) == 2
+    line = one_error_line(capsys.readouterr().err, "factored-attention-babyai")
+    assert str(path) in line
+    assert main(["bench", "--smoke", "--checkpoints", str(tmp_path / "missing.pt")]) == 2
+    assert "--checkpoints" in one_error_line(capsys.readouterr().err, "factored-attention-babyai")

@@ -324,3 +324,42 @@ def test_rejection_messages_are_silenced(capsys: pytest.CaptureFixture[str]) -> 
     for seed in range(200):
         env.reset_layout(seed=seed)
     assert "Sampling rejected" not in capsys.readouterr().out
+
+
+def test_state_key_ignores_the_step_count_and_nothing_else() -> None:
+    env = make_env()
+    seed = _seed_with_empty_front(env)
+    env.reset(seed=seed)
+    start = env.state_key()
+    for _ in range(4):  # a full turn on the spot: the same state, four steps later
+        env.step(0)
+    assert env.step_count == 4
+    assert env.state_key() == start
+    env.step(1)
+    assert env.state_key() != start  # direction
+    env.step(0)
+    env.step(2)  # forward into the empty front cell
+    assert env.state_key() != start  # position
+
+
+def test_state_key_sees_the_carried_object_and_box_contents() -> None:
+    env = make_env()
+    seed = _seed_with_empty_front(env)
+    env.reset(seed=seed)
+    fx, fy = env.front_pos
+    env.grid.set(fx, fy, Key("red"))
+    env.grid_changed()
+    before = env.state_key()
+    env.step(3)  # pick the key up: the grid and the carried object change
+    carrying = env.state_key()
+    assert carrying != before
+    env.step(4)  # put it back: the same state as before
+    assert env.state_key() == before
+    empty, full = Box("green"), Box("green")
+    full.contains = Key("red")
+    keys = []
+    for box in (empty, full):
+        env.grid.set(fx, fy, box)
+        env.grid_changed()
+        keys.append(env.state_key())
+    assert keys[0] != keys[1]  # same grid codes, different futures under toggle

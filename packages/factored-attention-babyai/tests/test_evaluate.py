@@ -96,6 +96,49 @@ def test_vectorised_equals_one_env_at_a_time() -> None:
     assert fast.missions == slow.missions
 
 
+class WanderPolicy(LookupPolicy):
+    """Deterministic and Markov: the bot's action on its demos' frames after the first two,
+    elsewhere a turn or a step forward chosen by a hash of the frame — a walk from the start
+    that may meet the bot's path (and then succeed) or loop."""
+
+    def __init__(self, seeds: list[int]) -> None:
+        super().__init__(seeds)
+        env = make_env()
+        for seed in seeds:
+            images, directions, _, tokens = bot_demo(env, seed)
+            for im, d in zip(images[:2], directions[:2], strict=True):
+                self.table.pop(self._key(im, int(d), tokens), None)
+
+    def __call__(self, images: torch.Tensor, directions: torch.Tensor, missions: torch.Tensor):
+        out = super().__call__(images, directions, missions)
+        mix = (images.long().flatten(1) * torch.arange(1, 193)).sum(1) * 7 + directions.long()
+        unseen = out[:, 0] == 1.0  # the lookup's default
+        for i in torch.nonzero(unseen).flatten().tolist():
+            key = self._key(images[i].numpy(), int(directions[i]), missions[i].numpy())
+            if key not in self.table:
+                out[i] = 0.0
+                out[i, int(mix[i] % 1009) % 3] = 1.0
+        return out
+
+
+def test_cycle_cut_gives_the_episodes_of_stepping_to_the_end() -> None:
+    torch.manual_seed(0)
+    seeds = list(range(100, 148))
+    bot = LookupPolicy(seeds[::3])  # the bot on a third of the seeds, `left` forever elsewhere
+    wander = WanderPolicy(seeds)
+    lengths = set()
+    for policy in (bot, wander, FilmPolicy()):
+        cut = rollout(policy, seeds, batch_size=8)
+        whole = rollout(policy, seeds, batch_size=8, cut_cycles=False)
+        assert cut.success.tolist() == whole.success.tolist()
+        assert cut.length.tolist() == whole.length.tolist()
+        assert whole.frames == int(whole.length.sum())
+        assert cut.frames < whole.frames  # the loops were not stepped
+        lengths.update(whole.length[~whole.success].tolist())
+    assert rollout(bot, seeds, batch_size=8).success.sum() == len(seeds[::3])
+    assert lengths == {64}  # every failure is a step-limit one, cut or stepped
+
+
 def test_goal_sets_are_split_back_by_name() -> None:
     policy = LookupPolicy(SEEDS[:3])
     results = evaluate_goal_sets(policy, {"id": SEEDS[:3], "ood": [101, 102]}, batch_size=8)

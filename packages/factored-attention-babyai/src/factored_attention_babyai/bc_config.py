@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Self
 
 from compkit_utils.devices import DeviceName
 from compkit_utils.errors import UserError
-from compkit_utils.validate import InputPath, OutputDir, Range
+from compkit_utils.validate import InputFile, InputPath, OutputDir, Range
 
 __all__ = ["PAPER_STEPS", "BcBenchConfig", "BcConfig"]
 
@@ -114,6 +114,10 @@ class BcBenchConfig:
     """Also time dataset generation (demos/s, projected full-dataset time)."""
     contended: bool = False
     """Repeat the measurements beside a busy process (compkit_utils.devices.busy_process)."""
+    checkpoints: Annotated[tuple[Path, ...], InputFile()] = ()
+    """Also time the evaluator with these trained policies (``model.pt`` or any checkpoint of
+    train-bc or train-planner) on the same seeds: a trained policy loops less than a fresh one,
+    so the cycle cut saves less (see the docs)."""
     threads: Annotated[int | None, Range(1)] = None
     seed: Annotated[int, Range(0)] = 0
     smoke: bool = False

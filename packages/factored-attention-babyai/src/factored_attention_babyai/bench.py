@@ -3,12 +3,14 @@
 * **Evaluator**: :func:`~factored_attention_babyai.evaluate.rollout` (all episodes' envs
   stepped together, one batched policy call per time step) against the reference written
   here, :func:`reference_rollout` — one environment at a time, the same policy called on one
-  frame per step. Same freshly initialised policy (so every episode runs the full 64 steps:
-  both do the same work), same seeds; the per-episode results are checked to agree and the
-  ratio is reported (target ≥ 10×). The vectorised evaluator drives the BC policies through
-  their eval-only rollout sessions (:mod:`factored_attention_babyai.models.inference`); the
-  same batched loop without the session is timed too, and wall-clock and CPU seconds are
-  both reported.
+  frame per step, every episode stepped to its end. Same policy, same seeds; the per-episode
+  results are checked to agree and the ratio is reported (target ≥ 10×). The vectorised
+  evaluator drives the BC policies through their eval-only rollout sessions
+  (:mod:`factored_attention_babyai.models.inference`) and cuts episodes that enter a cycle;
+  it is also timed without the cut (the same frames as the reference: batching alone) and
+  without the session, in wall-clock and CPU seconds. The default policies are freshly
+  initialised ones, which never succeed and nearly always loop at once (the cut's best
+  case); ``--checkpoints`` adds trained policies of ``train-bc`` / ``train-planner``.
 * **BC training**: steps/s at batch 32 (bot demonstrations made on the spot, the dataset's
   padding conventions) for each model, with :func:`~factored_attention_babyai.train_bc.make_batch`
   and the loss of the trainer, in float32 and under bfloat16 autocast (``--precision mixed``).
@@ -26,6 +28,7 @@ import importlib
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from factored_attention_babyai.bc_config import BcBenchConfig
     from factored_attention_babyai.evaluate import Episodes, Policy
 
-__all__ = ["reference_rollout", "run_bench", "time_bc_steps", "time_evaluator"]
+__all__ = ["load_policy", "reference_rollout", "run_bench", "time_bc_steps", "time_evaluator"]
 
 
 def reference_rollout(policy: Policy, seeds: Sequence[int] | np.ndarray) -> Episodes:
@@ -80,40 +83,94 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def time_evaluator(model: str, episodes: int, seed: int) -> dict[str, float]:
+def load_policy(path: Path) -> tuple[str, torch.nn.Module]:
+    """A trained policy from a ``train-bc`` or ``train-planner`` checkpoint.
+
+    Returns:
+        ``(label, policy)``: ``film`` / ``transformer`` / ``planner`` (+ the file name) and the
+        module with the checkpoint's weights, on the CPU.
+
+    Raises:
+        UserError: a missing, corrupt or foreign checkpoint.
+    """
+    from compkit_utils.checkpoints import load_checkpoint
+    from compkit_utils.errors import UserError
+    from factored_attention_babyai.planner import PLANNER_KIND, MVPropPlanner
+    from factored_attention_babyai.train_bc import BC_KIND, build_policy
+
+    state = load_checkpoint(path)
+    extra = state.get("extra") or {}
+    kind = extra.get("kind")
+    policy: torch.nn.Module
+    if kind == BC_KIND:
+        label = str(extra["model"])
+        policy = build_policy(label)
+    elif kind == PLANNER_KIND:
+        from factored_attention_babyai.models.interaction import build_interaction
+        from factored_attention_babyai.vocab import WORDS
+
+        label = "planner"
+        interaction = build_interaction(str(extra["interaction_model"]), len(WORDS))
+        policy = MVPropPlanner(interaction, k=int(extra["k"]))
+    else:
+        raise UserError(
+            f"--checkpoints {path}: not a train-bc or train-planner checkpoint; pass the "
+            "model.pt (or a checkpoints/*.pt) of such a run"
+        )
+    try:
+        policy.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise UserError(
+            f"--checkpoints {path}: its weights do not fit a {label} policy "
+            f"({exc.__class__.__name__}); it was written by another version"
+        ) from exc
+    return f"{label} ({path.name}, step {state.get('step', '?')})", policy
+
+
+def time_evaluator(
+    model: str, episodes: int, seed: int, policy: Policy | None = None
+) -> dict[str, float]:
     """Seconds of the vectorised evaluator and of the reference on the same seeds.
 
-    Three runs on the same seeds: the vectorised evaluator as used in training (through the
-    policy's rollout session), the same without the session (the plain ``forward`` on every
-    batch), and the one-env-at-a-time reference. Wall-clock and CPU seconds of each (on a
-    shared machine the CPU seconds are the steadier comparison).
+    Four runs on the same seeds: the vectorised evaluator as used in training (the policy's
+    rollout session, cycles cut), the same without the cycle cut (so the same frames as the
+    reference: the gain of batching alone), the same without the session either (the plain
+    ``forward`` on every batch), and the one-env-at-a-time reference. Wall-clock and CPU
+    seconds of each (on a shared machine the CPU seconds are the steadier comparison).
+    ``policy``: a trained policy to time (default: a fresh ``model`` from ``seed``).
     """
     from factored_attention_babyai.evaluate import rollout
     from factored_attention_babyai.train_bc import build_policy
 
-    torch.manual_seed(seed)
-    policy = build_policy(model)
+    if policy is None:
+        torch.manual_seed(seed)
+        policy = build_policy(model)
     seeds = np.arange(episodes) + 10**6 * (seed + 1)
-    rollout(policy, seeds[:1])  # warm-up (allocator, kernels)
+    rollout(policy, seeds[:1], cut_cycles=False)  # warm-up (allocator, kernels)
     fast, t_fast, c_fast = _timed(lambda: rollout(policy, seeds))
-    plain, t_plain, c_plain = _timed(lambda: rollout(policy, seeds, fast=False))
+    whole, t_whole, c_whole = _timed(lambda: rollout(policy, seeds, cut_cycles=False))
+    plain, t_plain, _ = _timed(lambda: rollout(policy, seeds, fast=False, cut_cycles=False))
     slow, t_slow, c_slow = _timed(lambda: reference_rollout(policy, seeds))
     agree = all(
         np.array_equal(a.length, slow.length) and np.array_equal(a.success, slow.success)
-        for a in (fast, plain)
+        for a in (fast, whole, plain)
     )
-    frames = int(fast.length.sum())
     return {
         "vectorised_s": t_fast,
+        "vectorised_uncut_s": t_whole,
         "vectorised_plain_s": t_plain,
         "reference_s": t_slow,
         "ratio": t_slow / t_fast,
+        "ratio_uncut": t_slow / t_whole,
         "ratio_plain": t_slow / t_plain,
         "vectorised_cpu_s": c_fast,
-        "vectorised_plain_cpu_s": c_plain,
+        "vectorised_uncut_cpu_s": c_whole,
         "reference_cpu_s": c_slow,
         "ratio_cpu": c_slow / max(c_fast, 1e-9),
-        "frames": frames,
+        "ratio_uncut_cpu": c_slow / max(c_whole, 1e-9),
+        "frames": int(slow.length.sum()),
+        "policy_frames": fast.frames,
+        "success": float(slow.success.mean()),
         "agreement": float(agree),
     }
 
@@ -179,6 +236,9 @@ def _measure(cfg: BcBenchConfig) -> dict[str, Any]:
         "bc_steps_per_s": {},
         "bc_steps_per_s_mixed": {},
     }
+    for path in cfg.checkpoints:
+        label, trained = load_policy(path)
+        out["evaluator"][label] = time_evaluator(label, cfg.episodes, cfg.seed, trained)
     for model in cfg.models:
         out["evaluator"][model] = time_evaluator(model, cfg.episodes, cfg.seed)
         out["bc_steps_per_s"][model] = time_bc_steps(model, cfg.steps, cfg.seed, cfg.batch_size)
@@ -206,12 +266,14 @@ def _print(label: str, result: dict[str, Any]) -> None:
     batch = result["batch_size"]
     for model, r in result["evaluator"].items():
         print(
-            f"evaluator {model}: vectorised {r['vectorised_s']:.2f} s (without the rollout "
-            f"session {r['vectorised_plain_s']:.2f} s), one env at a time "
-            f"{r['reference_s']:.2f} s, ratio {r['ratio']:.1f}x "
-            f"(without the session {r['ratio_plain']:.1f}x; in CPU seconds "
-            f"{r['vectorised_cpu_s']:.2f} vs {r['reference_cpu_s']:.2f}, {r['ratio_cpu']:.1f}x; "
-            f"{r['frames']} frames, per-episode agreement {r['agreement']:.2f})"
+            f"evaluator {model}: vectorised {r['vectorised_s']:.2f} s (cycles not cut "
+            f"{r['vectorised_uncut_s']:.2f} s, nor the rollout session "
+            f"{r['vectorised_plain_s']:.2f} s), one env at a time {r['reference_s']:.2f} s, "
+            f"ratio {r['ratio']:.1f}x (cycles "
+            f"not cut {r['ratio_uncut']:.1f}x, nor the session {r['ratio_plain']:.1f}x; in CPU "
+            f"seconds {r['ratio_cpu']:.1f}x and {r['ratio_uncut_cpu']:.1f}x); success "
+            f"{r['success']:.2f}, the policy called on {r['policy_frames']} of {r['frames']} "
+            f"frames, per-episode agreement {r['agreement']:.2f}"
         )
     for model, rate in result["bc_steps_per_s"].items():
         mixed = result["bc_steps_per_s_mixed"][model]

@@ -33,7 +33,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
-from minigrid.core.constants import OBJECT_TO_IDX
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 from minigrid.core.world_object import Box as BoxObject
 from minigrid.envs.babyai.core.roomgrid_level import RejectSampling
 from minigrid.envs.babyai.goto import GoToLocal
@@ -63,6 +63,14 @@ N_ACTIONS = 7
 AGENT_IDX = OBJECT_TO_IDX["agent"]
 _DONE, _PICKUP, _DROP, _TOGGLE = 6, 3, 4, 5
 _EMPTY = (OBJECT_TO_IDX["empty"], 0, 0)
+
+
+def _object_code(obj: Any) -> tuple[int, int, int]:
+    """(type, colour + 1, has contents) of a world object; zeros for None."""
+    if obj is None:
+        return (0, 0, 0)
+    full = int(isinstance(obj, BoxObject) and obj.contains is not None)
+    return (OBJECT_TO_IDX[obj.type], 1 + COLOR_TO_IDX[obj.color], full)
 
 
 @functools.cache
@@ -257,6 +265,27 @@ class GoToLocalEnv(GoToLocal):
         """Whether the cell in front of the agent holds an object matching the mission."""
         return self._matches(self.grid.get(*self.front_pos))
 
+    def state_key(self) -> bytes:
+        """The dynamic state as bytes: equal keys, equal futures under the same actions.
+
+        The grid's (object, colour, state) codes, the agent's position and direction, the
+        carried object's type and colour, and the contents of any box that has some (the grid
+        codes do not show them; GoToLocal's boxes are empty) — everything :meth:`step` reads
+        except the step counter, which only decides truncation. The evaluator uses it to cut an
+        episode that has entered a cycle (:func:`factored_attention_babyai.evaluate.rollout`).
+        """
+        if self._grid_code is None:
+            self._encode_grid()
+        assert self._grid_code is not None
+        x, y = self.agent_pos
+        key = self._grid_code.tobytes() + bytes(
+            (x, y, int(self.agent_dir), *_object_code(self.carrying))
+        )
+        for index, cell in enumerate(self.grid.grid):
+            if isinstance(cell, BoxObject) and cell.contains is not None:
+                key += bytes((index, *_object_code(cell.contains)))
+        return key
+
     # -- observation -------------------------------------------------------------------------
     def grid_changed(self) -> None:
         """Drop the cached grid encoding: call after editing ``self.grid`` directly."""
@@ -270,8 +299,6 @@ class GoToLocalEnv(GoToLocal):
         desc = self.instrs.desc  # pyright: ignore[reportAttributeAccessIssue]
         targets = code[..., 0] == OBJECT_TO_IDX[desc.type]
         if desc.color is not None:
-            from minigrid.core.constants import COLOR_TO_IDX
-
             targets &= code[..., 1] == COLOR_TO_IDX[desc.color]
         self._grid_code, self._targets = code, targets
 

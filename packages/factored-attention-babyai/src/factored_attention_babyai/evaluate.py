@@ -19,6 +19,17 @@ under ``torch.inference_mode``. A policy with a ``rollout_session()`` method (th
 (``fast=True``, the default): its episode code is computed once when an episode starts (the
 mission encoding is constant within an episode) and each time step passes only the frames —
 the same scores up to float rounding, less work per frame.
+
+**Cycles are cut** (``cut_cycles=True``, the default): the policy is Markov (it sees one
+frame), greedy and deterministic, and the environment is deterministic, so an episode that
+returns to a state it has already been in (same grid, agent position and direction, carried
+object: :meth:`~factored_attention_babyai.env.GoToLocalEnv.state_key`) repeats the same loop
+until the step limit without succeeding — a success would have ended it. Such an episode is
+recorded at once as a failure of the step limit's length, exactly what stepping it to the end
+records, and its slot takes the next seed. Untrained and half-trained policies spend most of
+their frames in such loops (turning on the spot, ``done`` in front of the wrong object, walking
+into a wall). Pass ``cut_cycles=False`` for a policy that is not a deterministic function of its
+inputs; environments without ``state_key`` are never cut.
 """
 
 from __future__ import annotations
@@ -48,12 +59,15 @@ class Episodes:
         success: ``[E]`` bool, the episode ended with reward > 0.
         length: ``[E]`` actions taken (≤ 64).
         missions: the mission string of each episode.
+        frames: frames the policy was called on (the lengths' sum less the steps of the cut
+            cycles; informational).
     """
 
     seeds: np.ndarray
     success: np.ndarray
     length: np.ndarray
     missions: tuple[str, ...]
+    frames: int = 0
 
     @property
     def success_rate(self) -> float:
@@ -82,6 +96,7 @@ def rollout(
     batch_size: int = 512,
     make_env: Callable[[], Any] | None = None,
     fast: bool = True,
+    cut_cycles: bool = True,
 ) -> Episodes:
     """Run one greedy episode per seed, ``batch_size`` environments at a time.
 
@@ -92,6 +107,8 @@ def rollout(
         make_env: environment factory (default :func:`factored_attention_babyai.env.make_env`).
         fast: use the policy's ``rollout_session()`` when it has one (False: call the policy
             itself on every frame).
+        cut_cycles: end an episode as a step-limit failure as soon as it revisits a state
+            (module docstring); the results are those of stepping it to the limit.
 
     Returns:
         The :class:`Episodes` of ``seeds``, in order.
@@ -109,6 +126,9 @@ def rollout(
     if slots == 0:
         return Episodes(seeds, success, length, ())
     envs = [make_env() for _ in range(slots)]
+    keys = [getattr(env.unwrapped, "state_key", None) if cut_cycles else None for env in envs]
+    seen: list[set[bytes]] = [set() for _ in range(slots)]
+    n_frames = 0
     images = np.zeros((slots, 8, 8, 3), dtype=np.uint8)
     directions = np.zeros(slots, dtype=np.int64)
     tokens = np.zeros((slots, 5), dtype=np.int64)
@@ -136,6 +156,9 @@ def rollout(
         steps[slot] = 0
         fresh[slot] = True
         next_episode += 1
+        key = keys[slot]
+        if key is not None:
+            seen[slot] = {key()}
 
     try:
         for slot in range(slots):
@@ -164,13 +187,19 @@ def rollout(
                     index = torch.from_numpy(active).to(device)
                     scores = session(*frames, codes if len(active) == slots else codes[index])
                 actions = scores.argmax(dim=-1).cpu().numpy()
+                n_frames += len(active)
                 for slot, action in zip(active.tolist(), actions.tolist(), strict=True):
                     obs, reward, terminated, truncated, _ = envs[slot].step(action)
                     steps[slot] += 1
+                    key = keys[slot]
                     if terminated or truncated:
                         e = episode[slot]
                         success[e] = reward > 0
                         length[e] = steps[slot]
+                        start(slot)
+                    elif key is not None and _revisits(seen[slot], key()):
+                        e = episode[slot]  # a loop until the step limit, never a success
+                        length[e] = cast("Any", envs[slot].unwrapped).max_steps
                         start(slot)
                     else:
                         images[slot] = obs["image"]
@@ -180,7 +209,15 @@ def rollout(
             env.close()
         if was_training and isinstance(policy, torch.nn.Module):
             policy.train()
-    return Episodes(seeds, success, length, tuple(missions))
+    return Episodes(seeds, success, length, tuple(missions), n_frames)
+
+
+def _revisits(seen: set[bytes], key: bytes) -> bool:
+    """Whether ``key`` is in ``seen``; adds it when not."""
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
 
 
 def evaluate_goal_sets(
@@ -188,15 +225,22 @@ def evaluate_goal_sets(
     sets: dict[str, Sequence[int] | np.ndarray],
     *,
     batch_size: int = 512,
+    cut_cycles: bool = True,
 ) -> dict[str, Episodes]:
     """Roll out every named seed set (e.g. ``{"id": ..., "ood": ...}``) in one batch stream.
 
     The sets are concatenated so that the environments of one set's tail share policy calls
-    with the next set's head; the result is split back by name.
+    with the next set's head; the result is split back by name (each part's ``frames`` is
+    0: the policy calls are shared).
     """
     names = list(sets)
     arrays = [np.asarray(sets[k], dtype=np.int64) for k in names]
-    result = rollout(policy, np.concatenate(arrays) if arrays else [], batch_size=batch_size)
+    result = rollout(
+        policy,
+        np.concatenate(arrays) if arrays else [],
+        batch_size=batch_size,
+        cut_cycles=cut_cycles,
+    )
     out: dict[str, Episodes] = {}
     start = 0
     for name, arr in zip(names, arrays, strict=True):
