@@ -56,10 +56,13 @@ def _rooms(rng: np.random.Generator, n: int, goals: list) -> tuple[torch.Tensor,
 
 @pytest.mark.slow
 def test_factored_attention_generalises_to_held_out_combinations() -> None:
-    """800 steps of 64 pairs, lr 3e-2 (~45 s on one busy core): OOD soft F1 ≥ 0.8 ≈ ID.
+    """800 steps of 64 pairs, lr 2e-2 (~20 s on one busy core): OOD soft F1 ≥ 0.8 ≈ ID.
 
-    One torch thread, as ``nox -s slow`` runs it: the seeded run is then reproducible (with 2
-    threads the summation order, and so this short high-rate run, differs).
+    One torch thread, as ``nox -s slow`` runs it. The rate is the highest measured to be
+    insensitive to last-bit changes: at 3e-2 the run was chaotic — after any earlier
+    in-process CLI call in the same pytest process the initial embeddings differed in the
+    7th digit (LAPACK's QR) and the run failed at F1 ≈ 0.1–0.5 in 2 of 3 seeds, while at 2e-2
+    seeds 0–3 gave F1 0.84–0.88 with and without that perturbation.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -73,7 +76,7 @@ def _train_and_check() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = FactoredAttention(len(WORDS))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
     for step in range(800):
         images, missions, _, faced, which = _rooms(rng, 64, ID_GOALS)
         labels = torch.from_numpy(np.arange(64) % 2 == 0).long()
