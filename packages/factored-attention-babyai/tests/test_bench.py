@@ -53,6 +53,7 @@ def _checkpoint(path: Path, kind: str) -> Path:
     from factored_attention_babyai.models.film import FilmPolicy
 
     torch.manual_seed(3)
+    path.parent.mkdir(exist_ok=True)
     extra = {"kind": kind, "model": "film"}
     save_checkpoint(path, make_state(step=7, model=FilmPolicy(), extra=extra))
     return path
@@ -63,13 +64,14 @@ def test_bench_times_a_trained_checkpoint(
 ) -> None:
     from factored_attention_babyai.train_bc import BC_KIND
 
-    path = _checkpoint(tmp_path / "model.pt", BC_KIND)
-    args = ["bench", "--smoke", "--models", "transformer", "--checkpoints", str(path)]
+    path = _checkpoint(tmp_path / "run" / "model.pt", BC_KIND)
+    args = ["bench", "--smoke", "--models", "transformer", "--checkpoints", str(path), str(path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     evaluator = json.loads(out.strip().splitlines()[-1])["idle"]["evaluator"]
-    assert set(evaluator) == {"film (model.pt, step 7)", "transformer"}
-    assert evaluator["film (model.pt, step 7)"]["agreement"] == 1.0
+    label = "film (run/model.pt, step 7)"
+    assert set(evaluator) == {label, label + "'", "transformer"}
+    assert evaluator[label]["agreement"] == 1.0
 
 
 @pytest.mark.parametrize("kind", ["discriminator", None])

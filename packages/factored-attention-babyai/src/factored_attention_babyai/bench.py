@@ -124,7 +124,8 @@ def load_policy(path: Path) -> tuple[str, torch.nn.Module]:
             f"--checkpoints {path}: its weights do not fit a {label} policy "
             f"({exc.__class__.__name__}); it was written by another version"
         ) from exc
-    return f"{label} ({path.name}, step {state.get('step', '?')})", policy
+    where = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return f"{label} ({where}, step {state.get('step', '?')})", policy
 
 
 def time_evaluator(
@@ -238,6 +239,8 @@ def _measure(cfg: BcBenchConfig) -> dict[str, Any]:
     }
     for path in cfg.checkpoints:
         label, trained = load_policy(path)
+        while label in out["evaluator"]:  # the same file given twice
+            label += "'"
         out["evaluator"][label] = time_evaluator(label, cfg.episodes, cfg.seed, trained)
     for model in cfg.models:
         out["evaluator"][model] = time_evaluator(model, cfg.episodes, cfg.seed)
