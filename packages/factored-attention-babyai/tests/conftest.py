@@ -4,8 +4,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch._dynamo  # noqa: F401  (see below)
 
 from compkit_utils.testing import _one_torch_thread  # noqa: F401  (autouse fixture)
+
+# torch._dynamo (which loads triton's native library when triton is installed) is imported
+# before any test runs: loading it for the first time after a test had rendered with pygame
+# crashed the pytest process with a segmentation fault (measured with torch 2.15 / triton:
+# `pytest test_env.py test_bench.py`; the full suite loads it earlier and was not affected;
+# the same sequence outside pytest did not crash).
 
 SMALL_PER_GOAL = 2
 
