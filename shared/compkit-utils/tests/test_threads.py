@@ -308,6 +308,45 @@ def test_thread_invariant_blas_is_requested_unless_the_user_chose(monkeypatch) -
     assert os.environ["MKL_CBWR"] == "COMPATIBLE"
 
 
+_MMAPPED = """
+import ctypes, os, sys
+from compkit_utils.devices import keep_freed_memory
+on = keep_freed_memory()
+class Info(ctypes.Structure):  # struct mallinfo2 (glibc >= 2.33), all ten fields
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+block = bytearray(64 << 20)  # one 64 MiB block through malloc
+print(int(on), libc.mallinfo2().hblkhd >= (64 << 20))
+"""
+
+
+def _mmapped(env: dict[str, str]) -> tuple[str, str]:
+    """(whether keep_freed_memory applied, whether a 64 MiB block came from mmap) in a child."""
+    env = {k: v for k, v in env.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _MMAPPED], env=env, capture_output=True, text=True, check=True
+    )
+    on, mmapped = out.stdout.split()
+    return on, mmapped
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux"
+    or __import__("platform").libc_ver()[0] != "glibc"
+    or tuple(map(int, __import__("platform").libc_ver()[1].split(".")[:2])) < (2, 33),
+    reason="glibc >= 2.33 (mallinfo2); other C libraries are left alone by design",
+)
+def test_keep_freed_memory_serves_large_blocks_from_the_heap() -> None:
+    base = {k: v for k, v in os.environ.items() if k != "COMPKIT_MALLOC"}
+    assert _mmapped(base) == ("1", "False")
+    # the opt-out and a user's own glibc setting leave the allocator alone: mmap as usual
+    assert _mmapped({**base, "COMPKIT_MALLOC": "system"}) == ("0", "True")
+    assert _mmapped({**base, "GLIBC_TUNABLES": "glibc.malloc.check=0"}) == ("0", "True")
+
+
 def _two_cpu_stat(idle: tuple[int, int], total: tuple[int, int]) -> str:
     return "\n".join(f"cpu{i} {total[i] - idle[i]} 0 0 {idle[i]} 0 0 0 0" for i in range(2))
 
