@@ -150,7 +150,12 @@ def prefer_thread_invariant_blas() -> bool:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 #: Freed heap memory kept for reuse before glibc returns the top of the heap to the system.
 KEEP_FREED_BYTES = 1 << 30
-_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_MALLOC_ENV = (
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+)
 
 
 def keep_freed_memory() -> bool:
@@ -163,9 +168,9 @@ def keep_freed_memory() -> bool:
     ``[30720, 584]`` float tensor (72 MiB, the planner's Q-network rows of 480 frames) took
     0.6 s to fill where its matrix product took 0.15 s. With ``mmap`` switched off
     (``M_MMAP_MAX = 0``) and the heap's top trimmed only above :data:`KEEP_FREED_BYTES`, the
-    blocks freed by one step serve the next one (what jemalloc/tcmalloc, the allocators
-    recommended for PyTorch on CPUs, do too). Numbers do not change, only where tensors live;
-    a process keeps up to its peak heap (plus 1 GiB of free top) until it exits.
+    blocks freed by one step serve the next one (what the jemalloc or tcmalloc that PyTorch's
+    CPU tuning guide suggests preloading also give). Numbers do not change, only where
+    tensors live; a process keeps up to its peak heap (plus 1 GiB of free top) until it exits.
 
     Not applied when the user configured glibc's allocator (``MALLOC_*_`` variables or
     ``GLIBC_TUNABLES`` with ``glibc.malloc``), when ``COMPKIT_MALLOC=system`` or on another
