@@ -112,3 +112,22 @@ def test_factored_q_network_path_for_every_interaction_model(name: str) -> None:
     args = (images, torch.tensor([0, 2, 3]), torch.randint(0, 15, (3, 5)))
     fast = planner.maps(*args).q
     torch.testing.assert_close(fast, planner.maps(*args, factored=False).q, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_without_gradients_runs_in_chunks_with_the_same_q_values() -> None:
+    from factored_attention_babyai import planner as planner_module
+
+    torch.manual_seed(0)
+    planner = MVPropPlanner(build_interaction("independent", 15), k=3).eval()
+    n = 2 * planner_module.EVAL_CHUNK + 5  # two full chunks and a remainder
+    images = torch.randint(0, 6, (n, 8, 8, 3), dtype=torch.uint8)
+    images[..., 0] = torch.randint(0, 11, (n, 8, 8), dtype=torch.uint8)
+    args = (images, torch.randint(0, 4, (n,)), torch.randint(0, 15, (n, 5)))
+    whole = planner.maps(*args).q.detach()  # one batch, gradients on
+    calls: list[int] = []
+    maps = planner.maps
+    planner.maps = lambda *a, **k: calls.append(len(a[0])) or maps(*a, **k)  # type: ignore[method-assign]
+    with torch.inference_mode():
+        chunked = planner(*args)
+    assert calls == [planner_module.EVAL_CHUNK, planner_module.EVAL_CHUNK, 5]
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)

@@ -107,7 +107,13 @@ class MVPropPlanner(nn.Module):
         return table
 
     def maps(
-        self, images: Tensor, directions: Tensor, missions: Tensor, *, factored: bool = True
+        self,
+        images: Tensor,
+        directions: Tensor,
+        missions: Tensor,
+        *,
+        factored: bool = True,
+        rows: Tensor | None = None,
     ) -> PlannerOutput:
         """Q-values and value maps of single frames.
 
@@ -118,6 +124,9 @@ class MVPropPlanner(nn.Module):
             factored: compute the Q-network's first convolution from attribute-table rows
                 (:meth:`~.models.qnet.QNetwork.forward_factored`, the same function, faster);
                 False runs the plain convolution (the reference).
+            rows: the Q-network's first-layer rows for the current weights
+                (:meth:`~.models.qnet.QNetwork.forward_factored`), to share them between
+                chunks; computed when None.
         """
         with torch.no_grad():
             out = self.interaction(images.long(), missions)
@@ -126,7 +135,7 @@ class MVPropPlanner(nn.Module):
         prop, value, reward = self.mvprop(features, goal)
         if factored:
             table = self.attribute_table().detach()
-            q = self.qnet.forward_factored(directions, images, table, value, reward)
+            q = self.qnet.forward_factored(directions, images, table, value, reward, rows)
         else:
             q = self.qnet(directions, features, value, reward)
         return PlannerOutput(q, value, reward, prop)
@@ -143,12 +152,15 @@ class MVPropPlanner(nn.Module):
         n = images.shape[0]
         if torch.is_grad_enabled() or n <= EVAL_CHUNK:
             return self.maps(images, directions, missions).q
+        table = self.attribute_table().detach()
+        rows = self.qnet.lookup_rows(table, images.shape[1], images.shape[2])  # once per call
         return torch.cat(
             [
                 self.maps(
                     images[i : i + EVAL_CHUNK],
                     directions[i : i + EVAL_CHUNK],
                     missions[i : i + EVAL_CHUNK],
+                    rows=rows,
                 ).q
                 for i in range(0, n, EVAL_CHUNK)
             ]

@@ -60,7 +60,7 @@ class QNetwork(nn.Module):
         x = torch.cat([dirs, features, value.unsqueeze(-1), reward.unsqueeze(-1)], -1)
         return self.net(x.permute(0, 3, 1, 2)).mean((2, 3))
 
-    def _lookup_rows(self, attrib_table: Tensor, h: int, w: int) -> Tensor:
+    def lookup_rows(self, attrib_table: Tensor, h: int, w: int) -> Tensor:
         """The first convolution's rows (:func:`lookup_conv_rows`), [9·66 + 4·H·W + 1, width]."""
         conv = self.net[0]
         assert isinstance(conv, nn.Conv2d)
@@ -85,11 +85,12 @@ class QNetwork(nn.Module):
         attrib_table: Tensor,
         value: Tensor,
         reward: Tensor,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """Q-values, equal to :meth:`forward` with φ = [A[type], A[11 + colour]].
 
         The network runs on cell rows ``[B·H·W, channels]``: the first convolution is a sum
-        of 10 rows of :meth:`_lookup_rows` per cell (9 neighbour pairs, 1 direction-and-
+        of 10 rows of :meth:`lookup_rows` per cell (9 neighbour pairs, 1 direction-and-
         position row) plus a 2-channel 3×3 convolution of the value and reward maps; the 1×1
         convolutions are matrix products; the last one is applied after the mean over cells
         (it is linear, so the result is the same).
@@ -100,6 +101,8 @@ class QNetwork(nn.Module):
             attrib_table: [17, E] the interaction model's attribute table A.
             value: [B, H, W] value map V.
             reward: [B, H, W] reward map r.
+            rows: :meth:`lookup_rows` of ``attrib_table``, when the caller already has them
+                (several chunks of frames with the same weights); computed here when None.
 
         Returns:
             [B, 7] Q-values.
@@ -109,7 +112,9 @@ class QNetwork(nn.Module):
         assert isinstance(conv1, nn.Conv2d)
         assert isinstance(conv2, nn.Conv2d)
         b, h, w = value.shape
-        first = lookup_conv(self._lookup_rows(attrib_table, h, w), image, direction)
+        if rows is None:
+            rows = self.lookup_rows(attrib_table, h, w)
+        first = lookup_conv(rows, image, direction)
         maps = torch.stack([value, reward], 1)  # [B, 2, H, W]
         patches = F.unfold(maps, 3, padding=1).transpose(1, 2).reshape(b * h * w, 18)
         width = conv0.weight.shape[0]
