@@ -99,6 +99,29 @@ def test_kept_980_logs_give_the_documented_figure3_statistic(tmp_path: Path) -> 
     assert round(early["id"][0]["iqm"], 3) == 0.824
 
 
+def test_kept_50_logs_give_the_documented_claim(tmp_path: Path) -> None:
+    """results/cpu-50 redraws planner.md's 50-demo table: planner OOD CI above both baselines'."""
+    kept = KEPT.parent / "cpu-50"
+    out = tmp_path / "fig"
+    sweeps = [
+        f"P={kept / 'train-planner'}",
+        f"F={kept / 'film-50'}",
+        *(
+            f"T={kept / name}"
+            for name in ("transformer-50", "transformer-50-s1", "transformer-50-s2")
+        ),
+    ]
+    argv = ["figures", "--top", "3", "--reps", "200", "--out-dir", str(out), "--sweeps", *sweeps]
+    assert main(argv) == 0
+    table = json.loads((out / "figure3.json").read_text())
+    cells = {label: {p: table[label][p][0] for p in ("id", "ood")} for label in "PFT"}
+    for label in "PFT":
+        assert (cells[label]["id"]["per_goal"], cells[label]["id"]["runs"]) == (50, 3)
+    iqm = {label: tuple(round(cells[label][p]["iqm"], 3) for p in ("id", "ood")) for label in "PFT"}
+    assert iqm == {"P": (0.739, 0.747), "F": (0.167, 0.148), "T": (0.0, 0.0)}
+    assert cells["P"]["ood"]["ci_low"] > max(cells[b]["ood"]["ci_high"] for b in "FT")
+
+
 def test_missing_sweep_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     before = tree(tmp_path)
     args = ["figures", "--sweeps", f"X={tmp_path / 'nope'}", "--out-dir", str(tmp_path / "f")]
