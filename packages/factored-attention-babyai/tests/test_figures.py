@@ -75,6 +75,50 @@ def test_figure3_from_sweeps(tmp_path: Path) -> None:
     assert main(args) == 2  # files exist: refused without --overwrite
 
 
+def _model_sweep(root: Path, models: dict[str, float]) -> Path:
+    """A train-bc sweep over ``--grid model=... per-goal=50``, 2 seeds, one level per model."""
+    sweep = root / "bc"
+    runs = {}
+    for model, level in models.items():
+        for seed in range(2):
+            run = f"model={model}__per-goal=50__seed={seed}"
+            (sweep / run).mkdir(parents=True)
+            line = {"step": 500, ID: level, OOD: level / 2}
+            (sweep / run / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+            runs[run] = {"status": "finished", "config": {"model": model, "per-goal": "50"}}
+    (sweep / "sweep.json").write_text(json.dumps({"runs": runs}))
+    return sweep
+
+
+def test_curves_are_named_after_the_runs_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Bare sweep folders: one curve per model; a labelled sweep over models is split."""
+    bc = _model_sweep(tmp_path, {"film": 0.2, "transformer": 0.0})
+    planner = _sweep(tmp_path, "p", {50: [0.7, 0.8, 0.9]})
+    for run in planner.glob("per-goal=*"):
+        (run / "config.json").write_text(json.dumps({"k": 10, "per_goal": 50}))
+    out = tmp_path / "fig"
+    argv = ["figures", "--top", "1", "--reps", "200", "--out-dir", str(out), "--overwrite"]
+    assert main([*argv, "--sweeps", str(planner), str(bc)]) == 0
+    table = json.loads((out / "figure3.json").read_text())
+    assert list(table) == [
+        "Factored/MVProp planner", "GRU-Encoder ResNet/FiLM", "Encoder-Decoder Transformer",
+    ]  # fmt: skip
+    assert table["GRU-Encoder ResNet/FiLM"]["id"][0]["iqm"] == pytest.approx(0.2)
+    assert table["Encoder-Decoder Transformer"]["ood"][0]["runs"] == 2
+    assert main([*argv, "--sweeps", f"BC={bc}", f"Ours={planner}"]) == 0
+    table = json.loads((out / "figure3.json").read_text())
+    assert list(table) == [
+        "BC: GRU-Encoder ResNet/FiLM", "BC: Encoder-Decoder Transformer", "Ours",
+    ]  # fmt: skip
+    unnamed = _sweep(tmp_path, "u", {50: [0.1, 0.2, 0.3]})  # no model in grid or config.json
+    assert main([*argv, "--sweeps", str(unnamed)]) == 2
+    assert "LABEL=DIR" in one_error_line(capsys.readouterr().err, PROG)
+    assert main([*argv, "--sweeps", f"=={unnamed}"]) == 2
+    assert "expected LABEL=SWEEP_DIR" in one_error_line(capsys.readouterr().err, PROG)
+
+
 def _iqm(values: np.ndarray) -> float:
     """25%-trimmed mean of 6 values: the middle 4 (what rliable's IQM computes)."""
     assert len(values) == 6

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compkit_utils.errors import UserError
+from factored_attention_babyai.figures_config import CURVE_NAMES
 
 if TYPE_CHECKING:
     from factored_attention_babyai.experiment_config import ExperimentConfig, Preset
@@ -48,11 +49,7 @@ __all__ = ["LABELS", "run_experiment"]
 
 PACKAGE = "factored-attention-babyai"
 STAGES = ("data", "discriminator", "planner", "baselines", "figures")
-LABELS = {
-    "planner": "Factored/MVProp planner",
-    "film": "GRU-Encoder ResNet/FiLM",
-    "transformer": "Encoder-Decoder Transformer",
-}
+LABELS = {key: CURVE_NAMES[key] for key in ("planner", "film", "transformer")}
 """Figure 3 curve labels (spec §8.1 names)."""
 KIND = "experiment"
 """Tag of the experiment's stage record (``checkpoints/last.pt``)."""
@@ -166,22 +163,14 @@ def _baselines(root: Path, data: Path, preset: Preset, seeds: str, cfg: Experime
 
 
 def figure3_runs(root: Path, max_step: int, top: int) -> dict[str, dict[int, list[Any]]]:
-    """Label → demos per goal → per run (ID, OOD values of its selected points), spec §8.2.
+    """Curve → demos per goal → per run (ID, OOD values of its selected points), spec §8.2.
 
-    The planner sweep is one curve; the BC sweep is split by its ``model`` grid key.
+    One curve per model: the planner sweep and the BC sweep split by its ``model`` grid key.
     """
-    from compkit_utils.sweep.report import load_groups
-    from factored_attention_babyai.figures import collect_runs, select_points
+    from factored_attention_babyai.figures import collect_runs
 
     sweeps = root / PACKAGE / "sweeps"
-    runs = collect_runs({LABELS["planner"]: [sweeps / "train-planner"]}, max_step, top)
-    for group in load_groups([sweeps / "train-bc"]):
-        by_size = runs.setdefault(LABELS[group.config["model"]], {})
-        for name, records in group.runs.items():
-            ids, oods = select_points(records, max_step, top)
-            if not ids:
-                raise UserError(f"{sweeps / 'train-bc' / name}: no validation at step ≤ {max_step}")
-            by_size.setdefault(int(group.config["per-goal"]), []).append((ids, oods))
+    runs = collect_runs({"": [sweeps / "train-planner", sweeps / "train-bc"]}, max_step, top)
     return {label: runs[label] for label in LABELS.values() if label in runs}
 
 
@@ -254,9 +243,7 @@ def _commands(cfg: ExperimentConfig, data: Path, preset: Preset, seeds: str) -> 
         f"--eval-every {preset.bc_eval_every}"
         + ("" if preset.bc_steps is None else f" --steps {preset.bc_steps}"),
         f"{PACKAGE} figures --out-dir RUNS/figures --max-step {preset.max_step} --top {preset.top} "
-        "--sweeps "
-        f'"{LABELS["planner"]}={sweeps}/train-planner" "Behaviour cloning={sweeps}/train-bc"'
-        "  # (the experiment splits the BC sweep by model)",
+        f"--sweeps {sweeps}/train-planner {sweeps}/train-bc  # one curve per model",
     ]
 
 

@@ -55,11 +55,17 @@ COLOR_NAMES = ("red", "green", "blue", "purple", "yellow", "grey")
 FUNCTION_WORDS = ("go", "to", "a", "the")
 
 
-def parse_pairs(items: Sequence[str]) -> dict[str, list[Path]]:
-    """``LABEL=PATH`` items → label → paths (labels in first-seen order)."""
+def parse_pairs(items: Sequence[str], bare: bool = False) -> dict[str, list[Path]]:
+    """``LABEL=PATH`` items → label → paths (labels in first-seen order).
+
+    With ``bare``, a bare ``PATH`` (an existing folder, or an item without ``=``) goes under
+    the empty label: its curves are named after the runs' models (:func:`collect_runs`).
+    """
+    from factored_attention_babyai.figures_config import split_item
+
     out: dict[str, list[Path]] = {}
     for item in items:
-        label, _, path = item.partition("=")
+        label, path = split_item(item, bare)
         out.setdefault(label, []).append(Path(path))
     return out
 
@@ -82,12 +88,16 @@ def select_points(
     return [p[0] for p in kept], [p[2] for p in kept]
 
 
+def _run_config(sweep_dir: Path, run: str) -> dict[str, Any]:
+    cfg_file = sweep_dir / run / "config.json"
+    return json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+
+
 def _per_goal(sweep_dir: Path, run: str, config: dict[str, str]) -> int:
     for key in ("per-goal", "per_goal"):
         if key in config:
             return int(config[key])
-    cfg_file = sweep_dir / run / "config.json"
-    value = json.loads(cfg_file.read_text()).get("per_goal") if cfg_file.is_file() else None
+    value = _run_config(sweep_dir, run).get("per_goal")
     if value is None:
         raise UserError(
             f"--sweeps {sweep_dir}: run {run} has no per-goal setting; sweep --grid per-goal=..."
@@ -95,27 +105,61 @@ def _per_goal(sweep_dir: Path, run: str, config: dict[str, str]) -> int:
     return int(value)
 
 
+def run_model(sweep_dir: Path, run: str, config: dict[str, str]) -> str | None:
+    """The model of one run (``film``, ``transformer``, ``planner`` or ``cnn``), or None.
+
+    ``train-bc`` runs name their ``--model``; ``train-planner`` runs are ``planner`` (K > 0) or
+    ``cnn`` (K = 0). Read from the sweep's grid, else the run's ``config.json``.
+    """
+    saved = _run_config(sweep_dir, run)
+    model = config.get("model", saved.get("model"))
+    if model is not None:
+        return str(model)
+    k = config.get("k", saved.get("k"))
+    if k is None:
+        return None
+    return "planner" if int(k) > 0 else "cnn"
+
+
 def collect_runs(
     sweeps: dict[str, list[Path]], max_step: int, top: int
 ) -> dict[str, dict[int, list[tuple[list[float], list[float]]]]]:
-    """Label → demos per goal → per run (ID values, OOD values) of the selected points."""
+    """Curve → demos per goal → per run (ID values, OOD values) of the selected points.
+
+    A curve is a label of ``sweeps``; under the empty label every run goes to the curve named
+    after its model (:data:`~.figures_config.CURVE_NAMES`), and a labelled sweep folder whose
+    runs span several models is split into ``"LABEL: <model>"`` curves.
+    """
     from compkit_utils.sweep.report import load_groups
+    from factored_attention_babyai.figures_config import CURVE_NAMES
 
     out: dict[str, dict[int, list[tuple[list[float], list[float]]]]] = {}
     for label, dirs in sweeps.items():
         for sweep_dir in dirs:
+            shown = f"{label}={sweep_dir}" if label else str(sweep_dir)
             if not sweep_dir.is_dir():
-                raise UserError(f"--sweeps {label}={sweep_dir}: no such sweep folder")
+                raise UserError(f"--sweeps {shown}: no such sweep folder")
+            found = []
             for group in load_groups([sweep_dir]):
                 for run, records in group.runs.items():
                     ids, oods = select_points(records, max_step, top)
                     if not ids:
                         raise UserError(
-                            f"--sweeps {label}={sweep_dir}: run {run} logged no {ID_KEY} at "
-                            f"steps ≤ {max_step}"
+                            f"--sweeps {shown}: run {run} logged no {ID_KEY} at steps ≤ {max_step}"
                         )
                     limit = _per_goal(sweep_dir, run, group.config)
-                    out.setdefault(label, {}).setdefault(limit, []).append((ids, oods))
+                    model = run_model(sweep_dir, run, group.config)
+                    if model is None and not label:
+                        raise UserError(
+                            f"--sweeps {shown}: run {run} names no model in its config.json; "
+                            "give the curve a label: --sweeps LABEL=DIR"
+                        )
+                    found.append((model, limit, ids, oods))
+            models = {model for model, *_ in found}
+            for model, limit, ids, oods in found:
+                name = CURVE_NAMES.get(str(model), str(model))
+                curve = name if not label else f"{label}: {name}" if len(models) > 1 else label
+                out.setdefault(curve, {}).setdefault(limit, []).append((ids, oods))
     return out
 
 
@@ -366,7 +410,7 @@ def run_figures(cfg: FiguresConfig) -> dict[str, Any]:
     result: dict[str, Any] = {}
     table = None
     if cfg.sweeps:
-        runs = collect_runs(parse_pairs(cfg.sweeps), cfg.max_step, cfg.top)
+        runs = collect_runs(parse_pairs(cfg.sweeps, bare=True), cfg.max_step, cfg.top)
         table = figure3_table(runs, cfg.reps, cfg.seed)
         result["figure3"] = table
     fig4 = fig4a = None

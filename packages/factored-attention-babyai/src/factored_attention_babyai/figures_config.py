@@ -9,7 +9,28 @@ from typing import Annotated
 from compkit_utils.errors import UserError
 from compkit_utils.validate import OutputDir, Range
 
-__all__ = ["FiguresConfig"]
+__all__ = ["CURVE_NAMES", "FiguresConfig", "split_item"]
+
+CURVE_NAMES = {
+    "planner": "Factored/MVProp planner",
+    "cnn": "Factored/CNN policy",
+    "film": "GRU-Encoder ResNet/FiLM",
+    "transformer": "Encoder-Decoder Transformer",
+}
+"""Figure 3 curve names (spec §8.1) of a run's model: ``train-bc --model`` or the planner
+(``train-planner``, K > 0) and its K = 0 variant."""
+
+
+def split_item(item: str, bare: bool) -> tuple[str, str]:
+    """``LABEL=PATH`` → (label, path).
+
+    With ``bare``, an existing folder or an item without ``=`` is a path with the empty label
+    (the curves are then named after the runs' models).
+    """
+    if bare and ("=" not in item or Path(item).is_dir()):
+        return "", item
+    label, _, path = item.partition("=")
+    return label, path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +43,10 @@ class FiguresConfig:
 
     sweeps: tuple[str, ...] = ()
     """Figure 3 curves as LABEL=SWEEP_DIR (repeat a label to pool several sweeps), e.g.
-    "Factored/MVProp=runs/factored-attention-babyai/sweeps/train-planner"."""
+    "Factored/MVProp=runs/factored-attention-babyai/sweeps/train-planner", or a bare SWEEP_DIR:
+    one curve per model, named after it (the planner, its K=0 variant, FiLM, Transformer). A
+    labelled sweep over several models (train-bc --grid model=film,transformer) is split into
+    "LABEL: <model>" curves."""
     interactions: tuple[str, ...] = ()
     """Figure 4 models as LABEL=CHECKPOINT (an interaction.pt or train-discriminator run
     folder; repeat a label to average several seeds)."""
@@ -48,8 +72,11 @@ class FiguresConfig:
                 "pass --sweeps LABEL=DIR ... (Figure 3) and/or --interactions "
                 "LABEL=CHECKPOINT ... (Figure 4b)"
             )
-        for flag, items in (("--sweeps", self.sweeps), ("--interactions", self.interactions)):
-            for item in items:
-                label, sep, path = item.partition("=")
-                if not sep or not label or not path:
-                    raise UserError(f"{flag} {item!r}: expected LABEL=PATH")
+        for item in self.sweeps:
+            label, path = split_item(item, bare=True)
+            if not path or ("=" in item and not label and not Path(item).is_dir()):
+                raise UserError(f"--sweeps {item!r}: expected LABEL=SWEEP_DIR or SWEEP_DIR")
+        for item in self.interactions:
+            label, path = split_item(item, bare=False)
+            if not label or not path:
+                raise UserError(f"--interactions {item!r}: expected LABEL=PATH")
