@@ -143,6 +143,27 @@ def test_kept_980_logs_give_the_documented_figure3_statistic(tmp_path: Path) -> 
     assert round(early["id"][0]["iqm"], 3) == 0.824
 
 
+def test_kept_980_baselines_lie_below_the_planner(tmp_path: Path) -> None:
+    """results/cpu-980: bare sweep folders give one curve per model (bc-980 is split);
+    the baselines' numbers of baselines.md and the planner's OOD CI above theirs."""
+    out = tmp_path / "fig"
+    sweeps = [str(KEPT / "train-planner-7000"), str(KEPT / "bc-980")]
+    argv = ["figures", "--top", "3", "--reps", "200", "--out-dir", str(out), "--sweeps", *sweeps]
+    assert main(argv) == 0
+    table = json.loads((out / "figure3.json").read_text())
+    planner, film, transformer = (
+        "Factored/MVProp planner", "GRU-Encoder ResNet/FiLM", "Encoder-Decoder Transformer",
+    )  # fmt: skip
+    assert list(table) == [planner, film, transformer]
+    cells = {label: {p: table[label][p][0] for p in ("id", "ood")} for label in table}
+    assert [cells[label]["id"]["runs"] for label in table] == [3, 3, 1]
+    iqm = {label: tuple(round(cells[label][p]["iqm"], 3) for p in ("id", "ood")) for label in table}
+    assert iqm == {planner: (0.945, 0.925), film: (0.164, 0.156), transformer: (0.0, 0.0)}
+    assert cells[planner]["ood"]["ci_low"] > max(
+        cells[b]["ood"]["ci_high"] for b in (film, transformer)
+    )
+
+
 def test_kept_50_logs_give_the_documented_claim(tmp_path: Path) -> None:
     """results/cpu-50 redraws planner.md's 50-demo table: planner OOD CI above both baselines'."""
     kept = KEPT.parent / "cpu-50"
