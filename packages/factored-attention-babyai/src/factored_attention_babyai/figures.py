@@ -88,16 +88,15 @@ def select_points(
     return [p[0] for p in kept], [p[2] for p in kept]
 
 
-def _run_config(sweep_dir: Path, run: str) -> dict[str, Any]:
+def _run_settings(sweep_dir: Path, run: str, config: dict[str, str]) -> dict[str, Any]:
+    """The run's ``config.json`` (if any) overlaid with its sweep grid point."""
     cfg_file = sweep_dir / run / "config.json"
-    return json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    saved = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    return {**saved, **config}
 
 
-def _per_goal(sweep_dir: Path, run: str, config: dict[str, str]) -> int:
-    for key in ("per-goal", "per_goal"):
-        if key in config:
-            return int(config[key])
-    value = _run_config(sweep_dir, run).get("per_goal")
+def _per_goal(sweep_dir: Path, run: str, settings: dict[str, Any]) -> int:
+    value = settings.get("per-goal", settings.get("per_goal"))
     if value is None:
         raise UserError(
             f"--sweeps {sweep_dir}: run {run} has no per-goal setting; sweep --grid per-goal=..."
@@ -105,17 +104,15 @@ def _per_goal(sweep_dir: Path, run: str, config: dict[str, str]) -> int:
     return int(value)
 
 
-def run_model(sweep_dir: Path, run: str, config: dict[str, str]) -> str | None:
+def run_model(settings: dict[str, Any]) -> str | None:
     """The model of one run (``film``, ``transformer``, ``planner`` or ``cnn``), or None.
 
     ``train-bc`` runs name their ``--model``; ``train-planner`` runs are ``planner`` (K > 0) or
-    ``cnn`` (K = 0). Read from the sweep's grid, else the run's ``config.json``.
+    ``cnn`` (K = 0). ``settings``: the run's config overlaid with its grid point.
     """
-    saved = _run_config(sweep_dir, run)
-    model = config.get("model", saved.get("model"))
-    if model is not None:
-        return str(model)
-    k = config.get("k", saved.get("k"))
+    if settings.get("model") is not None:
+        return str(settings["model"])
+    k = settings.get("k")
     if k is None:
         return None
     return "planner" if int(k) > 0 else "cnn"
@@ -147,8 +144,9 @@ def collect_runs(
                         raise UserError(
                             f"--sweeps {shown}: run {run} logged no {ID_KEY} at steps ≤ {max_step}"
                         )
-                    limit = _per_goal(sweep_dir, run, group.config)
-                    model = run_model(sweep_dir, run, group.config)
+                    settings = _run_settings(sweep_dir, run, group.config)
+                    limit = _per_goal(sweep_dir, run, settings)
+                    model = run_model(settings)
                     if model is None and not label:
                         raise UserError(
                             f"--sweeps {shown}: run {run} names no model in its config.json; "

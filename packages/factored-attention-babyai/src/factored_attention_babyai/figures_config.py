@@ -74,7 +74,7 @@ class FiguresConfig:
             )
         for item in self.sweeps:
             label, path = split_item(item, bare=True)
-            if not path or ("=" in item and not label and not Path(item).is_dir()):
+            if not path or (not label and path != item):  # "=PATH" or "LABEL="
                 raise UserError(f"--sweeps {item!r}: expected LABEL=SWEEP_DIR or SWEEP_DIR")
         for item in self.interactions:
             label, path = split_item(item, bare=False)
